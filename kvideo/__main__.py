@@ -1,0 +1,5 @@
+import sys
+
+from kvideo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""One loading path for weights: official pickles (weights_only) and safetensors, strict, atomic writes."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+FORMAT_VERSION = "1"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _require_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file ({} for pickles)."""
+    path = _require_file(path)
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a checkpoint: `(contents, metadata)`.
+
+    `.safetensors` files give a flat tensor dict and their metadata; official pickles
+    (`.pt`, ...) are opened with `torch.load(weights_only=True)` and may nest dicts.
+    """
+    path = _require_file(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file as load_safetensors
+
+        return load_safetensors(str(path)), read_metadata(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        try:
+            contents = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # mmap needs the zip format; old-format files load without it
+            contents = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not isinstance(contents, Mapping):
+            raise CheckpointError(f"{str(path)!r} holds a {type(contents).__name__}, not a state dict")
+        return dict(contents), {}
+    raise ValueError(
+        f"cannot read {str(path)!r}: unknown extension {path.suffix!r}; "
+        f"expected .safetensors or one of {PICKLE_SUFFIXES}"
+    )
+
+
+def sub_state_dict(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Entries under `prefix.` with the prefix removed (`prefix` may be nested dicts too)."""
+    if prefix in state and isinstance(state[prefix], Mapping):
+        return dict(state[prefix])
+    dotted = prefix + "."
+    return {k[len(dotted):]: v for k, v in state.items() if k.startswith(dotted)}
+
+
+# -- writing -----------------------------------------------------------------------------------
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
+    """Write tensors atomically; metadata values that are not strings are stored as JSON."""
+    from safetensors.torch import save_file
+
+    meta = {"kvideo_format": FORMAT_VERSION}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
+
+
+# -- key renames -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyRenames:
+    """Renames between an official checkpoint's key names and kvideo's, in one table.
+
+    Each rule `(official, kvideo)` swaps a run of whole dotted segments, e.g.
+    `("temporal_projection", "temporal.conv")` maps `a.3.temporal_projection.weight` to
+    `a.3.temporal.conv.weight` and back; the first matching rule wins.
+    """
+
+    rules: tuple[tuple[str, str], ...] = ()
+
+    def to_kvideo(self, key: str) -> str:
+        return self._apply(key, 0, 1)
+
+    def to_official(self, key: str) -> str:
+        return self._apply(key, 1, 0)
+
+    def _apply(self, key: str, src: int, dst: int) -> str:
+        dotted = f".{key}."
+        for rule in self.rules:
+            if f".{rule[src]}." in dotted:
+                return dotted.replace(f".{rule[src]}.", f".{rule[dst]}.", 1)[1:-1]
+        return key
+
+    def state_to_kvideo(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        return {self.to_kvideo(k): v for k, v in state.items()}
+
+    def state_to_official(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        return {self.to_official(k): v for k, v in state.items()}
+
+
+# -- strict loading ----------------------------------------------------------------------------
+def _shorten(items: list[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Raise CheckpointError listing missing / unexpected keys and shape mismatches."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"the checkpoint does not fit {what}:"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {_shorten(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {_shorten(unexpected)}")
+    if mismatched:
+        lines.append(f"  shape mismatches ({len(mismatched)}): {_shorten(mismatched, 6)}")
+    hint = guess_checkpoint_kind(state)
+    if hint:
+        lines.append(f"  (the keys look like {hint})")
+    raise CheckpointError("\n".join(lines))
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    check_state_dict(module, state, what=what)
+    module.load_state_dict(state, strict=True)
+
+
+def guess_checkpoint_kind(state: Mapping[str, Any]) -> str | None:
+    """A human hint of what a state dict holds, for error messages."""
+    keys = set(state)
+    if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
+        temporal = any("temporal" in k for k in keys)
+        return "a video MoVQ checkpoint" if temporal else "an image MoVQ checkpoint"
+    if any("skip_embeddings" in k or ".temporal.conv." in k or "temporal_projection" in k for k in keys):
+        return "an interpolation UNet checkpoint"
+    if any("temporal_resnet_blocks" in k for k in keys):
+        return "a keyframe UNet checkpoint"
+    if any(k.startswith("down_samples.") for k in keys):
+        return "a 2D Kandinsky 3.0 UNet checkpoint"
+    if any(k.startswith("Conv3d_1a") or k.startswith("Mixed_") for k in keys):
+        return "an I3D checkpoint"
+    return None
