@@ -141,7 +141,11 @@ def _shorten(items: list[str], limit: int = 12) -> str:
 
 def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
     """Raise CheckpointError listing missing / unexpected keys and shape mismatches."""
-    expected = module.state_dict()
+    check_keys(module.state_dict(), state, what=what)
+
+
+def check_keys(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Like `check_state_dict`, against an explicit `{key: tensor}` of what is expected."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(

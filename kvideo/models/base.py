@@ -94,9 +94,9 @@ class PretrainedModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls, path: str | Path, config: Config | None = None, *, device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = torch.float32,
     ):
-        """Build the model and load weights strictly. Official pickles need `config`
+        """Build the model and load weights strictly (float tensors cast to `dtype`). Official pickles need `config`
         unless the class provides `default_official_config()`."""
         checkpoint = cls.read_checkpoint(path)
         return cls.from_checkpoint(checkpoint, config, device=device, dtype=dtype)

@@ -1,0 +1,432 @@
+"""The Kandinsky 3.0 UNet family: 2D text-to-image, keyframe (inflated 3D) and interpolation models."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from kvideo.checkpoint import CheckpointError, KeyRenames, check_keys
+from kvideo.config import Config, check
+from kvideo.models import temporal
+from kvideo.models.base import PretrainedModel
+from kvideo.models.layers import (
+    AttentionBlock,
+    AttentionPooling,
+    Conditioning,
+    FramePositionEmbedding,
+    InterpolationEmbedding,
+    ResNetBlock,
+    ScalarEmbedding,
+    Skip,
+    TemporalAttentionBlock,
+    TemporalResNetBlock,
+)
+
+KINDS = ("image", "keyframe", "interpolation")
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig(Config):
+    """Architecture of one UNet of the family; `kind` switches the temporal parts.
+
+    image: the 2D Kandinsky 3.0 UNet. keyframe: + temporal ResNet / attention blocks and the
+    frame-position embedding. interpolation: + per-Block temporal convs and the skip-frame /
+    perturbation embeddings, with `(interpolated_frames + 2) * latent_channels` input channels.
+    """
+
+    kind: str = "keyframe"
+    model_channels: int = 384
+    init_channels: int = 192
+    num_channels: int = 4
+    out_channels: int = 4
+    time_embed_dim: int = 1536
+    context_dim: int | None = 4096
+    groups: int = 32
+    head_dim: int = 64
+    expansion_ratio: int = 4
+    compression_ratio: int = 2
+    dim_mult: tuple[int, ...] = (1, 2, 4, 8)
+    num_blocks: tuple[int, ...] = (3, 3, 3, 3)
+    add_cross_attention: tuple[bool, ...] = (False, True, True, True)
+    add_self_attention: tuple[bool, ...] = (False, True, True, True)
+    latent_channels: int = 4
+    num_frames: int = 15  # keyframes per clip (the default for generation; not a fixed shape)
+    frame_stride: int = 12  # frame-position step between keyframes (every 12th frame of ~24 fps video)
+    interpolated_frames: int = 3  # interpolation model: frames predicted between two keyframes
+    num_skip_embeddings: int = 20
+
+    def validate(self) -> None:
+        check(self.kind in KINDS, f"UNetConfig.kind={self.kind!r}; expected one of {KINDS}")
+        levels = len(self.dim_mult)
+        for name in ("num_blocks", "add_cross_attention", "add_self_attention"):
+            check(len(getattr(self, name)) == levels,
+                  f"UNetConfig.{name}={getattr(self, name)} must have one entry per level ({levels}, as dim_mult)")
+        check(min(self.num_blocks) >= 2, f"UNetConfig.num_blocks={self.num_blocks}: every level needs >= 2 blocks")
+        check(self.init_channels % 2 == 0 and self.init_channels >= 4,
+              f"UNetConfig.init_channels={self.init_channels} must be even and >= 4 (sinusoidal embedding)")
+        self._validate_channels()
+        if self.kind == "interpolation":
+            self._validate_interpolation()
+        if self.kind == "keyframe":
+            check(self.num_frames >= 1, f"UNetConfig.num_frames={self.num_frames} must be >= 1")
+
+    def _validate_channels(self) -> None:
+        dims = self.level_channels
+        for channels in (self.init_channels, *dims, *(c // self.compression_ratio for c in dims)):
+            check(channels % self.groups == 0,
+                  f"UNetConfig: {channels} channels are not divisible by groups={self.groups}")
+        for level, channels in enumerate(dims):
+            if self.add_self_attention[level] or self.add_cross_attention[level]:
+                check(channels % self.head_dim == 0,
+                      f"UNetConfig: level {level} has {channels} channels, not divisible by head_dim={self.head_dim}")
+        if self.context_dim is not None:
+            check(self.time_embed_dim % self.head_dim == 0,
+                  f"UNetConfig.time_embed_dim={self.time_embed_dim} is not divisible by head_dim={self.head_dim}")
+        else:
+            check(not any(self.add_cross_attention), "UNetConfig: cross-attention needs a context_dim")
+
+    def _validate_interpolation(self) -> None:
+        n, c = self.interpolated_frames, self.latent_channels
+        check(self.num_channels == (n + 2) * c,
+              f"UNetConfig.num_channels={self.num_channels}: an interpolation UNet takes "
+              f"(interpolated_frames + 2) * latent_channels = {(n + 2) * c} channels")
+        check(self.out_channels == n * c,
+              f"UNetConfig.out_channels={self.out_channels}: an interpolation UNet predicts "
+              f"interpolated_frames * latent_channels = {n * c} channels")
+
+    @property
+    def level_channels(self) -> list[int]:
+        return [self.model_channels * m for m in self.dim_mult]
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @classmethod
+    def from_reference(cls, kwargs: Mapping[str, Any]) -> "UNetConfig":
+        """From the reference constructor's keyword arguments (as stored in golden / official configs)."""
+        kwargs = dict(kwargs)
+        if kwargs.pop("interpolation", False):
+            kind = "interpolation"
+            kwargs.pop("num_frames", None)
+        else:
+            kind = "keyframe" if kwargs.get("num_frames") is not None else "image"
+            if kwargs.get("num_frames") is None:
+                kwargs.pop("num_frames", None)
+        kwargs["init_channels"] = kwargs.get("init_channels") or kwargs["model_channels"]
+        return cls(kind=kind, **kwargs)
+
+
+_OFFICIAL = dict(model_channels=384, init_channels=192, time_embed_dim=1536, context_dim=4096, groups=32, head_dim=64)
+_TINY = dict(model_channels=16, init_channels=16, time_embed_dim=32, context_dim=24, groups=4, head_dim=8)
+for _size, _values in (("official", _OFFICIAL), ("tiny", _TINY)):
+    UNetConfig.register_preset(f"{_size}-image", kind="image", **_values)
+    UNetConfig.register_preset(f"{_size}-keyframe", kind="keyframe", **_values)
+    UNetConfig.register_preset(f"{_size}-interpolation", kind="interpolation", num_channels=20, out_channels=12,
+                               **_values)
+
+
+class DownLevel(nn.Module):
+    """Self-attention, temporal attention, then per group: ResNet, temporal ResNet, cross-attention,
+    ResNet (downsampling on the last group), temporal ResNet."""
+
+    def __init__(self, cfg: UNetConfig, level: int, in_channels: int, out_channels: int, downsample: bool) -> None:
+        super().__init__()
+        video, interp = cfg.kind == "keyframe", cfg.kind == "interpolation"
+        self_attention = cfg.add_self_attention[level]
+        context_dim = cfg.context_dim if cfg.add_cross_attention[level] else None
+        block_args = (cfg.time_embed_dim, cfg.groups, cfg.compression_ratio)
+        attn_args = (cfg.time_embed_dim, cfg.groups, cfg.head_dim, cfg.expansion_ratio)
+        self.self_attention_block = AttentionBlock(in_channels, cfg.time_embed_dim, None, *attn_args[1:]) \
+            if self_attention else Skip()
+        self.temporal_attention_block = TemporalAttentionBlock(in_channels, *attn_args) \
+            if video and self_attention else Skip()
+        groups = []
+        num_groups = cfg.num_blocks[level]
+        for index in range(num_groups):
+            c_in = in_channels if index == 0 else out_channels
+            resample = "down" if downsample and index == num_groups - 1 else None
+            groups.append(nn.ModuleList([
+                ResNetBlock(c_in, out_channels, *block_args, temporal=interp),
+                AttentionBlock(out_channels, cfg.time_embed_dim, context_dim, *attn_args[1:]) if context_dim else Skip(),
+                ResNetBlock(out_channels, out_channels, *block_args, resample=resample, temporal=interp),
+                TemporalResNetBlock(out_channels, *block_args) if video else Skip(),
+                TemporalResNetBlock(out_channels, *block_args) if video else Skip(),
+            ]))
+        self.resnet_attn_blocks = nn.ModuleList(groups)
+
+    def order(self) -> list[nn.Module]:
+        """The blocks in the order they run."""
+        blocks = [self.self_attention_block, self.temporal_attention_block]
+        for in_resnet, attention, out_resnet, in_temporal, out_temporal in self.resnet_attn_blocks:
+            blocks += [in_resnet, in_temporal, attention, out_resnet, out_temporal]
+        return blocks
+
+
+class UpLevel(nn.Module):
+    """Per group: temporal ResNet, ResNet (upsampling on the first group), cross-attention, temporal
+    ResNet, ResNet; then temporal attention and self-attention."""
+
+    def __init__(self, cfg: UNetConfig, level: int, in_channels: int, skip_channels: int, out_channels: int,
+                 upsample: bool) -> None:
+        super().__init__()
+        video, interp = cfg.kind == "keyframe", cfg.kind == "interpolation"
+        self_attention = cfg.add_self_attention[level]
+        context_dim = cfg.context_dim if cfg.add_cross_attention[level] else None
+        block_args = (cfg.time_embed_dim, cfg.groups, cfg.compression_ratio)
+        attn_args = (cfg.time_embed_dim, cfg.groups, cfg.head_dim, cfg.expansion_ratio)
+        num_groups = cfg.num_blocks[level]
+        groups = []
+        for index in range(num_groups):
+            c_in = in_channels + skip_channels if index == 0 else in_channels
+            c_out = out_channels if index == num_groups - 1 else in_channels
+            resample = "up" if upsample and index == 0 else None
+            groups.append(nn.ModuleList([
+                ResNetBlock(c_in, c_in, *block_args, resample=resample, temporal=interp),
+                AttentionBlock(c_in, cfg.time_embed_dim, context_dim, *attn_args[1:]) if context_dim else Skip(),
+                ResNetBlock(c_in, c_out, *block_args, temporal=interp),
+                TemporalResNetBlock(c_in, *block_args) if video else Skip(),
+                TemporalResNetBlock(c_in, *block_args) if video else Skip(),
+            ]))
+        self.resnet_attn_blocks = nn.ModuleList(groups)
+        self.temporal_attention_block = TemporalAttentionBlock(out_channels, *attn_args) \
+            if video and self_attention else Skip()
+        self.self_attention_block = AttentionBlock(out_channels, cfg.time_embed_dim, None, *attn_args[1:]) \
+            if self_attention else Skip()
+
+    def order(self) -> list[nn.Module]:
+        blocks = []
+        for in_resnet, attention, out_resnet, in_temporal, out_temporal in self.resnet_attn_blocks:
+            blocks += [in_temporal, in_resnet, attention, out_temporal, out_resnet]
+        return blocks + [self.temporal_attention_block, self.self_attention_block]
+
+
+class UNet(PretrainedModel):
+    """Kandinsky 3.0 UNet, optionally inflated for video (keyframe) or frame interpolation.
+
+    Public layout: `x` is `(b, c, f, h, w)` latents (f = frames, or keyframe pairs for the
+    interpolation model); `forward_folded` takes the reference's `(b f) c h w` layout.
+    """
+
+    model_type = "unet"
+    config_class = UNetConfig
+    renames = KeyRenames((
+        ("temporal_projection", "temporal.conv"),
+        ("temporal_merge", "temporal.merge"),
+        ("perturbation_to_time_embed", "interpolation_embed.perturbation_embed"),
+        ("time_embed_merge", "interpolation_embed.time_merge"),
+        ("skip_merge", "interpolation_embed.skip_merge"),
+        ("skip_embeddings", "interpolation_embed.skip_embeddings"),
+    ))
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__(config)
+        cfg = config
+        self.gradient_checkpointing = False
+        self.to_time_embed = ScalarEmbedding(cfg.init_channels, cfg.time_embed_dim)
+        if cfg.context_dim is not None:
+            self.feature_pooling = AttentionPooling(cfg.time_embed_dim, cfg.context_dim, cfg.head_dim)
+        if cfg.kind == "keyframe":
+            self.to_temporal_embed = FramePositionEmbedding(cfg.init_channels, cfg.time_embed_dim)
+        if cfg.kind == "interpolation":
+            self.interpolation_embed = InterpolationEmbedding(cfg.init_channels, cfg.time_embed_dim,
+                                                              cfg.num_skip_embeddings)
+        self.in_layer = nn.Conv2d(cfg.num_channels, cfg.init_channels, kernel_size=3, padding=1)
+        self._build_levels(cfg)
+        self.out_layer = nn.Sequential(
+            nn.GroupNorm(cfg.groups, cfg.init_channels),
+            nn.SiLU(),
+            nn.Conv2d(cfg.init_channels, cfg.out_channels, kernel_size=3, padding=1),
+        )
+
+    def _build_levels(self, cfg: UNetConfig) -> None:
+        dims = [cfg.init_channels, *cfg.level_channels]
+        last = len(cfg.dim_mult) - 1
+        self.down_samples = nn.ModuleList(
+            DownLevel(cfg, level, dims[level], dims[level + 1], downsample=level != last)
+            for level in range(last + 1)
+        )
+        self.up_samples = nn.ModuleList(
+            UpLevel(cfg, level, dims[level + 1], dims[level + 1] if level != last else 0, dims[level],
+                    upsample=level != last)
+            for level in reversed(range(last + 1))
+        )
+
+    # -- official checkpoints ------------------------------------------------------------------
+    @classmethod
+    def split_official(cls, contents):
+        """`kandinsky_video*.pt` holds {'unet': state, 'null_embedding': (d,), 'projections': state}."""
+        if "unet" not in contents:
+            raise CheckpointError(
+                f"not a Kandinsky Video UNet checkpoint: expected a 'unet' entry, found {sorted(contents)[:8]}"
+            )
+        extras = {k: v for k, v in contents.items() if k != "unet" and torch.is_tensor(v)}
+        for name, value in contents.items():
+            if isinstance(value, Mapping) and name != "unet":
+                extras.update({f"{name}.{k}": v for k, v in value.items()})
+        return dict(contents["unet"]), extras
+
+    @classmethod
+    def default_official_config(cls) -> UNetConfig:
+        return UNetConfig.preset("official-keyframe")
+
+    # -- temporal parts --------------------------------------------------------------------------
+    def freeze_spatial(self) -> "UNet":
+        return temporal.freeze_spatial(self)
+
+    def temporal_parameters(self):
+        return temporal.temporal_parameters(self)
+
+    def temporal_state_dict(self) -> dict[str, torch.Tensor]:
+        return temporal.temporal_state_dict(self)
+
+    def load_temporal_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        temporal.load_temporal_state_dict(self, state)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        self.gradient_checkpointing = enabled
+
+    @classmethod
+    def inflate(cls, state_2d: Mapping[str, torch.Tensor], config: UNetConfig) -> "UNet":
+        """A keyframe UNet whose spatial weights are a 2D Kandinsky 3.0 UNet's state dict.
+
+        The temporal parts start as the identity: the result equals the 2D model frame by frame.
+        """
+        if config.kind != "keyframe":
+            raise ValueError(f"inflate builds a keyframe UNet; config.kind={config.kind!r}")
+        model = cls(config)
+        temporal_keys = set(model.temporal_state_dict())
+        spatial = {k: v for k, v in model.state_dict().items() if k not in temporal_keys}
+        check_keys(spatial, state_2d, what=f"the spatial part of {model.describe()}")
+        model.load_state_dict(dict(state_2d), strict=False)
+        return model
+
+    # -- forward -----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, time: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None, *, frame_positions: torch.Tensor | None = None,
+                skip_frames: torch.Tensor | None = None, perturbation_time: torch.Tensor | None = None) -> torch.Tensor:
+        """x (b, c, f, h, w) -> (b, out_channels, f, h, w); conditioning is per video (b, ...).
+
+        frame_positions: (f,) or (b, f) positions of the frames (keyframe model; default
+        0, frame_stride, 2·frame_stride, ...). skip_frames / perturbation_time: (b,)
+        (interpolation model).
+        """
+        if x.dim() == 4 and self.config.kind == "image":
+            return self.forward(x[:, :, None], time, context, context_mask)[:, :, 0]
+        self._check_input(x, context, context_mask)
+        b, _, f = x.shape[:3]
+        embed = self._embed_time(self._per_sample(time, b), context, context_mask, skip_frames, perturbation_time)
+        cond = Conditioning(
+            time=repeat(embed, "b d -> (b f) d", f=f),
+            num_frames=f,
+            context=None if context is None else repeat(context, "b n d -> (b f) n d", f=f),
+            context_mask=None if context_mask is None else repeat(context_mask.bool(), "b n -> (b f) n", f=f),
+            frames=self._embed_frames(frame_positions, b, f, x.device),
+        )
+        out = self._unet(rearrange(x, "b c f h w -> (b f) c h w"), cond)
+        return rearrange(out, "(b f) c h w -> b c f h w", b=b)
+
+    def forward_folded(self, x: torch.Tensor, time: torch.Tensor, context: torch.Tensor | None = None,
+                       context_mask: torch.Tensor | None = None, *, num_frames: int,
+                       frame_positions: torch.Tensor | None = None, skip_frames: torch.Tensor | None = None,
+                       perturbation_time: torch.Tensor | None = None) -> torch.Tensor:
+        """The reference layout: x ((b f), c, h, w) with every condition given per row (b f)."""
+        if x.shape[0] % num_frames:
+            raise ValueError(f"batch {x.shape[0]} is not a multiple of num_frames={num_frames}")
+        self._check_input(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames), context, context_mask)
+        cond = Conditioning(
+            time=self._embed_time(time, context, context_mask, skip_frames, perturbation_time),
+            num_frames=num_frames,
+            context=context,
+            context_mask=None if context_mask is None else context_mask.bool(),
+            frames=self._frame_embedding(frame_positions),
+        )
+        return self._unet(x, cond)
+
+    def _unet(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """(b f) c h w -> (b f) out h w through all levels."""
+        x = self.in_layer(x)
+        skips = []
+        for level, down in enumerate(self.down_samples):
+            x = self._run_level(down, x, cond)
+            if level != len(self.down_samples) - 1:
+                skips.append(x)
+        for level, up in enumerate(self.up_samples):
+            if level != 0:
+                x = torch.cat([x, skips.pop()], dim=1)
+            x = self._run_level(up, x, cond)
+        return self.out_layer(x)
+
+    def _run_level(self, level: nn.Module, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for block in level.order():
+            if isinstance(block, Skip):
+                continue
+            x = checkpoint(block, x, cond, use_reentrant=False) if use_checkpoint else block(x, cond)
+        return x
+
+    def _embed_time(self, time, context, context_mask, skip_frames, perturbation_time) -> torch.Tensor:
+        """Timestep embedding + text attention pooling (+ interpolation embeddings): (n,) -> (n, d)."""
+        embed = self.to_time_embed(time)
+        if context is not None and self.config.context_dim is not None:
+            embed = self.feature_pooling(embed, context, None if context_mask is None else context_mask.bool())
+        if self.config.kind == "interpolation":
+            if skip_frames is None:
+                raise ValueError("the interpolation UNet needs skip_frames (the frame distance being filled in)")
+            n = embed.shape[0]
+            embed = self.interpolation_embed(
+                embed, self._per_sample(skip_frames, n),
+                None if perturbation_time is None else self._per_sample(perturbation_time, n),
+            )
+        return embed
+
+    def _embed_frames(self, positions: torch.Tensor | None, b: int, f: int, device) -> torch.Tensor | None:
+        if self.config.kind != "keyframe":
+            return None
+        if positions is None:
+            positions = torch.arange(f, device=device) * self.config.frame_stride
+        if positions.dim() == 1:
+            positions = repeat(positions, "f -> b f", b=b)
+        if tuple(positions.shape) != (b, f):
+            raise ValueError(f"frame_positions has shape {tuple(positions.shape)}; expected ({f},) or ({b}, {f})")
+        return self._frame_embedding(rearrange(positions, "b f -> (b f)"))
+
+    def _frame_embedding(self, positions: torch.Tensor | None) -> torch.Tensor | None:
+        if self.config.kind != "keyframe":
+            return None
+        if positions is None:
+            raise ValueError("the keyframe UNet needs frame_positions in the folded layout")
+        return self.to_temporal_embed(positions)
+
+    @staticmethod
+    def _per_sample(values: torch.Tensor | int | float, n: int) -> torch.Tensor:
+        values = torch.as_tensor(values)
+        if values.dim() == 0:
+            values = values.expand(n)
+        if values.shape[0] != n:
+            raise ValueError(f"expected {n} per-sample values, got shape {tuple(values.shape)}")
+        return values
+
+    def _check_input(self, x: torch.Tensor, context, context_mask) -> None:
+        cfg = self.config
+        if x.dim() != 5:
+            raise ValueError(f"x must be (b, c, f, h, w) latents; got shape {tuple(x.shape)}")
+        if x.shape[1] != cfg.num_channels:
+            raise ValueError(
+                f"x has {x.shape[1]} channels; this {cfg.kind} UNet expects {cfg.num_channels}"
+                + (" ([left keyframe | noisy frames | right keyframe] stacked on channels)" if cfg.kind == "interpolation" else "")
+            )
+        factor = cfg.downsample_factor
+        if x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(
+                f"latent size {tuple(x.shape[-2:])} is not divisible by {factor} (the UNet halves it "
+                f"{len(cfg.dim_mult) - 1} times); pixel sizes must be multiples of {8 * factor}"
+            )
+        if cfg.context_dim is not None and context is not None and context.shape[-1] != cfg.context_dim:
+            raise ValueError(f"context has dim {context.shape[-1]}; expected context_dim={cfg.context_dim}")
+        if context_mask is not None and context is not None and context_mask.shape != context.shape[:2]:
+            raise ValueError(f"context_mask shape {tuple(context_mask.shape)} != context {tuple(context.shape[:2])}")

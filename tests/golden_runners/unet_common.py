@@ -1,0 +1,14 @@
+"""Shared by the keyframe and interpolation UNet runners (this module defines no KIND)."""
+from __future__ import annotations
+
+import tempfile
+
+from kvideo.models.unet import UNet, UNetConfig
+
+
+def load_unet(golden) -> UNet:
+    """Write the golden weights in the official file layout and load them through from_pretrained."""
+    config = UNetConfig.from_reference(golden.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = golden.write_official(tmp, "unet.pt")
+        return UNet.from_pretrained(path, config)
