@@ -1,0 +1,275 @@
+"""UNet family: configs, temporal-parts API, inflation, layouts, checkpoints and bad input."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from kvideo import attention
+from kvideo.checkpoint import CheckpointError
+from kvideo.models.unet import UNet, UNetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = Path(os.environ.get("KVIDEO_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random values everywhere, zero-initialised layers and merge weights included."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    return model
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def tiny(kind: str, seed: int = 0, **overrides) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(UNetConfig.preset(f"tiny-{kind}", **overrides)).eval()
+
+
+def inputs(cfg: UNetConfig, b=2, f=3, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, cfg.num_channels, f, size, size, generator=g)
+    time = torch.randint(0, 1000, (b,), generator=g)
+    context = torch.randn(b, 5, cfg.context_dim, generator=g)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])[:b]
+    return x, time, context, mask
+
+
+# -- configs ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", UNetConfig.presets())
+def test_config_json_round_trip(name):
+    cfg = UNetConfig.preset(name)
+    assert UNetConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize("name", UNetConfig.presets())
+def test_configs_folder_matches_presets(name):
+    path = ROOT / "configs" / f"unet-{name}.json"
+    assert UNetConfig.from_file(path) == UNetConfig.preset(name), f"regenerate {path.name}: python -m kvideo.presets"
+
+
+@pytest.mark.parametrize("change, needle", [
+    (dict(groups=5), "groups=5"),
+    (dict(head_dim=48), "head_dim=48"),
+    (dict(kind="3d"), "kind='3d'"),
+    (dict(num_blocks=(3, 3)), "num_blocks"),
+    (dict(kind="interpolation"), "num_channels=4"),
+    (dict(num_frames=0), "num_frames=0"),
+])
+def test_config_validation_names_the_bad_value(change, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        UNetConfig.preset("tiny-keyframe", **change)
+
+
+def test_config_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown field"):
+        UNetConfig.from_dict({"model_channel": 3})
+
+
+# -- official sizes -----------------------------------------------------------------------------
+@pytest.mark.parametrize("preset, key, params", [
+    ("official-keyframe", "kandinsky_video.pt:unet", 4_143_739_012),
+    ("official-interpolation", "kandinsky_video_interpolation.pt:unet", 3_872_572_046),
+])
+def test_official_size_keys_and_shapes(preset, key, params):
+    official = json.loads((GOLDEN_DIR / "official_checkpoints.json").read_text())
+    with torch.device("meta"):
+        model = UNet(UNetConfig.preset(preset))
+    ours = {k: list(v.shape) for k, v in model.official_state_dict().items()}
+    assert ours == official[key]
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert UNetConfig.from_reference(official["configs"][key]) == UNetConfig.preset(preset)
+
+
+# -- layouts and parity -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["keyframe", "interpolation"])
+def test_video_layout_equals_folded_layout(kind):
+    model = randomize(tiny(kind))
+    x, time, context, mask = inputs(model.config)
+    b, f = x.shape[0], x.shape[2]
+    extra = dict(skip_frames=torch.tensor([3, 1])) if kind == "interpolation" else {}
+    positions = torch.arange(f) * 12
+    with torch.no_grad():
+        video = model(x, time, context, mask, frame_positions=positions if kind == "keyframe" else None, **extra)
+        per_row = {k: v.repeat_interleave(f) for k, v in extra.items()}
+        folded = model.forward_folded(
+            x.permute(0, 2, 1, 3, 4).flatten(0, 1), time.repeat_interleave(f),
+            context.repeat_interleave(f, 0), mask.repeat_interleave(f, 0), num_frames=f,
+            frame_positions=positions.repeat(b) if kind == "keyframe" else None, **per_row,
+        )
+    assert torch.allclose(video.permute(0, 2, 1, 3, 4).flatten(0, 1), folded, atol=1e-5)
+
+
+def test_num_frames_comes_from_the_input():
+    model = randomize(tiny("keyframe"))
+    for f in (1, 2, 7):
+        x, time, context, mask = inputs(model.config, f=f)
+        with torch.no_grad():
+            assert model(x, time, context, mask).shape == (2, 4, f, 16, 16)
+
+
+def test_attention_backends_agree():
+    model = randomize(tiny("keyframe"))
+    args = inputs(model.config)
+    with torch.no_grad():
+        with attention.backend("math"):
+            reference = model(*args)
+        fast = model(*args)
+    assert torch.allclose(reference, fast, atol=1e-5)
+
+
+def test_temporal_layers_mix_frames_and_frame_positions_matter():
+    model = randomize(tiny("keyframe"))
+    x, time, context, mask = inputs(model.config)
+    with torch.no_grad():
+        base = model(x, time, context, mask)
+        x2 = x.clone()
+        x2[:, :, 0] += 1.0
+        changed = model(x2, time, context, mask)
+        shifted = model(x, time, context, mask, frame_positions=torch.arange(3) * 12 + 5)
+    assert (changed[:, :, 1:] - base[:, :, 1:]).abs().max() > 1e-3  # frame 0 influences other frames
+    assert (shifted - base).abs().max() > 1e-4
+
+
+def test_interpolation_groups_are_coupled_by_temporal_convs():
+    model = randomize(tiny("interpolation"))
+    x, time, context, mask = inputs(model.config)
+    skip = torch.tensor([3, 3])
+    with torch.no_grad():
+        base = model(x, time, context, mask, skip_frames=skip)
+        x2 = x.clone()
+        x2[:, :, 0] += 1.0
+        changed = model(x2, time, context, mask, skip_frames=skip)
+        other_skip = model(x, time, context, mask, skip_frames=torch.tensor([1, 1]))
+    assert (changed[:, :, 1:] - base[:, :, 1:]).abs().max() > 1e-3
+    assert (other_skip - base).abs().max() > 1e-4
+
+
+# -- temporal parts API and inflation -----------------------------------------------------------
+def test_temporal_parts_are_selected_by_structure():
+    model = tiny("keyframe")
+    names = set(model.temporal_state_dict())
+    assert names and all(("temporal" in n) for n in names)
+    spatial = set(UNet(UNetConfig.preset("tiny-image")).state_dict())
+    assert names.isdisjoint(spatial) and names | spatial == set(model.state_dict())
+    interp = set(tiny("interpolation").temporal_state_dict())
+    assert any(".temporal.conv." in n for n in interp) and any("interpolation_embed" in n for n in interp)
+
+
+def test_freeze_spatial_trains_only_temporal_parameters():
+    model = tiny("keyframe").freeze_spatial()
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in model.temporal_parameters()}
+    assert 0 < len(trainable) < len(list(model.parameters()))
+
+
+def test_temporal_state_dict_round_trip_and_strictness():
+    source, target = randomize(tiny("keyframe"), 1), tiny("keyframe")
+    target.load_temporal_state_dict(source.temporal_state_dict())
+    state = target.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in source.temporal_state_dict().items())
+    with pytest.raises(CheckpointError, match="missing"):
+        target.load_temporal_state_dict(dict(list(source.temporal_state_dict().items())[1:]))
+
+
+def test_inflated_model_equals_2d_model_frame_by_frame():
+    image = randomize(tiny("image"), 3)
+    video = UNet.inflate(image.state_dict(), UNetConfig.preset("tiny-keyframe")).eval()
+    x, time, context, mask = inputs(video.config, f=4)
+    with torch.no_grad():
+        ours = video(x, time, context, mask)
+        frames = [image(x[:, :, i], time, context, mask) for i in range(x.shape[2])]
+    assert torch.allclose(ours, torch.stack(frames, dim=2), atol=1e-5)
+
+
+def test_inflate_rejects_a_state_that_is_not_2d():
+    keyframe = tiny("keyframe").state_dict()
+    with pytest.raises(CheckpointError, match="unexpected keys"):
+        UNet.inflate(keyframe, UNetConfig.preset("tiny-keyframe"))
+
+
+# -- training helpers ---------------------------------------------------------------------------
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for enabled in (False, True):
+        model = randomize(tiny("keyframe")).train()
+        model.set_gradient_checkpointing(enabled)
+        x, time, context, mask = inputs(model.config)
+        model(x, time, context, mask).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def test_save_and_load_pretrained_round_trip(tmp_path):
+    model = randomize(tiny("interpolation"))
+    null = torch.randn(model.config.context_dim)
+    model.save_pretrained(tmp_path / "interp.safetensors", extras={"null_embedding": null})
+    loaded = UNet.from_pretrained(tmp_path / "interp.safetensors")
+    assert loaded.config == model.config
+    assert_same_state(loaded, model)
+    checkpoint = UNet.read_checkpoint(tmp_path / "interp.safetensors")
+    assert torch.equal(checkpoint.extras["null_embedding"], null)
+
+
+def test_official_pickle_loads_with_renames(tmp_path):
+    model = randomize(tiny("interpolation"))
+    null = torch.randn(24)
+    torch.save({"unet": model.official_state_dict(), "null_embedding": null}, tmp_path / "interp.pt")
+    assert any("temporal_projection" in k for k in model.official_state_dict())
+    loaded = UNet.from_pretrained(tmp_path / "interp.pt", model.config)
+    assert_same_state(loaded, model)
+
+
+def test_wrong_model_checkpoint_is_a_clear_error(tmp_path):
+    keyframe = tiny("keyframe")
+    torch.save({"unet": keyframe.official_state_dict()}, tmp_path / "keyframe.pt")
+    with pytest.raises(CheckpointError, match="keyframe UNet checkpoint") as error:
+        UNet.from_pretrained(tmp_path / "keyframe.pt", UNetConfig.preset("tiny-interpolation"))
+    assert "missing keys" in str(error.value) and "unexpected keys" in str(error.value)
+    torch.save({"encoder.conv_in.weight": torch.zeros(1), "decoder.conv_out.weight": torch.zeros(1)},
+               tmp_path / "movq.pt")
+    with pytest.raises(CheckpointError, match="'unet' entry"):
+        UNet.from_pretrained(tmp_path / "movq.pt", UNetConfig.preset("tiny-keyframe"))
+
+
+def test_kvideo_file_of_another_model_type_is_refused(tmp_path):
+    from kvideo.checkpoint import save_safetensors
+
+    save_safetensors(tmp_path / "other.safetensors", {"w": torch.zeros(1)}, {"model_type": "movq", "config": "{}"})
+    with pytest.raises(CheckpointError, match="movq checkpoint, not a unet"):
+        UNet.from_pretrained(tmp_path / "other.safetensors")
+
+
+def test_missing_checkpoint_file():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        UNet.from_pretrained("no/such/file.pt", UNetConfig.preset("tiny-keyframe"))
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_bad_inputs_are_clear_errors():
+    model = tiny("keyframe")
+    x, time, context, mask = inputs(model.config)
+    with pytest.raises(ValueError, match="has 3 channels; this keyframe UNet expects 4"):
+        model(x[:, :3], time, context, mask)
+    with pytest.raises(ValueError, match=r"not divisible by 8.*multiples of 64"):
+        model(x[..., :12, :12], time, context, mask)
+    with pytest.raises(ValueError, match=r"\(b, c, f, h, w\)"):
+        model(x[:, :, 0], time, context, mask)
+    with pytest.raises(ValueError, match="context has dim 7"):
+        model(x, time, torch.randn(2, 5, 7), mask)
+    interp = tiny("interpolation")
+    xi, time, context, mask = inputs(interp.config)
+    with pytest.raises(ValueError, match="needs skip_frames"):
+        interp(xi, time, context, mask)
+    with pytest.raises(ValueError, match="expects 20"):
+        interp(x, time, context, mask, skip_frames=torch.tensor([3, 3]))
