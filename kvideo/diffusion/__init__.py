@@ -1,0 +1,37 @@
+"""Diffusion: schedules, samplers (DDPM, DDIM, DPM-Solver++(2M)) and denoiser / guidance wrappers.
+
+Typical use (keyframes, the release's settings)::
+
+    schedule = cosine_schedule(50)
+    model = TextGuidance(unet, context, mask, uncond_context, uncond_mask, scale=5.0)
+    denoise = X0Denoiser(model, schedule, prediction="eps")        # thresholding at 0.98
+    latents = sample_ddpm(denoise, noise, schedule, generator=generator)
+
+See `kvideo.diffusion.wrappers` for the model / denoiser interfaces.
+"""
+from kvideo.diffusion.samplers import (
+    SAMPLERS,
+    ddim_step,
+    ddpm_step,
+    dpmpp_2m_step,
+    get_sampler,
+    randn_like,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+)
+from kvideo.diffusion.schedules import MODEL_TIMESTEPS, Schedule, cosine_schedule, linear_schedule, q_sample
+from kvideo.diffusion.wrappers import (
+    PREDICTIONS,
+    KeyframeGuidance,
+    TextGuidance,
+    X0Denoiser,
+    dynamic_threshold,
+    predict_x0,
+)
+
+__all__ = [
+    "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "KeyframeGuidance", "Schedule", "TextGuidance", "X0Denoiser",
+    "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold", "get_sampler",
+    "linear_schedule", "predict_x0", "q_sample", "randn_like", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
+]

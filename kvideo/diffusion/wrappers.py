@@ -1,0 +1,188 @@
+"""Denoiser wrappers: prediction type (eps / v) -> x0 with dynamic thresholding, and guidance.
+
+The interfaces, from the network up to the samplers:
+
+- a *model* is `model(x, time) -> prediction`: `x` the noisy latents (b, ...), `time` a (b,)
+  long tensor in the network's 0..1000 units, the prediction (eps or v) shaped like `x`.
+  `TextGuidance` and `KeyframeGuidance` turn a UNet, whose call is
+  `unet(x, time, context, context_mask, **kwargs)`, into such a model.
+- a *denoiser* is `denoise(x, t) -> x0`: `t` an int step index of the schedule (0 .. N-1).
+  `X0Denoiser(model, schedule, prediction)` turns a model into a denoiser: it calls the model
+  with `time = t * schedule.time_scale` and converts its output to a (thresholded) x0.
+
+The samplers in `kvideo.diffusion.samplers` take a denoiser.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+from einops import rearrange
+
+from kvideo.diffusion.schedules import Schedule
+from kvideo.text import pad_context
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
+PREDICTIONS = ("eps", "v")
+
+
+# -- prediction type -----------------------------------------------------------------------------
+def predict_x0(output: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule, prediction: str) -> torch.Tensor:
+    """The clean latent implied by a model output at step t: from eps, (x - sigma·eps) / alpha;
+    from v, alpha·x - sigma·v."""
+    alpha, sigma = schedule.alpha_sigma(t)
+    if prediction == "eps":
+        return (x - sigma * output) / alpha
+    if prediction == "v":
+        return alpha * x - sigma * output
+    raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
+
+
+def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.98) -> torch.Tensor:
+    """Per sample (dim 0): s = max(1, the `percentile` quantile of |x0|); returns clip(x0, -s, s) / s."""
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(f"percentile must be in (0, 1]; got {percentile!r}")
+    flat = rearrange(x0, "b ... -> b (...)").abs()
+    scale = _quantile(flat.float() if flat.dtype in (torch.float16, torch.bfloat16) else flat, percentile)
+    scale = scale.clamp_min(1.0).to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))  # (b, 1, ...)
+    return torch.maximum(torch.minimum(x0, scale), -scale) / scale
+
+
+def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """Row-wise quantile with linear interpolation, as `torch.quantile` (which caps its input size)."""
+    values = flat.sort(dim=1).values  # (b, n)
+    position = q * (values.shape[1] - 1)
+    low = int(position)
+    high = min(low + 1, values.shape[1] - 1)
+    return torch.lerp(values[:, low], values[:, high], position - low)
+
+
+class X0Denoiser:
+    """`denoise(x, t) -> x0` from a `model(x, time) -> eps | v`, with the release's dynamic thresholding.
+
+    `percentile=None` turns thresholding off. Video latents (b, c, f, h, w) are thresholded frame
+    by frame when `per_frame` (the release sampled frames, or interpolation groups, as its batch);
+    latents of any other rank per sample.
+    """
+
+    def __init__(self, model: Model, schedule: Schedule, prediction: str = "eps", *,
+                 percentile: float | None = 0.98, per_frame: bool = True) -> None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
+        self.model, self.schedule, self.prediction = model, schedule, prediction
+        self.percentile, self.per_frame = percentile, per_frame
+
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        time = torch.full((x.shape[0],), self.schedule.model_time(t), dtype=torch.long, device=x.device)
+        output = self.model(x, time).to(x.dtype)
+        x0 = predict_x0(output, x, t, self.schedule, self.prediction)
+        return self.threshold(x0)
+
+    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.percentile is None:
+            return x0
+        if self.per_frame and x0.dim() == 5:
+            frames = dynamic_threshold(rearrange(x0, "b c f h w -> (b f) c h w"), self.percentile)
+            return rearrange(frames, "(b f) c h w -> b c f h w", b=x0.shape[0])
+        return dynamic_threshold(x0, self.percentile)
+
+
+# -- guidance ------------------------------------------------------------------------------------
+def _batch(tensor: torch.Tensor, b: int, name: str) -> torch.Tensor:
+    """A per-sample tensor with batch b (a batch of 1 is expanded)."""
+    if tensor.shape[0] == b:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(b, *tensor.shape[1:])
+    raise ValueError(f"{name} has batch {tensor.shape[0]}; the latents have batch {b} (use {b} or 1)")
+
+
+class _TwoBranchGuidance:
+    """Runs the conditional and unconditional branches as one batched forward of the model."""
+
+    def __init__(self, model: Callable[..., torch.Tensor], scale: float, context: torch.Tensor | None,
+                 context_mask: torch.Tensor | None, batch_kwargs: Mapping[str, torch.Tensor] | None,
+                 model_kwargs: Mapping[str, Any]) -> None:
+        self.model, self.scale = model, float(scale)
+        self.context, self.context_mask = context, context_mask
+        self.batch_kwargs = dict(batch_kwargs or {})
+        self.model_kwargs = dict(model_kwargs)
+
+    def _forward(self, cond_x: torch.Tensor, uncond_x: torch.Tensor | None, time: torch.Tensor,
+                 contexts: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
+        """`contexts` = ((context, mask) of the conditional branch, the same of the unconditional one or None)."""
+        b = cond_x.shape[0]
+        kwargs = {k: _batch(v, b, k) for k, v in self.batch_kwargs.items()}
+        if uncond_x is None:  # scale 0: the conditional branch alone
+            context, mask = contexts[0]
+            return self.model(cond_x, time, context, mask, **kwargs, **self.model_kwargs)
+        (context, mask), (uncond_context, uncond_mask) = contexts
+        output = self.model(
+            torch.cat([cond_x, uncond_x]), torch.cat([time, time]),
+            None if context is None else torch.cat([context, uncond_context]),
+            None if mask is None else torch.cat([mask, uncond_mask]),
+            **{k: torch.cat([v, v]) for k, v in kwargs.items()}, **self.model_kwargs,
+        )
+        cond, uncond = output.chunk(2)
+        return (1.0 + self.scale) * cond - self.scale * uncond
+
+
+class TextGuidance(_TwoBranchGuidance):
+    """Classifier-free guidance on text: out = (w + 1)·cond - w·uncond, one batched forward.
+
+    Wraps `unet(x, time, context, context_mask, **kwargs)` into `model(x, time)`. The two contexts
+    ((b or 1, n, d) and (b or 1, n', d), masks (b or 1, n) bool) are padded to a common length with
+    masked zero tokens. `batch_kwargs` are per-sample tensors (b, ...) repeated for both branches
+    (e.g. skip_frames); other keyword arguments go to the UNet unchanged (e.g. frame_positions (f,)).
+    With `scale == 0` only the conditional branch runs.
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], context: torch.Tensor, context_mask: torch.Tensor,
+                 uncond_context: torch.Tensor, uncond_context_mask: torch.Tensor, scale: float, *,
+                 batch_kwargs: Mapping[str, torch.Tensor] | None = None, **model_kwargs: Any) -> None:
+        length = max(context.shape[1], uncond_context.shape[1])
+        context, context_mask = pad_context(context, context_mask, length)
+        uncond_context, uncond_context_mask = pad_context(uncond_context, uncond_context_mask, length)
+        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs)
+        self.uncond_context, self.uncond_context_mask = uncond_context, uncond_context_mask
+
+    def __call__(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        cond = (_batch(self.context, b, "context"), _batch(self.context_mask, b, "context_mask"))
+        if self.scale == 0:
+            return self._forward(x, None, time, (cond, None))
+        uncond = (_batch(self.uncond_context, b, "uncond_context"), _batch(self.uncond_context_mask, b, "uncond_context_mask"))
+        return self._forward(x, x, time, (cond, uncond))
+
+
+class KeyframeGuidance(_TwoBranchGuidance):
+    """Keyframe-context guidance for interpolation: out = (1 + w)·cond - w·uncond, one batched forward.
+
+    The model input is [left keyframes | x | right keyframes] on the channel axis (dim 1); the
+    unconditional branch has both keyframes zeroed. `left`/`right` are shaped like x except for
+    the channels (e.g. (b, 4, g, h, w) around x (b, 12, g, h, w)). Both branches get the same
+    `context` / `context_mask` (the interpolation model's null context). With `scale == 0` only
+    the conditional branch runs.
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], left: torch.Tensor, right: torch.Tensor,
+                 scale: float = 0.25, *, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                 batch_kwargs: Mapping[str, torch.Tensor] | None = None, **model_kwargs: Any) -> None:
+        if left.shape != right.shape:
+            raise ValueError(f"left and right keyframes differ in shape: {tuple(left.shape)} vs {tuple(right.shape)}")
+        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs)
+        self.left, self.right = left, right
+
+    def __call__(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        left, right = _batch(self.left, b, "left keyframes"), _batch(self.right, b, "right keyframes")
+        if left.shape[2:] != x.shape[2:]:
+            raise ValueError(f"keyframes {tuple(left.shape)} do not fit latents {tuple(x.shape)} outside the channel axis")
+        cond_x = torch.cat([left, x, right], dim=1)  # (b, c_left + c + c_right, ...)
+        context = None if self.context is None else _batch(self.context, b, "context")
+        mask = None if self.context_mask is None else _batch(self.context_mask, b, "context_mask")
+        if self.scale == 0:
+            return self._forward(cond_x, None, time, ((context, mask), None))
+        uncond_x = torch.cat([torch.zeros_like(left), x, torch.zeros_like(right)], dim=1)
+        return self._forward(cond_x, uncond_x, time, ((context, mask), (context, mask)))

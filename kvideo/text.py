@@ -1,0 +1,298 @@
+"""Text conditioning: a T5-family encoder, the checkpoint's projection, and the null-embedding context."""
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Mapping, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from kvideo.checkpoint import load_state_dict_strict
+
+MAX_TOKENS = 128
+# Hugging Face model_type -> encoder class in transformers
+T5_ENCODERS = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+ENCODER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class TextContext(NamedTuple):
+    """What the UNet reads: context (b, n, d) and context_mask (b, n) bool (True = a real token)."""
+
+    context: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, *args, **kwargs) -> "TextContext":
+        """Move / cast the context (`.to(device, dtype)`); the mask only changes device."""
+        context = self.context.to(*args, **kwargs)
+        return TextContext(context, self.mask.to(context.device))
+
+
+# -- context tensors -----------------------------------------------------------------------------
+def trim_padding(context: torch.Tensor, mask: torch.Tensor) -> TextContext:
+    """Zero the rows of padding tokens and cut the sequence to the longest prompt + 1 tokens."""
+    mask = mask.bool()
+    context = context.masked_fill(~mask[..., None], 0.0)  # (b, n, d), padding rows 0
+    keep = int(mask.sum(dim=-1).max()) + 1
+    return TextContext(context[:, :keep], mask[:, :keep])
+
+
+def pad_context(context: torch.Tensor, mask: torch.Tensor, length: int) -> TextContext:
+    """Extend (b, n, d) / (b, n) to `length` tokens with zero rows that the mask leaves out."""
+    extra = length - context.shape[1]
+    if extra < 0:
+        raise ValueError(f"cannot pad a context of {context.shape[1]} tokens to {length}")
+    if extra == 0:
+        return TextContext(context, mask.bool())
+    context = torch.cat([context, context.new_zeros(context.shape[0], extra, context.shape[2])], dim=1)
+    return TextContext(context, torch.cat([mask.bool(), mask.new_zeros(mask.shape[0], extra, dtype=torch.bool)], dim=1))
+
+
+def stack_contexts(contexts: Sequence[TextContext]) -> TextContext:
+    """Concatenate contexts on the batch axis, padding each to the longest."""
+    length = max(c.context.shape[1] for c in contexts)
+    padded = [pad_context(c.context, c.mask, length) for c in contexts]
+    return TextContext(torch.cat([p.context for p in padded]), torch.cat([p.mask for p in padded]))
+
+
+def null_context(null_embedding: torch.Tensor, batch: int = 1, length: int = 1) -> TextContext:
+    """The unconditional context: zeros with the learned null embedding at position 0, mask only there.
+
+    The UNet's attention pooling averages over all `length` tokens, so the length matters: the
+    release uses the conditional context's length for text guidance, and 2 for interpolation.
+    """
+    if null_embedding.dim() != 1:
+        raise ValueError(f"null_embedding must be a (d,) vector; got shape {tuple(null_embedding.shape)}")
+    if batch < 1 or length < 1:
+        raise ValueError(f"null_context needs batch >= 1 and length >= 1; got batch={batch}, length={length}")
+    context = null_embedding.new_zeros(batch, length, null_embedding.shape[0])
+    context[:, 0] = null_embedding
+    mask = torch.zeros(batch, length, dtype=torch.bool, device=null_embedding.device)
+    mask[:, 0] = True
+    return TextContext(context, mask)
+
+
+# -- projection ----------------------------------------------------------------------------------
+class TextProjection(nn.Module):
+    """Linear(text_dim, context_dim, bias=False) -> LayerNorm; keys as the checkpoint's `projections`
+    (t5.0.weight, t5.1.weight, t5.1.bias)."""
+
+    def __init__(self, text_dim: int, context_dim: int) -> None:
+        super().__init__()
+        self.t5 = nn.Sequential(nn.Linear(text_dim, context_dim, bias=False), nn.LayerNorm(context_dim))
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], *, dtype: torch.dtype = torch.float32) -> "TextProjection":
+        """Build from the checkpoint's `projections` entries (sizes read from the weights), strictly."""
+        if "t5.0.weight" not in state:
+            raise ValueError(f"not a text projection state: expected 't5.0.weight', found {sorted(state)[:6]}")
+        context_dim, text_dim = state["t5.0.weight"].shape
+        projection = cls(text_dim, context_dim)
+        load_state_dict_strict(projection, {k: v.to(dtype) for k, v in state.items()}, what="TextProjection")
+        return projection.to(dtype).eval()
+
+    @property
+    def text_dim(self) -> int:
+        return self.t5[0].in_features
+
+    @property
+    def context_dim(self) -> int:
+        return self.t5[0].out_features
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> TextContext:
+        """hidden (b, n, text_dim), mask (b, n) -> context (b, m, context_dim), mask (b, m) bool,
+        m = longest prompt + 1; padding rows are zero."""
+        context = self.t5(hidden.to(self.t5[0].weight.dtype))  # (b, n, context_dim)
+        return trim_padding(context, mask)
+
+    project_text = forward
+
+
+# -- prompts -------------------------------------------------------------------------------------
+def check_prompts(prompts: str | Sequence[str], what: str = "prompt") -> list[str]:
+    """A list of non-empty prompt strings, or a ValueError naming the bad one."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, Sequence) or not prompts:
+        raise ValueError(f"{what} must be a non-empty string or a non-empty list of strings; got {prompts!r}")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise ValueError(f"{what} must be a string; got {type(prompt).__name__} {prompt!r}")
+        if not prompt.strip():
+            raise ValueError(f"{what} {prompt!r} is empty; describe the video in words")
+    return list(prompts)
+
+
+# -- encoder -------------------------------------------------------------------------------------
+def _transformers():
+    try:
+        import transformers
+    except ImportError as error:  # pragma: no cover - a core dependency
+        raise ImportError("the text encoder needs transformers: pip install 'transformers>=4.36'") from error
+    return transformers
+
+
+def _dtype_argument(transformers, dtype: torch.dtype) -> dict:
+    """transformers >= 4.56 names the load dtype `dtype`; older versions `torch_dtype`."""
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32):
+    """(encoder, tokenizer) from a local Hugging Face directory of a T5-family model (T5, mT5, UMT5)."""
+    transformers = _transformers()
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"text encoder directory {str(directory)!r} does not exist; "
+                                "pass a local Hugging Face T5 folder (e.g. a download of google/flan-ul2)")
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{str(directory)!r} has no config.json; it is not a Hugging Face model folder")
+    model_type = transformers.AutoConfig.from_pretrained(directory).model_type
+    if model_type not in T5_ENCODERS:
+        raise ValueError(f"{str(directory)!r} holds a {model_type!r} model; kvideo needs a T5-family encoder "
+                         f"({', '.join(sorted(T5_ENCODERS))}), e.g. google/flan-ul2")
+    encoder_class = getattr(transformers, T5_ENCODERS[model_type])
+    encoder = encoder_class.from_pretrained(directory, **_dtype_argument(transformers, dtype))
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"{str(directory)!r} has no usable tokenizer (tokenizer.json or spiece.model): {error}") from error
+    return encoder.eval().requires_grad_(False), tokenizer
+
+
+def default_encoder_dtype(device: str | torch.device) -> torch.dtype:
+    """bfloat16 on a GPU (T5 overflows in float16 more easily), float32 elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+class TextEncoder:
+    """Prompts -> the keyframe UNet's text context: T5 encoder, projection, padding zeroed and cut.
+
+    Prompts are tokenized to `max_length` tokens (padded, truncated with a warning). Contexts of
+    prompts seen before come from an LRU cache of `cache_size` prompts. With `offload=True` the
+    encoder waits on the CPU and visits `device` only while it encodes. The projection and null
+    embedding come from the keyframe checkpoint (`projections`, `null_embedding`).
+    """
+
+    def __init__(self, encoder: nn.Module, tokenizer, projection: TextProjection, null_embedding: torch.Tensor, *,
+                 device: str | torch.device = "cpu", max_length: int = MAX_TOKENS, offload: bool = False,
+                 cache_size: int = 64) -> None:
+        if projection.text_dim != encoder.config.d_model:
+            raise ValueError(f"the projection takes {projection.text_dim}-d text features but the encoder gives "
+                             f"{encoder.config.d_model}-d ones; use the encoder the checkpoint was trained with")
+        if tuple(null_embedding.shape) != (projection.context_dim,):
+            raise ValueError(f"null_embedding has shape {tuple(null_embedding.shape)}; expected ({projection.context_dim},)")
+        self.device = torch.device(device)
+        self.encoder, self.tokenizer, self.max_length = encoder, tokenizer, max_length
+        self.projection = projection.to(self.device)
+        self.null_embedding = null_embedding.to(self.device, self.projection.t5[0].weight.dtype)
+        self.offload_encoder, self.cache_size = offload, cache_size
+        self._cache: OrderedDict[str, TextContext] = OrderedDict()
+        self.encoder.to("cpu" if offload else self.device)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, projection: TextProjection, null_embedding: torch.Tensor, *,
+                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                        max_length: int = MAX_TOKENS, offload: bool = False, cache_size: int = 64) -> "TextEncoder":
+        """Load a T5-family encoder + tokenizer from a local folder; `dtype` defaults to bf16 on GPU, fp32 on CPU."""
+        dtype = dtype or default_encoder_dtype(device)
+        if dtype not in ENCODER_DTYPES:
+            raise ValueError(f"text encoder dtype {dtype} is not supported; choose one of {ENCODER_DTYPES}")
+        encoder, tokenizer = load_t5_encoder(directory, dtype)
+        return cls(encoder, tokenizer, projection, null_embedding, device=device, max_length=max_length,
+                   offload=offload, cache_size=cache_size)
+
+    # -- public API --------------------------------------------------------------------------
+    def encode(self, prompts: str | Sequence[str]) -> TextContext:
+        """context (b, n, d) float32 and mask (b, n) bool on `device`; n = longest prompt + 1 tokens."""
+        prompts = check_prompts(prompts)
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            for prompt, context in zip(missing, self._encode_uncached(missing)):
+                self._remember(prompt, context)
+        for prompt in prompts:
+            self._cache.move_to_end(prompt)
+        return stack_contexts([self._cache[p] for p in prompts])
+
+    def unconditional(self, batch: int = 1, length: int = 1) -> TextContext:
+        """Zeros with the null embedding at position 0 and the mask only there: (batch, length, d)."""
+        return null_context(self.null_embedding, batch, length)
+
+    def encode_pair(self, prompts: str | Sequence[str], negative: str | Sequence[str] | None = None
+                    ) -> tuple[TextContext, TextContext]:
+        """(conditional, unconditional) contexts of equal length for classifier-free guidance.
+
+        Without a negative prompt the unconditional context is the null context at the conditional
+        length (as the release). A negative prompt is encoded on its own (one for all prompts, or one
+        each) and both are padded to the longer of the two.
+        """
+        cond = self.encode(prompts)
+        if negative is None:
+            return cond, self.unconditional(cond.context.shape[0], cond.context.shape[1])
+        negatives = check_prompts(negative, "negative prompt")
+        if len(negatives) not in (1, cond.context.shape[0]):
+            raise ValueError(f"got {len(negatives)} negative prompts for {cond.context.shape[0]} prompts; give 1 or one each")
+        uncond = self.encode(negatives * (cond.context.shape[0] // len(negatives)))
+        length = max(cond.context.shape[1], uncond.context.shape[1])
+        return pad_context(*cond, length), pad_context(*uncond, length)
+
+    def offload(self) -> None:
+        """Move the encoder to the CPU (cached contexts stay where they are)."""
+        self.encoder.to("cpu")
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _remember(self, prompt: str, context: TextContext) -> None:
+        self._cache[prompt] = context
+        while len(self._cache) > max(self.cache_size, 0):
+            self._cache.popitem(last=False)
+
+    @torch.no_grad()
+    def _encode_uncached(self, prompts: list[str]) -> list[TextContext]:
+        tokens = self._tokenize(prompts)
+        self.encoder.to(self.device)
+        try:
+            hidden = self.encoder(**tokens).last_hidden_state  # (b, max_length, text_dim)
+        finally:
+            if self.offload_encoder:
+                self.offload()
+        projected = self.projection(hidden, tokens["attention_mask"])
+        return [trim_padding(projected.context[i : i + 1], projected.mask[i : i + 1]) for i in range(len(prompts))]
+
+    def _tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        for prompt in prompts:
+            if len(self.tokenizer(prompt)["input_ids"]) > self.max_length:
+                warnings.warn(f"prompt {prompt[:40]!r}... is longer than {self.max_length} tokens and is truncated")
+        tokens = self.tokenizer(prompts, max_length=self.max_length, padding="max_length", truncation=True,
+                                return_tensors="pt")
+        return {"input_ids": tokens["input_ids"].to(self.device), "attention_mask": tokens["attention_mask"].to(self.device)}
+
+
+def write_tiny_t5(directory: str | Path, *, d_model: int = 32, seed: int = 0) -> Path:
+    """Write a tiny random T5 encoder and a byte-level tokenizer to `directory` (offline; for tests and
+    the tiny preset). Any text tokenizes: one token per UTF-8 byte, then </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    transformers = _transformers()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "</s>", "<unk>"]
+    vocab = {token: i for i, token in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=MAX_TOKENS
+    )
+    config = transformers.T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1,
+                                   num_heads=max(1, d_model // 8), pad_token_id=0, eos_token_id=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = transformers.T5EncoderModel(config)
+    encoder.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
