@@ -128,8 +128,12 @@ def _pyav_open(path: Path):
         raise VideoReadError(f"cannot read video {str(path)!r}: {error}") from error
 
 
-def _pyav_fps(stream) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+def _pyav_fps(container, stream) -> float:
+    """The average frame rate; for GIF (delays in 1/100 s, so 8 fps is 13, 12, 13, ...) FFmpeg's guess."""
+    if container.format.name == "gif":
+        rate = stream.guessed_rate or stream.average_rate
+    else:
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return float(rate) if rate else 0.0
 
 
@@ -150,7 +154,7 @@ def _pyav_info(path: Path, exact: bool = False) -> VideoInfo:
         else:
             num_frames = sum(1 for p in container.demux(stream) if p.size > 0)
         ctx = stream.codec_context
-        return VideoInfo(num_frames=num_frames, fps=_pyav_fps(stream), height=ctx.height, width=ctx.width)
+        return VideoInfo(num_frames=num_frames, fps=_pyav_fps(container, stream), height=ctx.height, width=ctx.width)
 
 
 def _pyav_iter(path: Path) -> Iterator[np.ndarray]:
