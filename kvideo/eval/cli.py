@@ -1,0 +1,250 @@
+"""`kvideo eval generate | stats | fvd | is | clipsim`: argument parsing only; the work is in kvideo.eval."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+REAL_FORMATS = ("ucf101", "msrvtt", "folder")
+FAKE_FORMATS = ("auto", "generated", "folder")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="benchmark generation and FVD / IS / CLIPSIM metrics")
+    commands = parser.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
+    _generate_parser(commands)
+    _stats_parser(commands)
+    _fvd_parser(commands)
+    _is_parser(commands)
+    _clipsim_parser(commands)
+
+
+# -- shared arguments --------------------------------------------------------------------------
+def _dataset_args(p: argparse.ArgumentParser, prefix: str | None = None) -> None:
+    group = p.add_argument_group("dataset layout")
+    group.add_argument("--split", help="ucf101: all (default) / train / test; msrvtt: test (default) / train / validate")
+    group.add_argument("--fold", type=int, help="ucf101 split-list fold 1-3 (default 1)")
+    group.add_argument("--splits-dir", help="ucf101: folder with classInd.txt and the split lists")
+    group.add_argument("--template", help="ucf101: prompt template file ('{name}' line, 'ClassName: prompt' lines)")
+    group.add_argument("--annotations", help="msrvtt: annotation JSON (default: test_videodatainfo.json under the root)")
+    group.add_argument("--msrvtt-captions", choices=("first", "all"), help="msrvtt: one caption per video (first) or all")
+    if prefix is not None:
+        group.add_argument(f"--{prefix}captions", help="folder: captions CSV (video, caption) or JSONL")
+
+
+def _dataset_options(kind: str, args: argparse.Namespace, captions: str | None) -> dict[str, Any]:
+    if kind == "ucf101":
+        return {"split": args.split, "fold": args.fold, "splits_dir": args.splits_dir, "template": args.template}
+    if kind == "msrvtt":
+        return {"split": args.split, "annotations": args.annotations, "captions": args.msrvtt_captions}
+    if kind == "folder":
+        return {"captions": captions}
+    return {}
+
+
+def _real_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--real", required=True, help="folder of the real videos")
+    p.add_argument("--real-format", choices=REAL_FORMATS, default="ucf101", help="layout of --real (default ucf101)")
+    _dataset_args(p, prefix="real-")
+
+
+def _fake_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fake", required=True, help="folder of generated videos (from `kvideo eval generate`)")
+    p.add_argument("--fake-format", choices=FAKE_FORMATS, default="auto",
+                   help="generated: needs manifest.json; folder: any videos; auto: generated if a manifest exists")
+    p.add_argument("--fake-captions", help="captions CSV/JSONL for a --fake folder without manifest")
+
+
+def _run_args(p: argparse.ArgumentParser, report: bool = True) -> None:
+    p.add_argument("--batch-size", type=int, default=8, help="clips per detector call (default 8)")
+    p.add_argument("--device", help="torch device (default: this rank's GPU if any, else cpu)")
+    p.add_argument("--allow-fewer", action="store_true", help="compute with fewer videos than requested (reported)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if report:
+        p.add_argument("--report", help="JSON report path (default: <fake>/<protocol>.json)")
+
+
+def _load_real(args):
+    from kvideo.eval.datasets import load_dataset
+
+    return load_dataset(args.real_format, args.real, **_dataset_options(args.real_format, args, args.real_captions))
+
+
+def _load_fake(args):
+    from kvideo.eval.datasets import load_dataset
+
+    return load_dataset(args.fake_format, args.fake, **_dataset_options(args.fake_format, args, args.fake_captions))
+
+
+def _options(args, shard):
+    from kvideo.eval.protocol import RunOptions
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return RunOptions(args.batch_size, not args.quiet, args.allow_fewer, shard)
+
+
+def _finish(report: dict, args, shard) -> int:
+    from kvideo.eval.protocol import format_table, write_report
+
+    if shard.is_main:
+        path = Path(args.report) if args.report else Path(args.fake) / f"{report['protocol']['name']}.json"
+        write_report(path, report)
+        print(format_table(report))
+        print(f"report: {path}")
+    return 0
+
+
+# -- generate ----------------------------------------------------------------------------------
+def _generate_parser(commands) -> None:
+    p = commands.add_parser("generate", help="generate one mp4 per benchmark prompt (sharded under torchrun)")
+    p.add_argument("--benchmark", choices=("ucf101", "msrvtt"), required=True)
+    p.add_argument("--data", required=True, help="the benchmark's dataset folder (for its prompts)")
+    p.add_argument("--out", required=True, help="output folder (videos + manifest.json); reruns resume")
+    p.add_argument("--num-videos", type=int, help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
+    p.add_argument("--seed", type=int, default=0, help="base seed: video i uses seed + i")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="Kandinsky Video weights folder")
+    source.add_argument("--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
+    p.add_argument("--fps", choices=("low", "medium", "high"), default="medium")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--dtype", default="fp32", help="fp32 / bf16 / fp16 (GPU)")
+    p.add_argument("--device", help="torch device (default: this rank's GPU if any, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _dataset_args(p)
+    p.set_defaults(func=_generate)
+
+
+def _generate(args) -> int:
+    from kvideo.eval.datasets import load_dataset
+    from kvideo.eval.distributed import init_shard
+    from kvideo.eval.generate import benchmark_prompts, generate_videos, manifest_for, write_manifest
+
+    shard = init_shard()
+    dataset = load_dataset(args.benchmark, args.data, **_dataset_options(args.benchmark, args, None))
+    num = args.num_videos if args.num_videos is not None else (2048 if args.benchmark == "ucf101" else None)
+    jobs = benchmark_prompts(dataset, num, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    options = {"fps": args.fps, "width": args.width, "height": args.height, "steps": args.steps}
+    settings = {"benchmark": args.benchmark, "dataset": dataset.describe(), "seed": args.seed, **options,
+                "model": args.preset or Path(args.weights).name}
+    write_manifest(out, manifest_for(jobs, settings), shard)
+    pipe = _pipeline(args, shard)
+    counts = generate_videos(pipe, jobs, out, shard=shard, options=options, progress=not args.quiet)
+    print(f"rank {shard.rank}: {counts['generated']} generated, {counts['existing']} already there, in {out}")
+    return 0
+
+
+def _pipeline(args, shard):
+    from kvideo.pipeline import KVideoPipeline
+
+    device = shard.device(args.device)
+    if args.preset:
+        return KVideoPipeline.from_preset(args.preset, seed=0, device=device, progress=False)
+    return KVideoPipeline.from_pretrained(args.weights, device=device, dtype=args.dtype, progress=False)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def _fvd_protocol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", required=True, help="I3D file: i3d_torchscript.pt, rgb_imagenet.pt, i3d_pretrained_400.pt")
+    p.add_argument("--num-videos", type=int, default=2048, help="N on each side (default 2048)")
+    p.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--stride", type=int, default=1, help="take every stride-th frame (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real videos' order and offsets")
+
+
+def _fvd_protocol(args):
+    from kvideo.eval.protocol import FVDProtocol
+
+    return FVDProtocol(num_videos=args.num_videos, num_frames=args.num_frames, stride=args.stride, seed=args.seed)
+
+
+def _stats_parser(commands) -> None:
+    p = commands.add_parser("stats", help="compute and cache the real-set FVD statistics")
+    _real_args(p)
+    _fvd_protocol_args(p)
+    p.add_argument("--out", required=True, help="statistics file to write (.safetensors)")
+    _run_args(p, report=False)
+    p.set_defaults(func=_stats)
+
+
+def _stats(args) -> int:
+    from kvideo.eval.detectors import load_i3d_detector
+    from kvideo.eval.distributed import init_shard
+    from kvideo.eval.protocol import real_fvd_statistics
+
+    shard = init_shard()
+    detector = load_i3d_detector(args.detector, shard.device(args.device))
+    stats, extraction, cached = real_fvd_statistics(_load_real(args), detector, _fvd_protocol(args),
+                                                    _options(args, shard), args.out)
+    if shard.is_main:
+        state = "already cached" if cached else "written"
+        print(f"{stats.count} real videos ({len(extraction.skipped)} skipped): {args.out} {state}")
+    return 0
+
+
+def _fvd_parser(commands) -> None:
+    p = commands.add_parser("fvd", help="Fréchet Video Distance (StyleGAN-V protocol, I3D)")
+    _real_args(p)
+    _fake_args(p)
+    _fvd_protocol_args(p)
+    p.add_argument("--real-stats", help="cache of the real statistics: reused when the settings match, else written")
+    _run_args(p)
+    p.set_defaults(func=_fvd)
+
+
+def _fvd(args) -> int:
+    from kvideo.eval.detectors import load_i3d_detector
+    from kvideo.eval.distributed import init_shard
+    from kvideo.eval.protocol import compute_fvd
+
+    shard = init_shard()
+    detector = load_i3d_detector(args.detector, shard.device(args.device))
+    report = compute_fvd(_load_real(args), _load_fake(args), detector, _fvd_protocol(args),
+                         _options(args, shard), args.real_stats)
+    return _finish(report, args, shard)
+
+
+def _is_parser(commands) -> None:
+    p = commands.add_parser("is", help="Inception Score with the UCF-101 C3D (TGAN protocol)")
+    _fake_args(p)
+    p.add_argument("--detector", required=True, help="C3D file: c3d_ucf101.pt or a kvideo C3D safetensors")
+    p.add_argument("--num-videos", type=int, default=2048, help="videos (default 2048)")
+    p.add_argument("--splits", type=int, default=10, help="splits for the mean / std (default 10)")
+    _run_args(p)
+    p.set_defaults(func=_is)
+
+
+def _is(args) -> int:
+    from kvideo.eval.detectors import load_c3d_detector
+    from kvideo.eval.distributed import init_shard
+    from kvideo.eval.protocol import ISProtocol, compute_is
+
+    shard = init_shard()
+    protocol = ISProtocol(num_videos=args.num_videos, splits=args.splits)
+    detector = load_c3d_detector(args.detector, shard.device(args.device))
+    return _finish(compute_is(_load_fake(args), detector, protocol, _options(args, shard)), args, shard)
+
+
+def _clipsim_parser(commands) -> None:
+    p = commands.add_parser("clipsim", help="CLIPSIM: CLIP ViT-B/32 frame-caption cosine")
+    _fake_args(p)
+    p.add_argument("--clip", required=True, help="local CLIP folder (transformers format)")
+    p.add_argument("--num-videos", type=int, help="videos (default: all)")
+    p.add_argument("--max-frames", type=int, help="frames per video (default: all)")
+    _run_args(p)
+    p.set_defaults(func=_clipsim)
+
+
+def _clipsim(args) -> int:
+    from kvideo.eval.clipsim import ClipScorer
+    from kvideo.eval.distributed import init_shard
+    from kvideo.eval.protocol import CLIPSIMProtocol, compute_clipsim
+
+    shard = init_shard()
+    protocol = CLIPSIMProtocol(num_videos=args.num_videos, max_frames=args.max_frames)
+    scorer = ClipScorer(args.clip, shard.device(args.device))
+    return _finish(compute_clipsim(_load_fake(args), scorer, protocol, _options(args, shard)), args, shard)
