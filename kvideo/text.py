@@ -83,7 +83,8 @@ class TextProjection(nn.Module):
         self.t5 = nn.Sequential(nn.Linear(text_dim, context_dim, bias=False), nn.LayerNorm(context_dim))
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor], *, dtype: torch.dtype = torch.float32) -> "TextProjection":
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], *,
+                        dtype: torch.dtype = torch.float32) -> "TextProjection":
         """Build from the checkpoint's `projections` entries (sizes read from the weights), strictly."""
         if "t5.0.weight" not in state:
             raise ValueError(f"not a text projection state: expected 't5.0.weight', found {sorted(state)[:6]}")
@@ -157,7 +158,8 @@ def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32):
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"{str(directory)!r} has no usable tokenizer (tokenizer.json or spiece.model): {error}") from error
+        raise FileNotFoundError(
+            f"{str(directory)!r} has no usable tokenizer (tokenizer.json or spiece.model): {error}") from error
     return encoder.eval().requires_grad_(False), tokenizer
 
 
@@ -182,7 +184,8 @@ class TextEncoder:
             raise ValueError(f"the projection takes {projection.text_dim}-d text features but the encoder gives "
                              f"{encoder.config.d_model}-d ones; use the encoder the checkpoint was trained with")
         if tuple(null_embedding.shape) != (projection.context_dim,):
-            raise ValueError(f"null_embedding has shape {tuple(null_embedding.shape)}; expected ({projection.context_dim},)")
+            raise ValueError(
+                f"null_embedding has shape {tuple(null_embedding.shape)}; expected ({projection.context_dim},)")
         self.device = torch.device(device)
         self.encoder, self.tokenizer, self.max_length = encoder, tokenizer, max_length
         self.projection = projection.to(self.device)
@@ -232,7 +235,8 @@ class TextEncoder:
             return cond, self.unconditional(cond.context.shape[0], cond.context.shape[1])
         negatives = check_prompts(negative, "negative prompt")
         if len(negatives) not in (1, cond.context.shape[0]):
-            raise ValueError(f"got {len(negatives)} negative prompts for {cond.context.shape[0]} prompts; give 1 or one each")
+            raise ValueError(
+                f"got {len(negatives)} negative prompts for {cond.context.shape[0]} prompts; give 1 or one each")
         uncond = self.encode(negatives * (cond.context.shape[0] // len(negatives)))
         length = max(cond.context.shape[1], uncond.context.shape[1])
         return pad_context(*cond, length), pad_context(*uncond, length)
@@ -268,7 +272,7 @@ class TextEncoder:
                 warnings.warn(f"prompt {prompt[:40]!r}... is longer than {self.max_length} tokens and is truncated")
         tokens = self.tokenizer(prompts, max_length=self.max_length, padding="max_length", truncation=True,
                                 return_tensors="pt")
-        return {"input_ids": tokens["input_ids"].to(self.device), "attention_mask": tokens["attention_mask"].to(self.device)}
+        return {name: tokens[name].to(self.device) for name in ("input_ids", "attention_mask")}
 
 
 def write_tiny_t5(directory: str | Path, *, d_model: int = 32, seed: int = 0) -> Path:

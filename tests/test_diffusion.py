@@ -217,7 +217,8 @@ def test_text_guidance_is_one_batched_forward():
     assert call["x"].shape[0] == 4 and call["context"].shape == (4, 6, 8) and call["frame_positions"] is positions
     expected_cond = RecordingUNet()(x, time, cond, cond_mask)
     padded = torch.cat([uncond, torch.zeros(1, 2, 8)], dim=1).expand(2, -1, -1)
-    expected_uncond = RecordingUNet()(x, time, padded, torch.cat([uncond_mask, torch.zeros(1, 2).bool()], 1).expand(2, -1))
+    padded_mask = torch.cat([uncond_mask, torch.zeros(1, 2).bool()], 1).expand(2, -1)
+    expected_uncond = RecordingUNet()(x, time, padded, padded_mask)
     torch.testing.assert_close(out, 6.0 * expected_cond - 5.0 * expected_uncond)
 
 
@@ -269,3 +270,15 @@ def test_guided_sampling_with_the_tiny_unet():
                 for _ in range(2)]
     assert runs[0].shape == x.shape and torch.isfinite(runs[0]).all()
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.gpu
+def test_cpu_generator_gives_the_same_noise_on_gpu():
+    """Noise is drawn on the generator's device, so a CPU seed reproduces the CPU run on a GPU."""
+    schedule = cosine_schedule(4)
+    denoise = gaussian_denoiser(schedule)
+    x = noise(1, 4, 2, 8, 8).float()
+    cpu = sample_ddpm(denoise, x, schedule, generator=torch.Generator().manual_seed(5), progress=False)
+    gpu = sample_ddpm(denoise, x.cuda(), schedule, generator=torch.Generator().manual_seed(5), progress=False)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)

@@ -145,3 +145,14 @@ def test_missing_and_non_t5_directories(tmp_path, t5_dir):
         TextEncoder.from_pretrained(tmp_path, projection, null)
     with pytest.raises(ValueError, match="projection takes"):
         TextEncoder.from_pretrained(t5_dir, TextProjection(TEXT_DIM * 2, CONTEXT_DIM), null)
+
+
+@pytest.mark.gpu
+def test_gpu_encoder_in_bfloat16_with_offload(t5_dir, encoder):
+    gpu = TextEncoder.from_pretrained(t5_dir, TextProjection.from_state_dict(encoder.projection.state_dict()),
+                                      encoder.null_embedding.cpu(), device="cuda", offload=True)
+    assert next(gpu.encoder.parameters()).dtype == torch.bfloat16
+    context, mask = gpu.encode("a red panda")
+    assert context.device.type == "cuda" and next(gpu.encoder.parameters()).device.type == "cpu"
+    reference = encoder.encode("a red panda").context
+    assert float((context.cpu() - reference).norm() / reference.norm()) < 0.05  # bf16 encoder

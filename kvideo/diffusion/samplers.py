@@ -4,7 +4,8 @@ Each takes `denoise(x, t) -> x0` (see `kvideo.diffusion.wrappers`), the starting
 any rank, a `Schedule` of N steps, and runs all N steps from t = N-1 down to 0. Fresh noise
 comes only from `generator` (drawn on the generator's device, then moved to x's), so the same
 seed gives the same result. `callback(info)` is called after every step with a dict:
-step (0-based), t, x (the new latent), x0 (the denoiser's prediction).
+step (0-based), t, x (the new latent), x0 (the denoiser's prediction). Samplers run under
+`torch.no_grad()`.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def _report(callback: Callback | None, step: int, t: int, x: torch.Tensor, x0: t
 
 
 # -- ancestral DDPM (the release) ----------------------------------------------------------------
-def ddpm_step(x0: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule, noise: torch.Tensor | None) -> torch.Tensor:
+def ddpm_step(x0: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule,
+              noise: torch.Tensor | None) -> torch.Tensor:
     """One ancestral step x_t -> x_{t-1}: the posterior mean given x0, plus exp(log_var / 2)·noise
     (no noise at t = 0)."""
     mean = float(schedule.posterior_mean_coef_1[t]) * x0 + float(schedule.posterior_mean_coef_2[t]) * x
@@ -46,6 +48,7 @@ def ddpm_step(x0: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule, noi
     return mean + math.exp(0.5 * float(schedule.posterior_log_variance[t])) * noise
 
 
+@torch.no_grad()
 def sample_ddpm(denoise: Denoiser, x: torch.Tensor, schedule: Schedule, *, generator: torch.Generator | None = None,
                 callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
     """Ancestral sampling (the release's sampler): N denoiser calls, fresh noise at every step but the last."""
@@ -73,6 +76,7 @@ def ddim_step(x0: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule, *, 
     return out
 
 
+@torch.no_grad()
 def sample_ddim(denoise: Denoiser, x: torch.Tensor, schedule: Schedule, *, eta: float = 0.0,
                 generator: torch.Generator | None = None, callback: Callback | None = None,
                 progress: bool = True) -> torch.Tensor:
@@ -110,6 +114,7 @@ def dpmpp_2m_step(x0: torch.Tensor, x0_prev: torch.Tensor | None, x: torch.Tenso
     return (sigma_next / sigma) * x - alpha_next * math.expm1(-h) * estimate, h
 
 
+@torch.no_grad()
 def sample_dpmpp_2m(denoise: Denoiser, x: torch.Tensor, schedule: Schedule, *, generator: torch.Generator | None = None,
                     callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), deterministic multistep solver: good results in 10-25 steps.

@@ -152,7 +152,8 @@ class TextGuidance(_TwoBranchGuidance):
         cond = (_batch(self.context, b, "context"), _batch(self.context_mask, b, "context_mask"))
         if self.scale == 0:
             return self._forward(x, None, time, (cond, None))
-        uncond = (_batch(self.uncond_context, b, "uncond_context"), _batch(self.uncond_context_mask, b, "uncond_context_mask"))
+        uncond = (_batch(self.uncond_context, b, "uncond_context"),
+                  _batch(self.uncond_context_mask, b, "uncond_context_mask"))
         return self._forward(x, x, time, (cond, uncond))
 
 
@@ -178,7 +179,8 @@ class KeyframeGuidance(_TwoBranchGuidance):
         b = x.shape[0]
         left, right = _batch(self.left, b, "left keyframes"), _batch(self.right, b, "right keyframes")
         if left.shape[2:] != x.shape[2:]:
-            raise ValueError(f"keyframes {tuple(left.shape)} do not fit latents {tuple(x.shape)} outside the channel axis")
+            raise ValueError(
+                f"keyframes {tuple(left.shape)} do not fit latents {tuple(x.shape)} outside the channel axis")
         cond_x = torch.cat([left, x, right], dim=1)  # (b, c_left + c + c_right, ...)
         context = None if self.context is None else _batch(self.context, b, "context")
         mask = None if self.context_mask is None else _batch(self.context_mask, b, "context_mask")
