@@ -1,0 +1,1 @@
+"""Fine-tuning the temporal layers: data, caches, objectives, distributed trainer and checkpoints."""

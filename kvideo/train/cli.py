@@ -1,0 +1,74 @@
+"""`kvideo train cache|keyframe|interpolation|decoder`: parse a config (file, preset, flags) and call the library."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from kvideo.train.config import CacheConfig, TrainConfig, TASKS, add_config_arguments, config_from_args, read_config_file
+
+EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 256); flags override the "
+          "--config file, which overrides the --preset. Launch several processes with torchrun, e.g. "
+          "torchrun --nproc_per_node 8 -m kvideo train keyframe --config configs/train/keyframe.json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="fine-tune the temporal layers (cache, keyframe, interpolation, "
+                                                 "decoder)", description=__doc__)
+    commands = parser.add_subparsers(dest="train_command", metavar="STEP", required=True)
+    cache = commands.add_parser("cache", help="encode videos and captions once: MoVQ latents + text embeddings",
+                                epilog=EPILOG)
+    add_config_arguments(cache, CacheConfig)
+    cache.set_defaults(func=run_cache_command)
+    for task in TASKS:
+        sub = commands.add_parser(task, help=f"train the {task} model", epilog=EPILOG)
+        add_config_arguments(sub, TrainConfig, skip=("task", "clip.task"))
+        sub.set_defaults(func=run_train_command, task=task)
+
+
+def _check_file_task(args: argparse.Namespace) -> None:
+    if args.config:
+        found = read_config_file(args.config).get("task")
+        if found not in (None, args.task):
+            raise ValueError(f"{args.config!r} is a {found} config; run `kvideo train {found}` with it")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: the task's preset (unless --config / --preset), the file, then the flags."""
+    _check_file_task(args)
+    if not args.config and not args.preset:
+        args.preset = args.task
+    return config_from_args(TrainConfig, args, task=args.task, **{"clip.task": args.task})
+
+
+def run_train_command(args: argparse.Namespace) -> int:
+    from kvideo.train.trainer import train
+
+    result = train(train_config(args))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {result.step} steps (last loss {result.last_loss:.4f}); weights: {result.weights}")
+    return 0
+
+
+def run_cache_command(args: argparse.Namespace) -> int:
+    from kvideo.train.cache import run_cache
+
+    folder = run_cache(config_from_args(CacheConfig, args))
+    print(f"cache written to {folder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kvideo.train.cli STEP ...`: the same as `kvideo train STEP ...` (handy under torchrun)."""
+    parser = argparse.ArgumentParser(prog="kvideo")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"kvideo train {args.train_command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Training and cache configs: frozen dataclasses with presets, file loading and command-line overrides."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from kvideo.config import Config, check
+
+TASKS = ("keyframe", "interpolation", "decoder")
+CACHE_TASKS = ("keyframe", "interpolation")
+STORAGE_DTYPES = ("float16", "bfloat16", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipConfig(Config):
+    """What one training clip is, in frames of a `reference_fps` video (fps-aware sampling).
+
+    keyframe: `keyframes` frames `keyframe_step` reference frames apart (12 at 24 fps = 2 fps).
+    interpolation: `keyframes` keyframes with `interpolated_frames` frames between each pair,
+    consecutive frames `s` reference frames apart, s drawn from 1..max_skip per clip.
+    decoder: `decoder_frames` consecutive frames `decoder_step` reference frames apart.
+    """
+
+    task: str = "keyframe"
+    height: int = 512
+    width: int = 512
+    keyframes: int = 16
+    keyframe_step: int = 12
+    interpolated_frames: int = 3
+    max_skip: int = 12
+    decoder_frames: int = 8
+    decoder_step: int = 1
+    reference_fps: float = 24.0
+
+    def validate(self) -> None:
+        check(self.task in TASKS, f"task={self.task!r}; expected one of {TASKS}")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            check(value > 0 and value % 64 == 0,
+                  f"{name}={value}: pixel sizes must be positive multiples of 64 (latents are halved 3 times)")
+        for name in ("keyframes", "keyframe_step", "interpolated_frames", "max_skip", "decoder_frames", "decoder_step"):
+            check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        check(self.task != "interpolation" or self.keyframes >= 2,
+              f"keyframes={self.keyframes}: interpolation clips need at least 2 keyframes")
+        check(self.reference_fps > 0, f"reference_fps={self.reference_fps} must be > 0")
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames read per clip."""
+        if self.task == "keyframe":
+            return self.keyframes
+        if self.task == "interpolation":
+            return (self.keyframes - 1) * (self.interpolated_frames + 1) + 1
+        return self.decoder_frames
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Candidate distances (in reference frames) between consecutive frames of a clip."""
+        if self.task == "keyframe":
+            return (self.keyframe_step,)
+        if self.task == "interpolation":
+            return tuple(range(1, self.max_skip + 1))
+        return (self.decoder_step,)
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig(Config):
+    """`kvideo train cache`: videos + captions -> MoVQ latents and text embeddings in safetensors shards."""
+
+    videos: str = ""
+    captions: str = ""
+    output: str = ""
+    movq: str = ""
+    movq_preset: str = ""
+    text_encoder: str = ""
+    text_checkpoint: str = ""
+    clip: ClipConfig = ClipConfig()
+    clips_per_video: int = 1
+    shard_size: int = 64
+    batch_size: int = 4
+    dtype: str = "float16"
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.clip, dict):
+            object.__setattr__(self, "clip", ClipConfig.from_dict(self.clip))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        check(self.clip.task in CACHE_TASKS,
+              f"clip.task={self.clip.task!r}: caches are built for {CACHE_TASKS} (the decoder trains on videos)")
+        for name in ("clips_per_video", "shard_size", "batch_size"):
+            check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        check(self.dtype in STORAGE_DTYPES, f"dtype={self.dtype!r}; expected one of {STORAGE_DTYPES}")
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+              f"device={self.device!r}; expected auto, cpu, cuda or cuda:N")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "clip": self.clip.to_dict()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """One fine-tuning run: keyframe, interpolation or video-decoder model (see docs/training.md)."""
+
+    task: str = "keyframe"
+    model: str = ""  # checkpoint to fine-tune: official .pt or kvideo .safetensors
+    model_preset: str = ""  # architecture preset: for official pickles, or random init when `model` is empty
+    data: str = ""  # cache folder (keyframe, interpolation) or video folder (decoder)
+    captions: str = ""  # decoder: the video list (CSV / JSONL) of `data`
+    output_dir: str = "runs/train"
+    clip: ClipConfig = ClipConfig()  # decoder: clip sampling from the videos
+    train: str = "temporal"  # temporal | all
+    steps: int = 1000
+    batch_size: int = 1  # per process and micro-step
+    grad_accum: int = 2
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 0.0  # 0 disables clipping
+    precision: str = "bf16"  # bf16 | fp32
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0  # 0 disables the EMA
+    num_train_timesteps: int = 1000
+    uncond_prob: float = 0.1
+    max_perturbation: int = 250
+    decoder_loss: str = "l1"  # l1 | mse
+    strategy: str = "ddp"  # ddp | fsdp
+    zero: bool = True  # ZeroRedundancyOptimizer under DDP (ZeRO-1, as in the paper)
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 2
+    log_every: int = 10
+    save_every: int = 500
+    keep_checkpoints: int = 3
+    resume: str = ""  # "", "latest" or a checkpoint folder
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.clip, dict):
+            object.__setattr__(self, "clip", ClipConfig.from_dict(self.clip))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        check(self.task in TASKS, f"task={self.task!r}; expected one of {TASKS}")
+        check(self.clip.task == self.task, f"clip.task={self.clip.task!r} differs from task={self.task!r}")
+        check(self.train in ("temporal", "all"), f"train={self.train!r}; expected 'temporal' or 'all'")
+        check(self.precision in ("bf16", "fp32"), f"precision={self.precision!r}; expected 'bf16' or 'fp32'")
+        check(self.strategy in ("ddp", "fsdp"), f"strategy={self.strategy!r}; expected 'ddp' or 'fsdp'")
+        check(self.decoder_loss in ("l1", "mse"), f"decoder_loss={self.decoder_loss!r}; expected 'l1' or 'mse'")
+        for name in ("steps", "batch_size", "grad_accum", "num_train_timesteps", "log_every", "save_every",
+                     "keep_checkpoints"):
+            check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        check(self.lr > 0, f"lr={self.lr} must be > 0")
+        check(0 <= self.uncond_prob <= 1, f"uncond_prob={self.uncond_prob} must lie in [0, 1]")
+        check(0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay} must lie in [0, 1) (0 = no EMA)")
+        check(0 <= self.max_perturbation < self.num_train_timesteps,
+              f"max_perturbation={self.max_perturbation} must lie in [0, num_train_timesteps)")
+        check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
+        check(self.num_workers >= 0 and self.warmup_steps >= 0, "num_workers and warmup_steps must be >= 0")
+        check(self.device in ("auto", "cpu", "cuda"), f"device={self.device!r}; expected auto, cpu or cuda")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "clip": self.clip.to_dict()}
+
+    @property
+    def trained_weights(self) -> str:
+        return "temporal" if self.train == "temporal" else "all"
+
+
+# -- presets: the paper's recipes (SPEC "Training") and tiny CPU ones -----------------------------
+TrainConfig.register_preset("keyframe", task="keyframe", model_preset="official-keyframe", grad_accum=2,
+                            clip=ClipConfig(task="keyframe", keyframes=16))
+TrainConfig.register_preset("interpolation", task="interpolation", model_preset="official-interpolation",
+                            clip=ClipConfig(task="interpolation", height=256, width=256, keyframes=9))
+TrainConfig.register_preset("decoder", task="decoder", model_preset="official-video", grad_accum=1,
+                            clip=ClipConfig(task="decoder", decoder_frames=8, height=256, width=256))
+_TINY = dict(steps=20, grad_accum=1, lr=1e-3, precision="fp32", num_workers=0, log_every=1, save_every=10)
+TrainConfig.register_preset("tiny-keyframe", task="keyframe", model_preset="tiny-keyframe", **_TINY,
+                            clip=ClipConfig(task="keyframe", keyframes=4, height=64, width=64))
+TrainConfig.register_preset("tiny-interpolation", task="interpolation", model_preset="tiny-interpolation", **_TINY,
+                            clip=ClipConfig(task="interpolation", keyframes=3, max_skip=2, height=64, width=64))
+TrainConfig.register_preset("tiny-decoder", task="decoder", model_preset="tiny-video", **_TINY,
+                            clip=ClipConfig(task="decoder", decoder_frames=4, height=64, width=64))
+CacheConfig.register_preset("keyframe", clip=ClipConfig(task="keyframe", keyframes=16))
+CacheConfig.register_preset("interpolation", clip=ClipConfig(task="interpolation", keyframes=9, height=256,
+                                                             width=256))
+
+
+# -- files ----------------------------------------------------------------------------------------
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML file (YAML needs PyYAML) -> dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as error:
+            raise ImportError("reading YAML configs needs PyYAML: pip install pyyaml (or use a .json config)") from error
+        data = yaml.safe_load(path.read_text())
+    else:
+        data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[Config], path: str | Path | None = None, preset: str | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Preset values, then a file's, then overrides (`clip.height` style keys reach the clip)."""
+    if preset and preset not in cls._presets:
+        raise ValueError(f"{cls.__name__}: unknown preset {preset!r}; available presets: {cls.presets()}")
+    values = dict(cls._presets[preset]) if preset else {}
+    values = _merge(_as_plain(values), read_config_file(path) if path else {})
+    values = _merge(values, _nest(overrides or {}))
+    return cls.from_dict(values)
+
+
+def _as_plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.to_dict() if isinstance(v, Config) else v for k, v in values.items()}
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            nested.setdefault(head, {})[tail] = value
+        else:
+            nested[key] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+# -- command line ---------------------------------------------------------------------------------
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parser_for(annotation: Any):
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        item = typing.get_args(annotation)[0]
+        return lambda text: tuple(item(v) for v in text.split(","))
+    if annotation is bool:
+        return parse_bool
+    return annotation
+
+
+def config_fields(cls: type[Config], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted name, parser) for every field, nested configs flattened (`clip.height`)."""
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        if isinstance(annotation, type) and issubclass(annotation, Config):
+            fields += config_fields(annotation, prefix=f"{prefix}{field.name}.")
+        else:
+            fields.append((prefix + field.name, _parser_for(annotation)))
+    return fields
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], skip: tuple[str, ...] = ()) -> None:
+    """`--config`, `--preset` and one `--name` option per field (`--clip.height 256`)."""
+    parser.add_argument("--config", help="JSON or YAML file with config values (unknown keys are errors)")
+    parser.add_argument("--preset", help=f"start from a named preset: {', '.join(cls.presets())}")
+    group = parser.add_argument_group("config values (override the file and preset)")
+    for name, parse in config_fields(cls):
+        if name not in skip:
+            group.add_argument(f"--{name}", dest=f"cfg:{name}", type=parse, default=None, metavar="VALUE")
+
+
+def config_from_args(cls: type[Config], args: argparse.Namespace, **fixed: Any) -> Config:
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    return load_config(cls, args.config, args.preset, {**overrides, **fixed})

@@ -1,0 +1,64 @@
+"""Keyframe objective: eps-prediction at a random timestep, spatial weights frozen, 10 % empty-text dropout."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kvideo.diffusion import Schedule, cosine_schedule, q_sample
+from kvideo.text import null_context
+from kvideo.train.cache import LatentCache, collate_cached
+from kvideo.train.config import TrainConfig
+from kvideo.train.task import Task, load_unet, select_trainable, unet_shard_types
+
+
+def drop_text(context: torch.Tensor, mask: torch.Tensor, null_embedding: torch.Tensor, prob: float,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the text of a random `prob` share of the batch by the null context (for guidance)."""
+    b, n = mask.shape
+    drop = (torch.rand(b, generator=generator) < prob).to(context.device)  # (b,)
+    null, null_mask = null_context(null_embedding.to(context.device, context.dtype), b, n)
+    return torch.where(drop[:, None, None], null, context), torch.where(drop[:, None], null_mask, mask)
+
+
+def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, schedule: Schedule,
+                  null_embedding: torch.Tensor, uncond_prob: float) -> torch.Tensor:
+    """MSE between the UNet's eps and the noise added to the clean keyframe latents at a random t."""
+    x0 = batch["latents"]  # (b, c, f, h, w)
+    b, f = x0.shape[0], x0.shape[2]
+    t = torch.randint(len(schedule), (b,), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    x_t = q_sample(x0, t, schedule, noise)
+    context, mask = drop_text(batch["context"], batch["context_mask"], null_embedding, uncond_prob, generator)
+    positions = torch.arange(f, device=x0.device)[None] * batch["step"][:, None]  # (b, f) reference frames
+    eps = model(x_t, t * schedule.time_scale, context, mask, frame_positions=positions)
+    return F.mse_loss(eps.float(), noise)
+
+
+def check_cache(cache: LatentCache, task: str, latent_channels: int) -> None:
+    if cache.task != task:
+        raise ValueError(f"the cache {str(cache.folder)!r} was built for task={cache.task!r}, not {task!r}; "
+                         f"build one with `kvideo train cache --clip.task {task}`")
+    channels = cache[0]["latents"].shape[0]
+    if channels != latent_channels:
+        raise ValueError(f"the cache holds {channels}-channel latents; the model takes {latent_channels}")
+
+
+def build(cfg: TrainConfig) -> Task:
+    unet, null = load_unet(cfg, "keyframe")
+    cache = LatentCache(cfg.data)
+    check_cache(cache, "keyframe", unet.config.latent_channels)
+    if not cache.has_text:
+        raise ValueError(f"the cache {cfg.data!r} has no text embeddings; rebuild it with a text encoder")
+    select_trainable(unet, cfg.train)
+    unet.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    schedule = cosine_schedule(cfg.num_train_timesteps)
+
+    def loss(module, batch, generator):
+        return keyframe_loss(module, batch, generator, schedule=schedule, null_embedding=null,
+                             uncond_prob=cfg.uncond_prob)
+
+    return Task("keyframe", unet, unet, loss, cache, collate_cached, "latents", {"null_embedding": null},
+                unet_shard_types())

@@ -1,0 +1,97 @@
+"""What a training task provides to the trainer: the model, its loss, its data, and how to save it."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from kvideo.models.base import PretrainedModel
+from kvideo.train.config import TrainConfig
+from kvideo.train.seeding import seeded_generator
+
+Loss = Callable[[nn.Module, dict[str, Any], torch.Generator], torch.Tensor]
+TASK_MODULES = {"keyframe": "kvideo.train.keyframe", "interpolation": "kvideo.train.interpolation",
+                "decoder": "kvideo.train.decoder"}
+
+
+@dataclass
+class Task:
+    """One fine-tuning task.
+
+    model: the full model whose weights are trained and saved (UNet or MoVQ), with its frozen
+        parts frozen. module: what the trainer wraps (DDP / FSDP) and hands to `loss` (the model
+        itself, or a wrapper around it). loss(module, batch, generator) -> scalar, drawing every
+        random number from `generator`. dataset / collate: what the data loader reads.
+        batch_key: the tensor a usable batch holds (batches of unreadable clips lack it).
+        extras: tensors saved beside the weights (the null embedding). shard_types: FSDP units.
+    """
+
+    name: str
+    model: PretrainedModel
+    module: nn.Module
+    loss: Loss
+    dataset: torch.utils.data.Dataset
+    collate: Callable[[list[Any]], dict[str, Any]]
+    batch_key: str
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    shard_types: tuple[type, ...] = ()
+
+
+def build_task(cfg: TrainConfig) -> Task:
+    """The task `cfg.task` (keyframe / interpolation / decoder), checked against its data."""
+    return importlib.import_module(TASK_MODULES[cfg.task]).build(cfg)
+
+
+def select_trainable(model: nn.Module, train: str) -> list[str]:
+    """Freeze what is not trained; return the state-dict keys that a trained-weights file holds."""
+    if train == "temporal":
+        model.freeze_spatial()
+        keys = list(model.temporal_state_dict())
+        if not keys:
+            raise ValueError(f"{type(model).__name__} has no temporal modules to train (an image model?); "
+                             "use a video config or train=all")
+        return keys
+    model.requires_grad_(True)
+    return list(model.state_dict())
+
+
+def random_null_embedding(dim: int, seed: int) -> torch.Tensor:
+    """A stand-in null embedding for models built from a preset (no checkpoint)."""
+    return torch.randn(dim, generator=seeded_generator(seed, 0x5EED)) * 0.1
+
+
+def load_unet(cfg: TrainConfig, kind: str):
+    """(UNet, null embedding) from `cfg.model` (official .pt or kvideo .safetensors) or, without one,
+    a randomly initialised `cfg.model_preset` (same weights on every rank)."""
+    from kvideo.models.unet import UNet, UNetConfig
+
+    if cfg.model:
+        checkpoint = UNet.read_checkpoint(cfg.model)
+        config = None if checkpoint.config else UNetConfig.preset(cfg.model_preset or f"official-{kind}")
+        unet = UNet.from_checkpoint(checkpoint, config)
+        if "null_embedding" not in checkpoint.extras:
+            raise ValueError(f"{cfg.model!r} has no null_embedding (official kandinsky_video*.pt files and kvideo "
+                             "conversions carry it); the text dropout / interpolation context needs it")
+        null = checkpoint.extras["null_embedding"].float()
+    else:
+        if not cfg.model_preset:
+            raise ValueError("give model=<checkpoint> (or model_preset=<UNet preset> to start from random weights)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            unet = UNet(UNetConfig.preset(cfg.model_preset))
+        null = random_null_embedding(unet.config.context_dim, cfg.seed)
+    if unet.config.kind != kind:
+        raise ValueError(f"the model is a {unet.config.kind} UNet; task={kind!r} needs a {kind} UNet")
+    return unet, null
+
+
+def unet_shard_types() -> tuple[type, ...]:
+    """FSDP units of a UNet: the blocks its levels call one by one (frozen spatial weights are sharded
+    with them; the levels themselves are containers whose forward never runs)."""
+    from kvideo.models import layers
+
+    return (layers.ResNetBlock, layers.AttentionBlock, layers.TemporalResNetBlock, layers.TemporalAttentionBlock)
+

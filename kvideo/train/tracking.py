@@ -1,0 +1,61 @@
+"""Training logs: JSONL lines (loss, lr, samples/s, memory) on rank 0, TensorBoard when it is installed."""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOG_FILE = "log.jsonl"
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak allocated GPU memory, or the process's peak resident memory on the CPU, in GiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
+
+
+class TrainLog:
+    """Appends one JSON object per logged step to `<output_dir>/log.jsonl` (only where `enabled`)."""
+
+    def __init__(self, output_dir: str | Path, *, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(output_dir) / LOG_FILE
+        self.writer = self._tensorboard(Path(output_dir)) if enabled and tensorboard else None
+        self.started = time.time()
+
+    @staticmethod
+    def _tensorboard(output_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("kvideo train: TensorBoard logs are off (pip install tensorboard to get them); "
+                  "the JSONL log is written either way", file=sys.stderr)
+            return None
+        return SummaryWriter(str(output_dir / "tensorboard"))
+
+    def write(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **values, "time": round(time.time() - self.started, 3)}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{name}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_log(output_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(output_dir) / LOG_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -1,0 +1,309 @@
+"""The training loop: gradient accumulation, bf16 autocast, EMA, periodic atomic checkpoints and exact resume."""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from kvideo.checkpoint import atomic_path, load_state_dict_strict
+from kvideo.models.temporal import load_temporal_state_dict
+from kvideo.train import checkpointing as ckpt
+from kvideo.train import distributed
+from kvideo.train.config import TrainConfig
+from kvideo.train.data import StreamSampler
+from kvideo.train.seeding import rng_state, seeded_generator, set_rng_state
+from kvideo.train.task import Task, build_task
+from kvideo.train.tracking import TrainLog, peak_memory_gb
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind."""
+
+    output_dir: Path
+    step: int
+    weights: Path  # the trained weights to use (EMA weights when the EMA is on)
+    last_loss: float
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP-sharded DTensor (a collective), or the tensor itself."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+class EMA:
+    """Exponential moving average of the trained parameters: shadow <- decay·shadow + (1 - decay)·param."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], decay: float) -> None:
+        self.decay = decay
+        self.shadow = {name: p.detach().clone().float() for name, p in params.items()}
+
+    @torch.no_grad()
+    def update(self, params: dict[str, torch.nn.Parameter]) -> None:
+        for name, p in params.items():
+            self.shadow[name].lerp_(p.detach().float(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: full_tensor(t).cpu() for name, t in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, tensor in self.shadow.items():
+            if hasattr(tensor, "full_tensor"):  # FSDP: keep this rank's shard of the full tensor
+                from torch.distributed.tensor import distribute_tensor
+
+                tensor.copy_(distribute_tensor(state[name].to(tensor.device), tensor.device_mesh, tensor.placements))
+            else:
+                tensor.copy_(state[name])
+
+
+class Trainer:
+    """Fine-tunes one task under torchrun (or in one process). Everything that can be wrong with the
+    inputs (data, model, resume checkpoint) raises before the first step."""
+
+    def __init__(self, cfg: TrainConfig, env: distributed.DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        self.output_dir = Path(cfg.output_dir)
+        self.resume_from = ckpt.find_resume(cfg.output_dir, cfg.resume)
+        self.task: Task = build_task(cfg)
+        self.trained_keys = _trained_keys(self.task, cfg.train)
+        self.info = ckpt.WeightsInfo(self.task.model.model_type, self.task.model.config.to_json(), cfg.task,
+                                     cfg.trained_weights, 0)
+        state = self._load_resume_weights()
+        self.task.model.to(env.device)
+        self.module = distributed.wrap_model(self.task.module, env, cfg.strategy, self.task.shard_types)
+        self.params = {n: p for n, p in self.task.model.named_parameters() if p.requires_grad}
+        self.optimizer = distributed.make_optimizer(
+            self.params.values(), env, zero=cfg.zero, strategy=cfg.strategy, lr=cfg.lr, betas=cfg.adam_betas,
+            eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.ema = EMA(self.params, cfg.ema_decay) if cfg.ema_decay else None
+        self.step = 0
+        if state is not None:
+            self._restore(state)
+        self.log = TrainLog(self.output_dir, enabled=env.is_main, tensorboard=cfg.tensorboard)
+
+    # -- setup ---------------------------------------------------------------------------------------
+    def _lr_factor(self, step: int) -> float:
+        """Constant learning rate after an optional linear warm-up."""
+        return min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
+
+    def _load_resume_weights(self) -> dict[str, Any] | None:
+        """Check the resume checkpoint against this model, load its weights; return its training state."""
+        if self.resume_from is None:
+            return None
+        state, _, info = ckpt.read_weights(self.resume_from / ckpt.WEIGHTS_FILE)
+        what = f"resume checkpoint {str(self.resume_from)!r}"
+        if (info.task, info.weights) != (self.cfg.task, self.cfg.trained_weights):
+            raise ValueError(f"{what} holds {info.describe()}; this run trains {self.cfg.trained_weights} weights "
+                             f"of a {self.cfg.task} model: resume with the same task and train settings")
+        ckpt.check_compatible(info, self.task.model, what=what)
+        if self.cfg.train == "temporal":
+            load_temporal_state_dict(self.task.model, state)
+        else:
+            load_state_dict_strict(self.task.model, state, what=what)
+        return ckpt.load_state(self.resume_from / ckpt.STATE_FILE)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._load_optimizer(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            ema_path = self.resume_from / ckpt.EMA_FILE
+            if not ema_path.is_file():
+                raise ValueError(f"resume checkpoint {str(self.resume_from)!r} has no EMA weights; set ema_decay=0 "
+                                 "or resume from a run that kept an EMA")
+            self.ema.load_state_dict(ckpt.read_weights(ema_path)[0])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+
+    # -- optimizer state across strategies -----------------------------------------------------------
+    def _optimizer_state(self) -> dict[str, Any] | None:
+        """The full optimizer state on rank 0 (a collective for ZeRO and FSDP); None elsewhere."""
+        if distributed.is_zero(self.optimizer):
+            self.optimizer.consolidate_state_dict(to=0)
+            return self.optimizer.state_dict() if self.env.is_main else None
+        if self.env.distributed and self.cfg.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            state = get_optimizer_state_dict(self.module, self.optimizer, options=options)
+            return state if self.env.is_main else None
+        return self.optimizer.state_dict() if self.env.is_main else None
+
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
+        if self.env.distributed and self.cfg.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.module, self.optimizer, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """Micro-batches from the data position of `self.step` on, moved to the device."""
+        sampler = StreamSampler(len(self.task.dataset), self.cfg.batch_size, rank=self.env.rank,
+                                world_size=self.env.world_size, seed=self.cfg.seed,
+                                start=self.step * self.cfg.grad_accum)
+        loader = torch.utils.data.DataLoader(self.task.dataset, batch_sampler=sampler, collate_fn=self.task.collate,
+                                             num_workers=self.cfg.num_workers,
+                                             pin_memory=self.env.device.type == "cuda")
+        for batch in loader:
+            yield {k: v.to(self.env.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        if self.env.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.output_dir / "config.json") as tmp:
+                tmp.write_text(cfg.to_json(indent=2))
+        batches = self.batches()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.task}",
+                   disable=not (cfg.progress and self.env.is_main))
+        loss, window = float("nan"), _Window()
+        while self.step < cfg.steps:
+            loss = self.train_step(batches)
+            self.step += 1
+            window.add(loss)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self._log(window, bar)
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        self.log.close()
+        return TrainResult(self.output_dir, self.step, self.export(), loss)
+
+    def train_step(self, batches: Iterator[dict[str, Any]]) -> float:
+        """One optimizer step over `grad_accum` micro-batches; returns the mean loss of this rank."""
+        cfg, total = self.cfg, 0.0
+        self.module.train()
+        for micro in range(cfg.grad_accum):
+            batch = self._next_usable(batches)
+            generator = seeded_generator(cfg.seed, self.env.rank, self.step, micro)
+            with self._sync(micro == cfg.grad_accum - 1):
+                with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    loss = self.task.loss(self.module, batch, generator)
+                (loss / cfg.grad_accum).backward()
+            total += float(loss.detach())
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.params)
+        return total / cfg.grad_accum
+
+    def _next_usable(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
+        """The next batch with data in it (clips that failed to decode are dropped by the collate)."""
+        for _ in range(1000):
+            batch = next(batches)
+            if self.task.batch_key in batch:
+                return batch
+        raise ValueError("1000 batches in a row had no readable clip: check the videos")
+
+    def _sync(self, sync: bool):
+        """Skip the gradient all-reduce on all but the last micro-batch of an accumulation."""
+        if sync or not self.env.distributed:
+            return contextlib.nullcontext()
+        if hasattr(self.module, "no_sync"):
+            return self.module.no_sync()
+        return _fsdp_no_sync(self.module)
+
+    def _log(self, window: "_Window", bar) -> None:
+        values = window.flush(self.cfg.batch_size * self.cfg.grad_accum * self.env.world_size)
+        values["loss"] = distributed.mean_over_ranks(values["loss"], self.env)
+        values["memory_gb"] = round(distributed.max_over_ranks(peak_memory_gb(self.env.device), self.env), 3)
+        values["lr"] = self.scheduler.get_last_lr()[0]
+        self.log.write(self.step, values)
+        bar.set_postfix(loss=f"{values['loss']:.4f}", samples_s=f"{values['samples_per_s']:.2f}")
+
+    # -- saving --------------------------------------------------------------------------------------
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The trained weights as full CPU tensors (a collective under FSDP)."""
+        state = self.task.model.state_dict()
+        return {k: full_tensor(state[k]).detach().cpu() for k in self.trained_keys}
+
+    def save(self) -> Path | None:
+        """Write checkpoint `step` atomically (weights, EMA, optimizer / scheduler / RNG / data position)."""
+        weights, optimizer = self.trained_state(), self._optimizer_state()
+        ema = self.ema.state_dict() if self.ema is not None else None
+        folder = None
+        if self.env.is_main:
+            tmp = ckpt.begin_checkpoint(self.output_dir, self.step)
+            self._write_weights(tmp / ckpt.WEIGHTS_FILE, weights)
+            if ema is not None:
+                self._write_weights(tmp / ckpt.EMA_FILE, ema)
+            ckpt.save_state(tmp / ckpt.STATE_FILE, {
+                "step": self.step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(), "data": {"micro_batches": self.step * self.cfg.grad_accum},
+            })
+            folder = ckpt.commit_checkpoint(self.output_dir, tmp, self.step, self.cfg.keep_checkpoints)
+        distributed.barrier(self.env)
+        return folder
+
+    def _write_weights(self, path: Path, state: dict[str, torch.Tensor]) -> None:
+        info = ckpt.WeightsInfo(self.info.model_type, self.info.model_config, self.info.task, self.info.weights,
+                                self.step)
+        ckpt.save_weights(path, state, info, self.task.extras, self.cfg.to_json())
+
+    def export(self) -> Path:
+        """`<output_dir>/<task>-<temporal|all>.safetensors`: the weights to use (EMA when kept)."""
+        path = self.output_dir / f"{self.cfg.task}-{self.cfg.trained_weights}.safetensors"
+        state = self.ema.state_dict() if self.ema is not None else self.trained_state()
+        if self.env.is_main:
+            self._write_weights(path, state)
+        distributed.barrier(self.env)
+        return path
+
+
+def _trained_keys(task: Task, train: str) -> list[str]:
+    if train == "temporal":
+        return list(task.model.temporal_state_dict())
+    return list(task.model.state_dict())
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module):
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
+class _Window:
+    """Loss and throughput since the last log line."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.started = time.perf_counter()
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def flush(self, samples_per_step: int) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.started
+        steps = len(self.losses)
+        values = {"loss": sum(self.losses) / max(steps, 1), "samples_per_s": samples_per_step * steps / elapsed,
+                  "step_time_s": elapsed / max(steps, 1)}
+        self.losses, self.started = [], time.perf_counter()
+        return values
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run `cfg` in this process: one process, or one rank of a torchrun launch."""
+    env = distributed.setup(cfg.device)
+    try:
+        return Trainer(cfg, env).run()
+    finally:
+        distributed.teardown(env)
+
+
+def read_config(output_dir: str | Path) -> TrainConfig:
+    return TrainConfig.from_dict(json.loads((Path(output_dir) / "config.json").read_text()))
