@@ -102,7 +102,7 @@ class MoVQConfig(Config):
 _VIDEO = dict(temporal=True, temporal_attention=True, attention_latent="window_first")
 MoVQConfig.register_preset("official")
 MoVQConfig.register_preset("official-video", **_VIDEO)
-_TINY = dict(channels=16, num_res_blocks=1, groups=8)
+_TINY = dict(channels=8, num_res_blocks=1, groups=4)
 MoVQConfig.register_preset("tiny", **_TINY)
 MoVQConfig.register_preset("tiny-video", **_TINY, **_VIDEO)
 
@@ -582,10 +582,12 @@ class MoVQ(PretrainedModel):
     @classmethod
     def split_official(cls, contents: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """`movq.pt` / `video_movq.pt` hold a flat state dict with `encoder.*` and `decoder.*` keys."""
-        nested = sorted(k for k, v in contents.items() if not torch.is_tensor(v))
+        nested = {k: v for k, v in contents.items() if isinstance(v, Mapping)}
         if nested or not any(k.startswith("decoder.") for k in contents):
-            hint = guess_checkpoint_kind(contents) or (f"entries {nested[:4]}" if nested else "no MoVQ keys")
-            raise CheckpointError(f"not a MoVQ checkpoint (movq.pt / video_movq.pt): it looks like {hint}")
+            raise CheckpointError(
+                f"not a MoVQ checkpoint (movq.pt / video_movq.pt): it looks like {_guess_kind(contents)}; "
+                "load it with the model it belongs to"
+            )
         return dict(contents), {}
 
     @classmethod
@@ -619,6 +621,14 @@ def convert_official(source: str | Path, target: str | Path, config: MoVQConfig 
     model = MoVQ.from_pretrained(source, config)
     model.save_pretrained(target)
     return model
+
+
+def _guess_kind(contents: Mapping[str, Any]) -> str:
+    """What an official file that is not a MoVQ holds, for the error message."""
+    for name, value in contents.items():
+        if isinstance(value, Mapping):
+            return f"{guess_checkpoint_kind(value) or 'a checkpoint'} (state under {name!r})"
+    return guess_checkpoint_kind(contents) or f"a state dict without MoVQ keys (first keys {sorted(contents)[:4]})"
 
 
 def _describe(value: Any) -> str:
