@@ -105,12 +105,11 @@ def ucf101(
     items, missing = [], []
     for rel in listed:
         path = videos.get(rel.lower())
-        class_name = rel.split("/")[0]
-        label = _class_label(classes, class_name)
         if path is None:
             missing.append(rel)
-        else:
-            items.append(VideoItem(path, rel, prompts[label], label))
+            continue
+        label = _class_label(classes, path.parent.name)
+        items.append(VideoItem(path, f"{path.parent.name}/{path.name}", prompts[label], label))
     if not items:
         raise ValueError(f"no UCF-101 video of the split lists was found under {str(root)!r}; {UCF_LAYOUT}")
     settings = {"split": split, "fold": fold if split != "all" else None, "template": text, "overrides": len(overrides)}

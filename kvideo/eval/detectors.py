@@ -69,9 +69,9 @@ def resize_clips(clips: torch.Tensor, size: int, *, align_corners: bool = False)
     return rearrange(frames, "(b f) c h w -> b c f h w", b=b)
 
 
-def i3d_input(clips: torch.Tensor) -> torch.Tensor:
+def i3d_input(clips: torch.Tensor, size: int = I3D_SIZE) -> torch.Tensor:
     """uint8 (b, 3, f, h, w) -> float (b, 3, f, 224, 224) in [-1, 1] (bilinear, as the TF FVD)."""
-    return resize_clips(clips.float(), I3D_SIZE) / 127.5 - 1.0
+    return resize_clips(clips.float(), size) / 127.5 - 1.0
 
 
 def c3d_input(clips: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ def load_i3d_detector(path: str | Path, device: str | torch.device = "cpu") -> D
     from kvideo.eval.i3d import InceptionI3d
 
     model = _load_model(InceptionI3d, path, I3D_HINT, device)
-    return Detector(path, file_sha256(path), "state_dict", lambda clips: model.logits_mean(i3d_input(clips.to(device))))
+    return Detector(path, file_sha256(path), "state_dict", lambda clips: model.logits_mean(i3d_input(clips.to(device), model.config.input_size)))
 
 
 def load_c3d_detector(path: str | Path, device: str | torch.device = "cpu") -> Detector:

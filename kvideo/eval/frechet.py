@@ -13,11 +13,20 @@ def _as_matrix(sigma: np.ndarray, name: str) -> np.ndarray:
     return (sigma + sigma.T) / 2
 
 
+def _numerical_zero(eigenvalues: np.ndarray) -> np.ndarray:
+    """Eigenvalues below the numerical-rank tolerance (as `matrix_rank` uses) set to 0.
+
+    Round-off leaves ~1e-16·λmax in the null space of a rank-deficient covariance; its square
+    root (~1e-8·√λmax per dimension) would otherwise add up over hundreds of dimensions.
+    """
+    tolerance = np.abs(eigenvalues).max(initial=0.0) * eigenvalues.size * np.finfo(np.float64).eps
+    return np.where(eigenvalues > tolerance, eigenvalues, 0.0)
+
+
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a PSD matrix; tiny negative eigenvalues (round-off) count as 0."""
+    """Symmetric square root of a PSD matrix (round-off eigenvalues count as 0)."""
     eigenvalues, eigenvectors = np.linalg.eigh(sigma)
-    roots = np.sqrt(np.clip(eigenvalues, 0.0, None))
-    return (eigenvectors * roots) @ eigenvectors.T
+    return (eigenvectors * np.sqrt(_numerical_zero(eigenvalues))) @ eigenvectors.T
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
@@ -30,7 +39,7 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     root = _psd_sqrt(_as_matrix(sigma1, "sigma1"))
     inner = root @ _as_matrix(sigma2, "sigma2") @ root
     eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)
-    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+    return float(np.sqrt(_numerical_zero(eigenvalues)).sum())
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

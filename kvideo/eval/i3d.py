@@ -22,22 +22,24 @@ MIXED_4 = (
     ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
 )
 MIXED_5 = (("Mixed_5b", (256, 160, 320, 32, 128, 128)), ("Mixed_5c", (384, 192, 384, 48, 128, 128)))
-INPUT_SIZE = 224  # the final (2, 7, 7) average pool expects 224 x 224 frames
 BN_EPS = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
 class I3DConfig(Config):
-    """Inception-I3D; `width_divisor` > 1 shrinks every layer (tiny test detectors only)."""
+    """Inception-I3D. The official network takes 224 x 224 frames (its final average pool is
+    2 x 7 x 7); `width_divisor` > 1 and a smaller `input_size` make tiny test detectors."""
 
     num_classes: int = 400
     in_channels: int = 3
     width_divisor: int = 1
+    input_size: int = 224
 
     def validate(self) -> None:
         check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
         check(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
         check(self.width_divisor in (1, 2, 4, 8), f"width_divisor must be 1, 2, 4 or 8, got {self.width_divisor}")
+        check(self.input_size >= 32 and self.input_size % 32 == 0, f"input_size must be a multiple of 32, got {self.input_size}")
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "I3DConfig":
@@ -50,7 +52,7 @@ class I3DConfig(Config):
 
 
 I3DConfig.register_preset("official")
-I3DConfig.register_preset("tiny", width_divisor=8)
+I3DConfig.register_preset("tiny", width_divisor=8, input_size=64)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -126,7 +128,7 @@ class InceptionModule(nn.Module):
 class InceptionI3d(PretrainedModel):
     """Inception-I3D as in piergiaj/pytorch-i3d (the RGB stream), inference only.
 
-    Input: (b, c, f, 224, 224) in [-1, 1]. `forward` gives logits per output time step
+    Input: (b, c, f, input_size, input_size) in [-1, 1] (224 for the official network). `forward` gives logits per output time step
     (b, classes, f'), `logits_mean` their time average (the 400-d FVD feature) and
     `pooled` the 1024-d average-pooled feature.
     """
@@ -148,7 +150,8 @@ class InceptionI3d(PretrainedModel):
         channels = self._add_mixed(MIXED_4, channels, w)
         self._add("MaxPool3d_5a_2x2", MaxPoolSame((2, 2, 2), (2, 2, 2)))
         self.num_features = self._add_mixed(MIXED_5, channels, w)
-        self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)
+        final = config.input_size // 32
+        self.avg_pool = nn.AvgPool3d((2, final, final), stride=1)
         self.logits = Unit3D(self.num_features, config.num_classes, classifier=True)
 
     def _add(self, name: str, module: nn.Module) -> None:
@@ -164,14 +167,14 @@ class InceptionI3d(PretrainedModel):
 
     # -- forward -------------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, c, f, 224, 224) -> average-pooled features (b, 1024, f', 1, 1)."""
+        """(b, c, f, s, s) -> average-pooled features (b, 1024, f', 1, 1)."""
         self._check_input(x)
         for name in self.endpoints:
             x = getattr(self, name)(x)
         return self.avg_pool(x)  # (b, 1024, f', 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, c, f, 224, 224) -> logits per output time step (b, classes, f')."""
+        """(b, c, f, s, s) -> logits per output time step (b, classes, f')."""
         return self.logits(self.features(x))[:, :, :, 0, 0]  # (b, classes, f')
 
     def logits_mean(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,10 +186,11 @@ class InceptionI3d(PretrainedModel):
         return reduce(self.features(x), "b c f h w -> b c", "mean")
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 5 or x.shape[1] != self.config.in_channels or tuple(x.shape[3:]) != (INPUT_SIZE, INPUT_SIZE):
+        size, channels = self.config.input_size, self.config.in_channels
+        if x.ndim != 5 or x.shape[1] != channels or tuple(x.shape[3:]) != (size, size):
             raise ValueError(
-                f"I3D takes (b, {self.config.in_channels}, f, {INPUT_SIZE}, {INPUT_SIZE}) clips, got {tuple(x.shape)}; "
-                "resize the frames first (kvideo.eval.detectors.resize_clips)"
+                f"I3D takes (b, {channels}, f, {size}, {size}) clips, got {tuple(x.shape)}; "
+                "resize the frames first (kvideo.eval.detectors.i3d_input)"
             )
         if x.shape[2] < 9:
             raise ValueError(f"I3D needs at least 9 frames for its temporal pooling, got {x.shape[2]}")

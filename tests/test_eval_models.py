@@ -1,0 +1,135 @@
+"""Detector networks: official I3D key set, 'SAME' padding, C3D, detector files (TorchScript and state dicts)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kvideo.eval.c3d import C3D, C3DConfig
+from kvideo.eval.detectors import c3d_input, i3d_input, load_c3d_detector, load_i3d_detector
+from kvideo.eval.i3d import I3DConfig, InceptionI3d, same_padding
+from test_eval_support import tiny_c3d_file, tiny_i3d_file
+
+GOLDEN = Path(os.environ.get("KVIDEO_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "golden")) / "i3d.safetensors"
+
+
+def meta_i3d(**config) -> InceptionI3d:
+    with torch.device("meta"):
+        return InceptionI3d(I3DConfig(**config))
+
+
+def test_official_i3d_has_the_piergiaj_key_set():
+    state = meta_i3d().state_dict()
+    assert len(state) == 287  # 57 conv+BN units x 5, logits weight + bias; no num_batches_tracked
+    assert sum(math.prod(t.shape) for t in state.values()) == 12_711_824
+    assert tuple(state["Conv3d_1a_7x7.conv3d.weight"].shape) == (64, 3, 7, 7, 7)
+    assert tuple(state["Mixed_5c.b1b.conv3d.weight"].shape) == (384, 192, 3, 3, 3)
+    assert tuple(state["Mixed_4b.b3b.bn.running_var"].shape) == (64,)
+    assert tuple(state["logits.conv3d.bias"].shape) == (400,)
+
+
+@pytest.mark.skipif(not GOLDEN.is_file(), reason=f"golden file {GOLDEN.name} not found (set KVIDEO_GOLDEN_DIR)")
+def test_official_i3d_keys_equal_the_golden_state():
+    from safetensors import safe_open
+
+    with safe_open(str(GOLDEN), "pt") as handle:
+        golden = {k[6:]: tuple(handle.get_slice(k).get_shape()) for k in handle.keys() if k.startswith("state.")}
+    assert {k: tuple(v.shape) for k, v in meta_i3d().state_dict().items()} == golden
+
+
+def test_same_padding_matches_tensorflow():
+    assert same_padding(224, 7, 2) == (2, 3)  # TF puts the odd pixel at the back
+    assert same_padding(16, 3, 1) == (1, 1)
+    assert same_padding(5, 3, 2) == (1, 1)
+    assert same_padding(8, 1, 1) == (0, 0)
+
+
+def test_tiny_i3d_shapes_and_checks():
+    torch.manual_seed(0)
+    model = InceptionI3d(I3DConfig.preset("tiny")).eval()
+    x = torch.rand(2, 3, 16, 64, 64) * 2 - 1
+    with torch.no_grad():
+        logits, pooled = model(x), model.pooled(x)
+    assert logits.shape == (2, 400, 1) and pooled.shape == (2, model.num_features)
+    with pytest.raises(ValueError, match="resize the frames"):
+        model(torch.zeros(1, 3, 16, 32, 32))
+    with pytest.raises(ValueError, match="9 frames"):
+        model(torch.zeros(1, 3, 8, 64, 64))
+
+
+def test_i3d_loads_a_piergiaj_style_pickle(tmp_path):
+    torch.manual_seed(0)
+    model = InceptionI3d(I3DConfig(num_classes=7, width_divisor=8, input_size=64)).eval()
+    state = model.official_state_dict()
+    state.update({k.replace("running_var", "num_batches_tracked"): torch.tensor(5) for k in state if "running_var" in k})
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "i3d.pt")
+    loaded = InceptionI3d.from_pretrained(tmp_path / "i3d.pt", I3DConfig(num_classes=7, width_divisor=8, input_size=64))
+    x = torch.rand(1, 3, 16, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert InceptionI3d.read_checkpoint(tmp_path / "i3d.pt").state.keys() == model.state_dict().keys()
+
+
+def test_c3d_shapes_and_chainer_files(tmp_path):
+    torch.manual_seed(0)
+    model = C3D(C3DConfig.preset("tiny")).eval()
+    arrays = {f"{n}/{'W' if p == 'weight' else 'b'}": t.detach().numpy() for n, m in model.named_children()
+              for p, t in m.named_parameters()}
+    np.savez(tmp_path / "c3d.npz", **arrays)
+    mean = np.random.default_rng(0).uniform(80, 120, size=(3, 1, 16, 128, 171)).astype(np.float32)
+    np.savez(tmp_path / "mean.npz", mean=mean)
+    loaded = C3D.from_chainer(tmp_path / "c3d.npz", tmp_path / "mean.npz")
+    torch.testing.assert_close(loaded.mean, torch.from_numpy(mean[:, 0, :, 8:120, 29:141]))
+    x = torch.rand(2, 3, 16, 112, 112) * 255
+    with torch.no_grad():
+        model.mean.copy_(loaded.mean)
+        torch.testing.assert_close(loaded(x), model(x))
+        assert loaded.probabilities(x).sum(-1).allclose(torch.ones(2))
+
+
+def test_preprocessing_conventions():
+    clips = torch.full((1, 3, 16, 48, 64), 255, dtype=torch.uint8)
+    clips[:, 0] = 0  # red channel 0
+    x = i3d_input(clips)
+    assert x.shape == (1, 3, 16, 224, 224) and x[:, 0].eq(-1).all() and x[:, 1:].eq(1).all()
+    y = c3d_input(clips)  # BGR: red is the last channel; 128 * x + 128
+    assert y.shape == (1, 3, 16, 112, 112) and y[:, 2].eq(0).all() and y[:, :2].eq(256).all()
+
+
+class ScriptedI3D(torch.nn.Module):
+    """A stand-in for StyleGAN-V's i3d_torchscript.pt (same call signature)."""
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        assert x.dtype == torch.uint8 and rescale and resize and return_features
+        return x.float().mean(dim=(2, 3, 4)).repeat(1, 2)
+
+
+def test_torchscript_detector_is_called_as_stylegan_v_does(tmp_path):
+    torch.jit.script(ScriptedI3D()).save(str(tmp_path / "i3d_torchscript.pt"))
+    detector = load_i3d_detector(tmp_path / "i3d_torchscript.pt")
+    clips = torch.randint(0, 255, (2, 3, 16, 20, 24), dtype=torch.uint8)
+    assert detector.kind == "torchscript" and len(detector.sha256) == 64
+    torch.testing.assert_close(detector.run(clips), clips.float().mean(dim=(2, 3, 4)).repeat(1, 2))
+
+
+def test_state_dict_detectors_and_bad_files(tmp_path):
+    i3d = load_i3d_detector(tiny_i3d_file(tmp_path / "i3d.safetensors"))
+    c3d = load_c3d_detector(tiny_c3d_file(tmp_path / "c3d.safetensors"))
+    clips = torch.randint(0, 255, (2, 3, 16, 48, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        assert i3d.run(clips).shape == (2, 400)
+        assert c3d.run(clips).sum(-1).allclose(torch.ones(2, dtype=torch.float32))
+    with pytest.raises(FileNotFoundError, match="i3d_torchscript.pt"):
+        load_i3d_detector(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="c3d_ucf101.pt"):
+        load_c3d_detector(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="not .*I3D|c3d"):
+        load_i3d_detector(tmp_path / "c3d.safetensors")
+    torch.save({"conv1a.weight": torch.zeros(1)}, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="C3D"):
+        load_c3d_detector(tmp_path / "broken.pt")
