@@ -91,7 +91,11 @@ def tiny_i3d_file(path: Path, seed: int = 0) -> Path:
     from kvideo.eval.i3d import I3DConfig, InceptionI3d
 
     torch.manual_seed(seed)
-    InceptionI3d(I3DConfig.preset("tiny")).save_pretrained(path)
+    model = InceptionI3d(I3DConfig.preset("tiny"))
+    for module in model.modules():  # variance-preserving init: features that differ between videos
+        if isinstance(module, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    model.save_pretrained(path)
     return path
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 REAL_FORMATS = ("ucf101", "msrvtt", "folder")
-FAKE_FORMATS = ("auto", "generated", "folder")
+FAKE_FORMATS = ("auto", "generated", "folder", "ucf101", "msrvtt")
 
 
 def register(subparsers) -> None:
@@ -51,7 +51,8 @@ def _real_args(p: argparse.ArgumentParser) -> None:
 def _fake_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fake", required=True, help="folder of generated videos (from `kvideo eval generate`)")
     p.add_argument("--fake-format", choices=FAKE_FORMATS, default="auto",
-                   help="generated: needs manifest.json; folder: any videos; auto: generated if a manifest exists")
+                   help="generated: needs manifest.json; folder: any videos; auto: generated if a manifest exists; "
+                        "ucf101 / msrvtt: score a real dataset (a reference value)")
     p.add_argument("--fake-captions", help="captions CSV/JSONL for a --fake folder without manifest")
 
 
@@ -214,6 +215,7 @@ def _is_parser(commands) -> None:
     p.add_argument("--detector", required=True, help="C3D file: c3d_ucf101.pt or a kvideo C3D safetensors")
     p.add_argument("--num-videos", type=int, default=2048, help="videos (default 2048)")
     p.add_argument("--splits", type=int, default=10, help="splits for the mean / std (default 10)")
+    _dataset_args(p)
     _run_args(p)
     p.set_defaults(func=_is)
 
@@ -235,6 +237,7 @@ def _clipsim_parser(commands) -> None:
     p.add_argument("--clip", required=True, help="local CLIP folder (transformers format)")
     p.add_argument("--num-videos", type=int, help="videos (default: all)")
     p.add_argument("--max-frames", type=int, help="frames per video (default: all)")
+    _dataset_args(p)
     _run_args(p)
     p.set_defaults(func=_clipsim)
 

@@ -49,7 +49,7 @@ class Shard:
         return gathered
 
     def barrier(self) -> None:
-        if self.distributed:
+        if self.distributed and dist.is_initialized():
             dist.barrier()
 
     def device(self, requested: str | None = None) -> torch.device:
