@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--preset", help="MoVQConfig preset (default: official-video on CUDA, tiny-video on CPU)")
-    parser.add_argument("--checkpoint", type=Path, help="official video_movq.pt or kvideo file instead of random weights")
+    parser.add_argument("--checkpoint", type=Path, help="video_movq.pt or a kvideo file (default: random weights)")
     parser.add_argument("--size", type=int, help="frame height and width in pixels (default 512 on CUDA, 64 on CPU)")
     parser.add_argument("--frames", type=int, default=57)
     parser.add_argument("--window", type=int, help="frames per window (default: the reference's windows)")
@@ -111,7 +111,8 @@ def build_model(args: argparse.Namespace) -> MoVQ:
     if args.checkpoint:
         return MoVQ.from_pretrained(args.checkpoint, device=device, dtype=dtype)
     torch.manual_seed(0)
-    model = MoVQ(MoVQConfig.preset(args.preset))
+    with device:  # initialise on the device: fast at official size, seeded so that both paths match
+        model = MoVQ(MoVQConfig.preset(args.preset))
     for module in model.modules():  # wake the zero-initialised temporal parts up
         if isinstance(module, nn.Conv3d) or (isinstance(module, TemporalModule) and hasattr(module, "proj_out")):
             (module if isinstance(module, nn.Conv3d) else module.proj_out).reset_parameters()
@@ -152,7 +153,10 @@ def run_path(args: argparse.Namespace) -> dict:
             out = decode()
             sync()
             times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if gpu:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if args.save_output:
         torch.save(out.cpu(), args.save_output)
     seconds = min(times)  # best of the repeats: the least disturbed by other processes

@@ -318,9 +318,8 @@ class DecoderLevel(nn.Module):
         )
         attention_count = count if cfg.attention_levels[level] else 0
         self.attn = nn.ModuleList(AttentionBlock(width, cfg.groups, z) for _ in range(attention_count))
-        self.temporal_attn = nn.ModuleList(
-            TemporalAttentionBlock(width, cfg.groups, z) for _ in range(attention_count if cfg.temporal_attention else 0)
-        )
+        temporal_count = attention_count if cfg.temporal_attention else 0
+        self.temporal_attn = nn.ModuleList(TemporalAttentionBlock(width, cfg.groups, z) for _ in range(temporal_count))
         if level != 0:
             self.upsample = Upsample(width)
 
