@@ -66,6 +66,13 @@ def write_video(
     return path
 
 
+def check_output_path(path: str | Path, *, format: str | None = None, overwrite: bool = True) -> str:
+    """Validate an output path before any work (extension, folder, existing file); returns the format."""
+    fmt = _resolve_format(str(path), format)
+    _check_destination(Path(path), fmt, overwrite)
+    return fmt
+
+
 def frames_to_uint8(tensor: Any, value_range: tuple[float, float] | None) -> Any:
     """Map float values in `value_range` ((0, 1) or (-1, 1)) to uint8 0..255, keeping shape and type.
 

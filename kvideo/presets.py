@@ -8,6 +8,7 @@ from pathlib import Path
 # family prefix -> "module:ConfigClass"
 FAMILIES = {
     "unet": "kvideo.models.unet:UNetConfig",
+    "movq": "kvideo.models.movq:MoVQConfig",
 }
 
 

@@ -1,0 +1,290 @@
+"""Text -> keyframes -> interpolation -> video MoVQ decoding -> uint8 frames (the Kandinsky Video pipeline)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+
+from kvideo import diffusion
+from kvideo.models.movq import MoVQ, MoVQConfig
+from kvideo.models.unet import UNet, UNetConfig
+from kvideo.text import TextEncoder, TextProjection, null_context
+
+FPS_MODES = {"low": (), "medium": (3,), "high": (3, 1)}  # skip_frames of each interpolation pass
+NOMINAL_FPS = {"low": 2, "medium": 8, "high": 32}
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OFFLOAD = ("none", "model")
+
+# Files of a weights directory: official names first, kvideo conversions second.
+WEIGHT_FILES = {
+    "keyframe": ("kandinsky_video.pt", "keyframe_unet.safetensors"),
+    "interpolation": ("kandinsky_video_interpolation.pt", "interpolation_unet.safetensors"),
+    "decoder": ("video_movq.pt", "video_movq.safetensors"),
+    "text_encoder": ("text_encoder",),
+}
+
+
+@dataclass
+class VideoOutput:
+    """A generated clip: uint8 frames (f, h, w, 3), their nominal fps and the latents."""
+
+    frames: np.ndarray
+    fps: int
+    latents: torch.Tensor
+
+    def save(self, path: str | Path, **kwargs) -> Path:
+        from kvideo.export import write_video
+
+        write_video(path, self.frames, self.fps, **kwargs)
+        return Path(path)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Every knob of one generation, validated before any heavy work starts."""
+
+    width: int = 512
+    height: int = 512
+    fps: str = "medium"
+    num_frames: int | None = None  # keyframes; default: the keyframe model's num_frames
+    steps: int = 50
+    interpolation_steps: int = 50
+    sampler: str = "ddpm"
+    interpolation_sampler: str = "ddpm"
+    guidance_scale: float = 5.0
+    interpolation_guidance_scale: float = 0.25
+    seed: int | None = None
+    decode_window: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0 or value % 64:
+                raise ValueError(f"{name}={value!r}: sizes must be positive multiples of 64 (e.g. 512x512, 640x384)")
+        if self.fps not in FPS_MODES:
+            raise ValueError(f"fps={self.fps!r}: choose one of {sorted(FPS_MODES)}")
+        for name in ("steps", "interpolation_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+        for name in ("sampler", "interpolation_sampler"):
+            if getattr(self, name) not in SAMPLERS:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {SAMPLERS}")
+        if self.num_frames is not None and self.num_frames < 2 and self.fps != "low":
+            raise ValueError(f"num_frames={self.num_frames}: interpolation needs at least 2 keyframes")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"num_frames={self.num_frames}: must be >= 1")
+        if self.decode_window is not None and self.decode_window < 1:
+            raise ValueError(f"decode_window={self.decode_window}: must be >= 1")
+
+
+def check_prompt(prompt: object, name: str = "prompt") -> str:
+    if not isinstance(prompt, str):
+        raise ValueError(f"{name} must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError(f"{name} is empty; describe the video to generate")
+    return prompt
+
+
+class KVideoPipeline:
+    """Keyframe UNet -> interpolation UNet (0, 1 or 2 passes) -> video MoVQ decoder.
+
+    `offload="model"` keeps every model on the CPU except while it runs.
+    """
+
+    def __init__(self, text_encoder: TextEncoder, unet: UNet, interpolation_unet: UNet,
+                 interpolation_null_embedding: torch.Tensor, decoder: MoVQ, *, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "fp32", offload: str = "none", progress: bool = True) -> None:
+        if offload not in OFFLOAD:
+            raise ValueError(f"offload={offload!r}: choose one of {OFFLOAD}")
+        if isinstance(dtype, str) and dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: choose one of {sorted(DTYPES)}")
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        if self.device.type == "cpu" and self.dtype == torch.float16:
+            raise ValueError("fp16 needs a GPU; use fp32 or bf16 on the CPU")
+        self.offload = offload
+        self.progress = progress
+        self.text_encoder = text_encoder
+        self.unet, self.interpolation_unet, self.decoder = unet, interpolation_unet, decoder
+        self.interpolation_null_embedding = interpolation_null_embedding.to(self.device)
+        for model in (unet, interpolation_unet, decoder):
+            model.eval().requires_grad_(False).to(dtype=self.dtype)
+            model.to("cpu" if offload == "model" else self.device)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, weights_dir: str | Path, *, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype = "fp32", offload: str = "none", progress: bool = True,
+                        ) -> "KVideoPipeline":
+        """Load a weights folder holding the official files (or their kvideo conversions):
+        text_encoder/ (a T5 encoder in Hugging Face format), kandinsky_video.pt,
+        kandinsky_video_interpolation.pt and video_movq.pt."""
+        paths = find_weights(weights_dir)
+        keyframe = UNet.read_checkpoint(paths["keyframe"])
+        interpolation = UNet.read_checkpoint(paths["interpolation"])
+        for name, checkpoint in (("keyframe", keyframe), ("interpolation", interpolation)):
+            if "null_embedding" not in checkpoint.extras:
+                raise ValueError(f"{paths[name]} has no null_embedding; is it a Kandinsky Video UNet checkpoint?")
+        unet = UNet.from_checkpoint(keyframe, None if keyframe.config else UNetConfig.preset("official-keyframe"))
+        interp = UNet.from_checkpoint(
+            interpolation, None if interpolation.config else UNetConfig.preset("official-interpolation"))
+        decoder_config = None if paths["decoder"].suffix == ".safetensors" else MoVQConfig.preset("official-video")
+        decoder = MoVQ.from_pretrained(paths["decoder"], decoder_config)
+        projection = TextProjection.from_state_dict(_sub(keyframe.extras, "projections"))
+        encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe.extras["null_embedding"],
+                                              device=device, offload=offload == "model")
+        return cls(encoder, unet, interp, interpolation.extras["null_embedding"], decoder,
+                   device=device, dtype=dtype, offload=offload, progress=progress)
+
+    @classmethod
+    def from_preset(cls, name: str = "tiny", *, seed: int = 0, **kwargs) -> "KVideoPipeline":
+        """Random weights at a named size ('tiny' runs end to end on a CPU in seconds).
+        The output is noise-like: it exercises every stage, it is not a trained model."""
+        if name != "tiny":
+            raise ValueError(f"unknown pipeline preset {name!r}; available: ['tiny']")
+        torch.manual_seed(seed)
+        unet = UNet(UNetConfig.preset("tiny-keyframe"))
+        interp = UNet(UNetConfig.preset("tiny-interpolation"))
+        context_dim = unet.config.context_dim
+        encoder = tiny_text_encoder(context_dim, device=kwargs.get("device", "cpu"))
+        decoder = MoVQ(MoVQConfig.preset("tiny-video"))
+        return cls(encoder, unet, interp, torch.randn(context_dim), decoder, **kwargs)
+
+    # -- generation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, prompt: str, negative_prompt: str | None = None, *,
+                 callback: Callable[[str, int, torch.Tensor], None] | None = None, **options) -> VideoOutput:
+        """Generate one clip. Options: see `GenerationOptions` (width, height, fps, steps, ...)."""
+        check_prompt(prompt)
+        if negative_prompt is not None:
+            check_prompt(negative_prompt, "negative_prompt")
+        opts = GenerationOptions(**options)
+        generator = torch.Generator(self.device)
+        generator.manual_seed(opts.seed if opts.seed is not None else int(torch.seed() % 2**63))
+        context, mask, uncond, uncond_mask = self.encode_prompt(prompt, negative_prompt)
+        latents = self.keyframes(context, mask, uncond, uncond_mask, opts, generator, callback)
+        for skip in FPS_MODES[opts.fps]:
+            latents = self.interpolate(latents, skip, opts, generator, callback)
+        frames = self.decode(latents, opts.decode_window)
+        return VideoOutput(frames=frames, fps=NOMINAL_FPS[opts.fps], latents=latents.float().cpu())
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None):
+        """(context, mask) of the prompt and of the unconditional branch (negative prompt or null)."""
+        cond, uncond = self.text_encoder.encode_pair(prompt, negative_prompt)
+        cond, uncond = cond.to(self.device), uncond.to(self.device)
+        return cond.context, cond.mask, uncond.context, uncond.mask
+
+    def keyframes(self, context, mask, uncond, uncond_mask, opts: GenerationOptions, generator, callback):
+        """Denoise all keyframes as one (1, 4, T, h, w) tensor with text guidance (eps-prediction)."""
+        cfg = self.unet.config
+        frames = opts.num_frames or cfg.num_frames
+        shape = (1, cfg.out_channels, frames, opts.height // 8, opts.width // 8)
+        positions = torch.arange(frames, device=self.device) * cfg.frame_stride
+        model = diffusion.TextGuidance(self.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
+                                       frame_positions=positions)
+        return self._sample("keyframes", self.unet, model, "eps", shape, opts.steps, opts.sampler, generator, callback)
+
+    def interpolate(self, latents: torch.Tensor, skip_frames: int, opts: GenerationOptions, generator, callback):
+        """(1, c, T, h, w) -> (1, c, 4T - 3, h, w): 3 new frames between each pair (v-prediction)."""
+        cfg = self.interpolation_unet.config
+        b, c, t, h, w = latents.shape
+        context, mask = interpolation_context(self.interpolation_null_embedding, self.device, self.dtype)
+        model = diffusion.KeyframeGuidance(
+            self.interpolation_unet, latents[:, :, :-1], latents[:, :, 1:], opts.interpolation_guidance_scale,
+            context=context, context_mask=mask,
+            batch_kwargs={"skip_frames": torch.full((1,), skip_frames, device=self.device)},
+        )
+        shape = (b, cfg.out_channels, t - 1, h, w)
+        middle = self._sample(f"interpolation x{cfg.interpolated_frames + 1} (skip {skip_frames})",
+                              self.interpolation_unet, model, "v", shape, opts.interpolation_steps,
+                              opts.interpolation_sampler, generator, callback)
+        return weave(latents, rearrange(middle, "b (k c) g h w -> b c g k h w", c=c))
+
+    def decode(self, latents: torch.Tensor, window: int | None) -> np.ndarray:
+        """(1, 4, f, h, w) latents -> uint8 frames (f, H, W, 3)."""
+        with self._on_device(self.decoder), self._autocast():
+            video = self.decoder.decode(latents.to(self.device), window=window)  # (1, 3, f, H, W)
+        video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return rearrange(video[0], "c f h w -> f h w c").cpu().numpy()
+
+    def _sample(self, stage, unet, model, prediction, shape, steps, sampler, generator, callback):
+        schedule = diffusion.cosine_schedule(steps)
+        denoise = diffusion.X0Denoiser(model, schedule, prediction)
+        x = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
+        report = None if callback is None else (lambda info: callback(stage, info))
+        with self._on_device(unet), self._autocast():
+            return diffusion.get_sampler(sampler)(
+                denoise, x, schedule, generator=generator, callback=report, progress=self.progress)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @contextlib.contextmanager
+    def _on_device(self, model: torch.nn.Module) -> Iterator[None]:
+        if self.offload != "model":
+            yield
+            return
+        model.to(self.device)
+        try:
+            yield
+        finally:
+            model.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def weave(keyframes: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
+    """keyframes (b, c, t, h, w) and middle (b, c, t-1, k, h, w) -> (b, c, (k+1)(t-1)+1, h, w)."""
+    groups = torch.cat([keyframes[:, :, :-1, None], middle], dim=3)  # (b, c, t-1, k+1, h, w)
+    woven = rearrange(groups, "b c g k h w -> b c (g k) h w")
+    return torch.cat([woven, keyframes[:, :, -1:]], dim=2)
+
+
+def tiny_text_encoder(context_dim: int, device="cpu") -> TextEncoder:
+    """A 2-layer random T5 encoder with a byte-level tokenizer (no files needed), for the tiny preset."""
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    encoder = T5EncoderModel(config).eval()
+    projection = TextProjection(config.d_model, context_dim)
+    return TextEncoder(encoder, ByT5Tokenizer(), projection, torch.randn(context_dim), device=device)
+
+
+def interpolation_context(null_embedding: torch.Tensor, device, dtype):
+    """The interpolation model's context: [null embedding, zeros] with only the first token on.
+
+    The release passes this 2-token form; the zero token is masked out of attention but it
+    halves the mean that queries the attention pooling, so it is kept for parity.
+    """
+    context, mask = null_context(null_embedding.to(device), batch=1, length=2)
+    return context.to(dtype=dtype), mask
+
+
+def find_weights(weights_dir: str | Path) -> dict[str, Path]:
+    folder = Path(weights_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"weights folder {str(folder)!r} does not exist")
+    found, missing = {}, []
+    for part, names in WEIGHT_FILES.items():
+        hit = next((folder / n for n in names if (folder / n).exists()), None)
+        if hit is None:
+            missing.append(" or ".join(names))
+        else:
+            found[part] = hit
+    if missing:
+        raise FileNotFoundError(f"weights folder {str(folder)!r} lacks: {'; '.join(missing)}")
+    return found
+
+
+def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -1,0 +1,147 @@
+"""Text-to-video pipeline on the tiny preset: fps modes, determinism, weights folders, CLI, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kvideo.cli import main
+from kvideo.models.movq import MoVQ, MoVQConfig
+from kvideo.models.unet import UNet, UNetConfig
+from kvideo.pipeline import KVideoPipeline, find_weights, weave
+from kvideo.text import write_tiny_t5
+from kvideo.video_io import video_info
+
+QUICK = dict(width=64, height=64, steps=2, interpolation_steps=2)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return KVideoPipeline.from_preset("tiny", seed=0, progress=False)
+
+
+@pytest.mark.parametrize("fps, frames, rate", [("low", 15, 2), ("medium", 57, 8), ("high", 225, 32)])
+def test_fps_modes(pipe, fps, frames, rate):
+    video = pipe("a red panda eating bamboo", fps=fps, seed=0, **QUICK)
+    assert video.frames.shape == (frames, 64, 64, 3) and video.frames.dtype.name == "uint8"
+    assert video.fps == rate
+    assert video.latents.shape == (1, 4, frames, 8, 8)
+
+
+def test_interpolation_keeps_the_keyframes(pipe):
+    low = pipe("a cat", fps="low", seed=3, **QUICK)
+    medium = pipe("a cat", fps="medium", seed=3, **QUICK)
+    assert torch.equal(medium.latents[:, :, ::4], low.latents)
+
+
+def test_same_seed_same_video_and_seed_matters(pipe):
+    a = pipe("a cat", fps="low", seed=1, **QUICK)
+    b = pipe("a cat", fps="low", seed=1, **QUICK)
+    c = pipe("a cat", fps="low", seed=2, **QUICK)
+    assert (a.frames == b.frames).all()
+    assert not torch.equal(a.latents, c.latents)
+
+
+def test_prompt_and_negative_prompt_change_the_video(pipe):
+    a = pipe("a cat", fps="low", seed=1, **QUICK).latents
+    assert not torch.equal(a, pipe("a dog on the moon", fps="low", seed=1, **QUICK).latents)
+    assert not torch.equal(a, pipe("a cat", "blurry", fps="low", seed=1, **QUICK).latents)
+
+
+def test_callback_sees_every_step_of_every_stage(pipe):
+    seen = []
+    pipe("a cat", fps="high", seed=0, callback=lambda stage, info: seen.append((stage, info["step"])), **QUICK)
+    stages = [s for s, _ in seen]
+    assert len(seen) == 6 and stages[0] == "keyframes" and len(set(stages)) == 3
+
+
+def test_weave_orders_keyframes_and_middle_frames():
+    keys = torch.arange(3.0).reshape(1, 1, 3, 1, 1) * 4  # frames 0, 4, 8
+    middle = torch.tensor([[1.0, 2, 3], [5, 6, 7]]).reshape(1, 1, 2, 3, 1, 1)
+    assert weave(keys, middle).flatten().tolist() == list(range(9))
+
+
+@pytest.mark.parametrize("options, needle", [
+    (dict(width=100), "multiples of 64"),
+    (dict(steps=0), "steps=0"),
+    (dict(sampler="euler"), "sampler='euler'"),
+    (dict(fps="ultra"), "fps='ultra'"),
+    (dict(num_frames=1, fps="medium"), "at least 2 keyframes"),
+])
+def test_bad_options_fail_before_any_work(pipe, options, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        pipe("a cat", **{**QUICK, **options})
+
+
+@pytest.mark.parametrize("prompt, needle", [("", "empty"), ("   ", "empty"), (3, "must be a string")])
+def test_bad_prompts(pipe, prompt, needle):
+    with pytest.raises(ValueError, match=needle):
+        pipe(prompt, **QUICK)
+
+
+def test_weights_folder_with_missing_files(tmp_path):
+    (tmp_path / "kandinsky_video.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="kandinsky_video_interpolation.pt") as error:
+        find_weights(tmp_path)
+    assert "video_movq.pt" in str(error.value) and "text_encoder" in str(error.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_weights(tmp_path / "nowhere")
+
+
+def write_tiny_weights(folder, seed=0):
+    """A weights folder in kvideo's converted layout, with the tiny configs."""
+    torch.manual_seed(seed)
+    write_tiny_t5(folder / "text_encoder", d_model=32)
+    unet = UNet(UNetConfig.preset("tiny-keyframe"))
+    projection = {"projections.t5.0.weight": torch.randn(24, 32) * 0.1,
+                  "projections.t5.1.weight": torch.ones(24), "projections.t5.1.bias": torch.zeros(24)}
+    unet.save_pretrained(folder / "keyframe_unet.safetensors", extras={"null_embedding": torch.randn(24), **projection})
+    UNet(UNetConfig.preset("tiny-interpolation")).save_pretrained(
+        folder / "interpolation_unet.safetensors", extras={"null_embedding": torch.randn(24)})
+    MoVQ(MoVQConfig.preset("tiny-video")).save_pretrained(folder / "video_movq.safetensors")
+    return unet
+
+
+def test_from_pretrained_folder(tmp_path):
+    unet = write_tiny_weights(tmp_path)
+    pipe = KVideoPipeline.from_pretrained(tmp_path, progress=False)
+    assert all(torch.equal(pipe.unet.state_dict()[k], v) for k, v in unet.state_dict().items())
+    assert pipe("a cat", fps="medium", seed=0, **QUICK).frames.shape == (57, 64, 64, 3)
+
+
+def test_cli_generate_writes_a_playable_mp4(tmp_path, capsys):
+    out = tmp_path / "cat.mp4"
+    assert main(["generate", "a cat", "-o", str(out), "--fps", "low", "--steps", "2", "--quiet"]) == 0
+    info = video_info(out)
+    assert (info.num_frames, info.fps, info.width, info.height) == (15, 2, 64, 64)
+    assert "RANDOM weights" in capsys.readouterr().err
+
+
+def test_cli_prompts_file_resumes(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n\na dog\n")
+    out = tmp_path / "videos"
+    args = ["generate", "--prompts-file", str(prompts), "-o", str(out), "--fps", "low", "--steps", "1", "--quiet"]
+    assert main(args) == 0
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == ["0000-a-cat.mp4", "0001-a-dog.mp4"]
+    files[1].unlink()
+    stamp = files[0].stat().st_mtime_ns
+    assert main(args) == 0
+    assert files[0].stat().st_mtime_ns == stamp and files[1].exists()
+    assert "exists, skipped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["generate", "a cat", "-o", "{tmp}/missing/cat.mp4"], "does not exist"),
+    (["generate", "a cat", "-o", "{tmp}/cat.avi"], "unknown extension"),
+    (["generate", "", "-o", "{tmp}/cat.mp4"], "empty"),
+    (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--size", "100x64"], "multiples of 64"),
+    (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--size", "big"], "WIDTHxHEIGHT"),
+    (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--steps", "0"], "steps=0"),
+    (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--weights", "{tmp}/none"], "does not exist"),
+])
+def test_cli_bad_input_leaves_no_output(tmp_path, capsys, args, needle):
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert main(args) == 2
+    assert needle in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
