@@ -41,7 +41,7 @@ class ClipConfig(Config):
         for name in ("height", "width"):
             value = getattr(self, name)
             check(value > 0 and value % 64 == 0,
-                  f"{name}={value}: pixel sizes must be positive multiples of 64 (latents are halved 3 times)")
+                  f"{name}={value}: pixel sizes must be positive multiples of 64 (latents are 1/8 of them and the UNet halves those 3 times)")
         for name in ("keyframes", "keyframe_step", "interpolated_frames", "max_skip", "decoder_frames", "decoder_step"):
             check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         check(self.task != "interpolation" or self.keyframes >= 2,
@@ -297,3 +297,26 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], ski
 def config_from_args(cls: type[Config], args: argparse.Namespace, **fixed: Any) -> Config:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     return load_config(cls, args.config, args.preset, {**overrides, **fixed})
+
+
+def write_presets(folder: str | Path) -> list[Path]:
+    """Write every training preset to `<folder>/<name>.json` (run: python -m kvideo.train.config configs/train)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in TrainConfig.presets():
+        path = folder / f"{name}.json"
+        path.write_text(TrainConfig.preset(name).to_json(indent=2) + "\n")
+        written.append(path)
+    for name in CacheConfig.presets():
+        path = folder / f"cache-{name}.json"
+        path.write_text(CacheConfig.preset(name).to_json(indent=2) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written in write_presets(sys.argv[1] if len(sys.argv) > 1 else "configs/train"):
+        print(written)

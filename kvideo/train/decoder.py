@@ -59,11 +59,11 @@ def freeze_encoder(movq: MoVQ) -> None:
 def build(cfg: TrainConfig) -> Task:
     if cfg.gradient_checkpointing:
         raise ValueError("gradient_checkpointing is not available for the MoVQ decoder; set it to false")
-    movq = load_movq(cfg)
     if not cfg.data or not cfg.captions:
         raise ValueError("the decoder trains on videos: give data=<video folder> and captions=<CSV / JSONL list>")
     dataset = VideoTextDataset.from_captions(cfg.captions, cfg.data, cfg.clip, seed=cfg.seed,
                                              progress=cfg.progress)
+    movq = load_movq(cfg)
     select_trainable(movq, cfg.train)
     freeze_encoder(movq)
 

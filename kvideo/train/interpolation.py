@@ -54,8 +54,8 @@ def interpolation_loss(model: nn.Module, batch: dict[str, Any], generator: torch
 
 
 def build(cfg: TrainConfig) -> Task:
+    cache = LatentCache(cfg.data)  # data first: a bad folder fails before a large model loads
     unet, null = load_unet(cfg, "interpolation")
-    cache = LatentCache(cfg.data)
     check_cache(cache, "interpolation", unet.config.latent_channels)
     between = unet.config.interpolated_frames
     frames = cache[0]["latents"].shape[1]

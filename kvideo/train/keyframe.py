@@ -47,8 +47,8 @@ def check_cache(cache: LatentCache, task: str, latent_channels: int) -> None:
 
 
 def build(cfg: TrainConfig) -> Task:
+    cache = LatentCache(cfg.data)  # data first: a bad folder fails before a large model loads
     unet, null = load_unet(cfg, "keyframe")
-    cache = LatentCache(cfg.data)
     check_cache(cache, "keyframe", unet.config.latent_channels)
     if not cache.has_text:
         raise ValueError(f"the cache {cfg.data!r} has no text embeddings; rebuild it with a text encoder")

@@ -1,0 +1,107 @@
+"""Training configs: presets, files (JSON / YAML), unknown keys, validation, and command-line overrides."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from kvideo.train import cli
+from kvideo.train.config import CacheConfig, TrainConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["train", *argv])
+
+
+@pytest.mark.parametrize("name", TrainConfig.presets())
+def test_train_presets_round_trip_and_match_the_configs_folder(name):
+    cfg = TrainConfig.preset(name)
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert load_config(TrainConfig, ROOT / "configs" / "train" / f"{name}.json") == cfg, \
+        "regenerate with: python -m kvideo.train.config configs/train"
+
+
+@pytest.mark.parametrize("name", CacheConfig.presets())
+def test_cache_presets_match_the_configs_folder(name):
+    assert load_config(CacheConfig, ROOT / "configs" / "train" / f"cache-{name}.json") == CacheConfig.preset(name)
+
+
+def test_paper_recipe_defaults():
+    cfg = TrainConfig.preset("keyframe")
+    assert (cfg.lr, cfg.batch_size, cfg.grad_accum, cfg.train, cfg.uncond_prob, cfg.zero) == (1e-4, 1, 2, "temporal", 0.1, True)
+    assert (cfg.clip.keyframes, cfg.clip.keyframe_step, cfg.clip.height) == (16, 12, 512)
+    interp = TrainConfig.preset("interpolation")
+    assert (interp.clip.clip_frames, interp.clip.steps, interp.max_perturbation) == (33, tuple(range(1, 13)), 250)
+    assert TrainConfig.preset("decoder").clip.clip_frames == 8
+
+
+def test_unknown_config_keys_are_errors(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"task": "keyframe", "learning_rate": 1e-4}))
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['learning_rate'\]"):
+        load_config(TrainConfig, path)
+    path.write_text(json.dumps({"clip": {"task": "keyframe", "fps": 2}}))
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['fps'\]"):
+        load_config(TrainConfig, path)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (dict(lr=0.0), "lr=0.0"),
+    (dict(precision="fp16"), "precision='fp16'"),
+    (dict(strategy="deepspeed"), "strategy='deepspeed'"),
+    (dict(uncond_prob=1.5), "uncond_prob=1.5"),
+    (dict(max_perturbation=1000), "max_perturbation=1000"),
+    (dict(train="spatial"), "train='spatial'"),
+    (dict(clip=dict(task="keyframe", height=500)), "height=500"),
+    (dict(clip=dict(task="decoder")), "clip.task='decoder'"),
+])
+def test_bad_values_are_named(change, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig.preset("tiny-keyframe", **change)
+
+
+def test_yaml_files_are_read(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("task: interpolation\nlr: 0.0003\nclip:\n  task: interpolation\n  max_skip: 4\n")
+    cfg = load_config(TrainConfig, path, preset="interpolation")
+    assert (cfg.lr, cfg.clip.max_skip, cfg.clip.keyframes) == (3e-4, 4, 9)
+
+
+def test_every_option_is_a_flag_and_flags_override_the_file(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"lr": 5e-5, "steps": 10, "clip": {"task": "keyframe", "height": 256}}))
+    args = parse(["keyframe", "--config", str(path), "--lr", "2e-4", "--clip.width", "128", "--zero", "false",
+                  "--adam_betas", "0.8,0.9", "--resume", "latest"])
+    cfg = cli.train_config(args)
+    assert (cfg.task, cfg.lr, cfg.steps, cfg.zero, cfg.adam_betas, cfg.resume) == ("keyframe", 2e-4, 10, False, (0.8, 0.9), "latest")
+    assert (cfg.clip.height, cfg.clip.width, cfg.clip.keyframes) == (256, 128, 16)  # file, flag, keyframe preset
+
+
+def test_the_subcommand_picks_the_task_preset():
+    cfg = cli.train_config(parse(["interpolation", "--steps", "3"]))
+    assert (cfg.task, cfg.clip.task, cfg.clip.keyframes, cfg.steps) == ("interpolation", "interpolation", 9, 3)
+
+
+def test_a_config_file_of_another_task_is_an_error(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"task": "decoder"}))
+    with pytest.raises(ValueError, match="is a decoder config"):
+        cli.train_config(parse(["keyframe", "--config", str(path)]))
+
+
+def test_bad_flag_values_are_rejected(capsys):
+    with pytest.raises(SystemExit):
+        parse(["keyframe", "--gradient_checkpointing", "maybe"])
+    assert "expected true or false" in capsys.readouterr().err
+
+
+def test_cli_reports_input_errors_without_a_traceback(tmp_path, capsys):
+    code = cli.main(["keyframe", "--preset", "tiny-keyframe", "--data", str(tmp_path / "nothing"),
+                     "--output_dir", str(tmp_path / "run"), "--progress", "false"])
+    assert code == 2 and "is not a training cache" in capsys.readouterr().err
