@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module provides `register(subparsers)`, adding its subcommand(s) with `set_defaults(func=...)`.
-SUBCOMMAND_MODULES = ("kvideo.cli", "kvideo.generate_cli", "kvideo.eval.cli")
+SUBCOMMAND_MODULES = ("kvideo.cli", "kvideo.generate_cli", "kvideo.eval.cli", "kvideo.train.cli")
 
 
 def register(subparsers) -> None:

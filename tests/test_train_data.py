@@ -1,4 +1,4 @@
-"""Training data: caption lists, fps-aware clip sampling, resize + crop, unreadable / short / missing videos, sampling order."""
+"""Training data: caption lists, fps-aware clips, resize + crop, unreadable / short / missing videos, sample order."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ from kvideo.train.data import (
     resize_center_crop,
     scan_videos,
 )
-from test_train_helpers import one_thread, videos, write_videos  # noqa: F401 (fixtures)
+from test_train_helpers import one_thread, videos  # noqa: F401 (fixtures)
 
 KEYFRAME = ClipConfig(task="keyframe", keyframes=4, height=64, width=64)
 INTERPOLATION = ClipConfig(task="interpolation", keyframes=3, max_skip=12, height=64, width=64)
@@ -76,7 +76,8 @@ def test_resize_center_crop_keeps_the_center():
 def test_resize_center_crop_values_map_to_minus_one_one():
     frames = np.stack([np.full((8, 8, 3), 0, np.uint8), np.full((8, 8, 3), 255, np.uint8)])
     out = resize_center_crop(frames, 64, 64)
-    assert torch.allclose(out[:, 0], torch.full_like(out[:, 0], -1)) and torch.allclose(out[:, 1], torch.ones_like(out[:, 1]))
+    assert torch.allclose(out[:, 0], torch.full_like(out[:, 0], -1))
+    assert torch.allclose(out[:, 1], torch.ones_like(out[:, 1]))
 
 
 # -- caption lists ----------------------------------------------------------------------------------

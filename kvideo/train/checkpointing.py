@@ -1,4 +1,4 @@
-"""Training checkpoints: trained weights as small safetensors (config in metadata), optimizer / RNG / data state, resume."""
+"""Training checkpoints: trained weights (small safetensors, config in metadata), optimizer / RNG / data state."""
 from __future__ import annotations
 
 import json

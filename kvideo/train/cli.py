@@ -5,7 +5,9 @@ import argparse
 import os
 import sys
 
-from kvideo.train.config import CacheConfig, TrainConfig, TASKS, add_config_arguments, config_from_args, read_config_file
+from kvideo.train.config import (
+    TASKS, CacheConfig, TrainConfig, add_config_arguments, config_from_args, read_config_file,
+)
 
 EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 256); flags override the "
           "--config file, which overrides the --preset. Launch several processes with torchrun, e.g. "

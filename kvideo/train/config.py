@@ -41,7 +41,8 @@ class ClipConfig(Config):
         for name in ("height", "width"):
             value = getattr(self, name)
             check(value > 0 and value % 64 == 0,
-                  f"{name}={value}: pixel sizes must be positive multiples of 64 (latents are 1/8 of them and the UNet halves those 3 times)")
+                  f"{name}={value}: pixel sizes must be positive multiples of 64 "
+                  "(latents are 1/8 of them and the UNet halves those 3 times)")
         for name in ("keyframes", "keyframe_step", "interpolated_frames", "max_skip", "decoder_frames", "decoder_step"):
             check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         check(self.task != "interpolation" or self.keyframes >= 2,
@@ -206,7 +207,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         try:
             import yaml
         except ImportError as error:
-            raise ImportError("reading YAML configs needs PyYAML: pip install pyyaml (or use a .json config)") from error
+            raise ImportError("reading YAML configs needs PyYAML: pip install 'kvideo[train]' (or pyyaml), "
+                              "or use a .json config") from error
         data = yaml.safe_load(path.read_text())
     else:
         data = json.loads(path.read_text())

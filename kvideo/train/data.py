@@ -245,7 +245,8 @@ class StreamSampler:
 
     def _order(self, epoch: int) -> list[int]:
         if epoch not in self._orders:
-            self._orders = {epoch: torch.randperm(self.num_samples, generator=seeded_generator(self.seed, epoch)).tolist()}
+            order = torch.randperm(self.num_samples, generator=seeded_generator(self.seed, epoch))
+            self._orders = {epoch: order.tolist()}  # one epoch at a time is all a rank needs
         return self._orders[epoch]
 
     def batch(self, micro: int) -> list[tuple[int, int]]:

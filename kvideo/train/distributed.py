@@ -46,7 +46,6 @@ def setup(device: str = "auto") -> DistEnv:
 
     Without torchrun this is a single process with no process group. NCCL on GPUs, gloo on CPUs.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     target = _pick_device(device, local_rank)
     if "RANK" not in os.environ:

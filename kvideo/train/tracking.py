@@ -35,7 +35,7 @@ class TrainLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print("kvideo train: TensorBoard logs are off (pip install tensorboard to get them); "
+            print("kvideo train: TensorBoard logs are off (pip install 'kvideo[train]' or tensorboard to get them); "
                   "the JSONL log is written either way", file=sys.stderr)
             return None
         return SummaryWriter(str(output_dir / "tensorboard"))
