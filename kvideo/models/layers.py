@@ -140,11 +140,14 @@ class AttentionBlock(nn.Module):
 
 
 class TemporalConvMix(TemporalModule):
-    """(1 - a)·x + a·Conv3d_(3,1,1)(x) across the temporal axis; a = 0 at init (identity)."""
+    """(1 - a)·x + a·Conv3d(x) over (frames, h, w) of each sample; a = 0 and the conv zeroed at init.
 
-    def __init__(self, channels: int) -> None:
+    The interpolation UNet uses a (3, 1, 1) kernel, the video MoVQ decoder (3, 3, 3).
+    """
+
+    def __init__(self, channels: int, kernel_size: tuple[int, int, int] = (3, 1, 1)) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        self.conv = nn.Conv3d(channels, channels, kernel_size, padding=tuple(k // 2 for k in kernel_size))
         self.merge = nn.Parameter(torch.zeros(1))
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)

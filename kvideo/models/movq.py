@@ -17,6 +17,7 @@ from kvideo.checkpoint import CheckpointError, KeyRenames, check_keys, guess_che
 from kvideo.config import Config, check
 from kvideo.models import temporal
 from kvideo.models.base import Checkpoint, PretrainedModel
+from kvideo.models.layers import TemporalConvMix
 from kvideo.models.temporal import TemporalModule
 
 ATTENTION_LATENTS = ("frame", "window_first")
@@ -133,22 +134,6 @@ class SpatialNorm(nn.Module):
             return out
         latent = F.interpolate(latent, size=x.shape[-2:], mode="nearest")  # (n, z, h, w) at the feature size
         return out * self.conv_y(latent) + self.conv_b(latent)
-
-
-class TemporalConvMix(TemporalModule):
-    """(1 - a)·h + a·Conv3d(h) over (frames, height, width) of each window; a = 0, conv zeroed at init."""
-
-    def __init__(self, channels: int, kernel_size: tuple[int, int, int]) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(channels, channels, kernel_size, padding=tuple(k // 2 for k in kernel_size))
-        self.merge = nn.Parameter(torch.zeros(1))
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        out = self.conv(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames))
-        out = rearrange(out, "b c f h w -> (b f) c h w")
-        return (1 - self.merge) * x + self.merge * out
 
 
 class ResnetBlock(nn.Module):

@@ -130,34 +130,55 @@ for _size, _values in (("official", _OFFICIAL), ("tiny", _TINY)):
                                **_values)
 
 
+class LevelBuilder:
+    """Builds the blocks of one level; which ones exist depends on the model kind and the level."""
+
+    def __init__(self, cfg: UNetConfig, level: int) -> None:
+        self.cfg = cfg
+        self.video, self.temporal_convs = cfg.kind == "keyframe", cfg.kind == "interpolation"
+        self.self_attention = cfg.add_self_attention[level]
+        self.context_dim = cfg.context_dim if cfg.add_cross_attention[level] else None
+        self.num_groups = cfg.num_blocks[level]
+        self.block_args = (cfg.time_embed_dim, cfg.groups, cfg.compression_ratio)
+        self.attn_args = (cfg.groups, cfg.head_dim, cfg.expansion_ratio)
+
+    def group(self, c_in: int, c_mid: int, c_out: int, first: str | None, second: str | None) -> nn.ModuleList:
+        """[ResNet c_in->c_mid, cross-attention, ResNet c_mid->c_out, temporal ResNet x2] (official indices)."""
+        cfg, args = self.cfg, self.block_args
+        return nn.ModuleList([
+            ResNetBlock(c_in, c_mid, *args, resample=first, temporal=self.temporal_convs),
+            AttentionBlock(c_mid, cfg.time_embed_dim, self.context_dim, *self.attn_args) if self.context_dim else Skip(),
+            ResNetBlock(c_mid, c_out, *args, resample=second, temporal=self.temporal_convs),
+            TemporalResNetBlock(c_mid, *args) if self.video else Skip(),
+            TemporalResNetBlock(c_mid, *args) if self.video else Skip(),
+        ])
+
+    def self_attention_block(self, channels: int) -> nn.Module:
+        if not self.self_attention:
+            return Skip()
+        return AttentionBlock(channels, self.cfg.time_embed_dim, None, *self.attn_args)
+
+    def temporal_attention_block(self, channels: int) -> nn.Module:
+        if not (self.video and self.self_attention):
+            return Skip()
+        return TemporalAttentionBlock(channels, self.cfg.time_embed_dim, *self.attn_args)
+
+
 class DownLevel(nn.Module):
     """Self-attention, temporal attention, then per group: ResNet, temporal ResNet, cross-attention,
     ResNet (downsampling on the last group), temporal ResNet."""
 
     def __init__(self, cfg: UNetConfig, level: int, in_channels: int, out_channels: int, downsample: bool) -> None:
         super().__init__()
-        video, interp = cfg.kind == "keyframe", cfg.kind == "interpolation"
-        self_attention = cfg.add_self_attention[level]
-        context_dim = cfg.context_dim if cfg.add_cross_attention[level] else None
-        block_args = (cfg.time_embed_dim, cfg.groups, cfg.compression_ratio)
-        attn_args = (cfg.time_embed_dim, cfg.groups, cfg.head_dim, cfg.expansion_ratio)
-        self.self_attention_block = AttentionBlock(in_channels, cfg.time_embed_dim, None, *attn_args[1:]) \
-            if self_attention else Skip()
-        self.temporal_attention_block = TemporalAttentionBlock(in_channels, *attn_args) \
-            if video and self_attention else Skip()
-        groups = []
-        num_groups = cfg.num_blocks[level]
-        for index in range(num_groups):
-            c_in = in_channels if index == 0 else out_channels
-            resample = "down" if downsample and index == num_groups - 1 else None
-            groups.append(nn.ModuleList([
-                ResNetBlock(c_in, out_channels, *block_args, temporal=interp),
-                AttentionBlock(out_channels, cfg.time_embed_dim, context_dim, *attn_args[1:]) if context_dim else Skip(),
-                ResNetBlock(out_channels, out_channels, *block_args, resample=resample, temporal=interp),
-                TemporalResNetBlock(out_channels, *block_args) if video else Skip(),
-                TemporalResNetBlock(out_channels, *block_args) if video else Skip(),
-            ]))
-        self.resnet_attn_blocks = nn.ModuleList(groups)
+        build = LevelBuilder(cfg, level)
+        self.self_attention_block = build.self_attention_block(in_channels)
+        self.temporal_attention_block = build.temporal_attention_block(in_channels)
+        last = build.num_groups - 1
+        self.resnet_attn_blocks = nn.ModuleList(
+            build.group(in_channels if i == 0 else out_channels, out_channels, out_channels,
+                        None, "down" if downsample and i == last else None)
+            for i in range(build.num_groups)
+        )
 
     def order(self) -> list[nn.Module]:
         """The blocks in the order they run."""
@@ -174,29 +195,16 @@ class UpLevel(nn.Module):
     def __init__(self, cfg: UNetConfig, level: int, in_channels: int, skip_channels: int, out_channels: int,
                  upsample: bool) -> None:
         super().__init__()
-        video, interp = cfg.kind == "keyframe", cfg.kind == "interpolation"
-        self_attention = cfg.add_self_attention[level]
-        context_dim = cfg.context_dim if cfg.add_cross_attention[level] else None
-        block_args = (cfg.time_embed_dim, cfg.groups, cfg.compression_ratio)
-        attn_args = (cfg.time_embed_dim, cfg.groups, cfg.head_dim, cfg.expansion_ratio)
-        num_groups = cfg.num_blocks[level]
+        build = LevelBuilder(cfg, level)
+        last = build.num_groups - 1
         groups = []
-        for index in range(num_groups):
-            c_in = in_channels + skip_channels if index == 0 else in_channels
-            c_out = out_channels if index == num_groups - 1 else in_channels
-            resample = "up" if upsample and index == 0 else None
-            groups.append(nn.ModuleList([
-                ResNetBlock(c_in, c_in, *block_args, resample=resample, temporal=interp),
-                AttentionBlock(c_in, cfg.time_embed_dim, context_dim, *attn_args[1:]) if context_dim else Skip(),
-                ResNetBlock(c_in, c_out, *block_args, temporal=interp),
-                TemporalResNetBlock(c_in, *block_args) if video else Skip(),
-                TemporalResNetBlock(c_in, *block_args) if video else Skip(),
-            ]))
+        for i in range(build.num_groups):
+            c_in = in_channels + skip_channels if i == 0 else in_channels
+            c_out = out_channels if i == last else in_channels
+            groups.append(build.group(c_in, c_in, c_out, "up" if upsample and i == 0 else None, None))
         self.resnet_attn_blocks = nn.ModuleList(groups)
-        self.temporal_attention_block = TemporalAttentionBlock(out_channels, *attn_args) \
-            if video and self_attention else Skip()
-        self.self_attention_block = AttentionBlock(out_channels, cfg.time_embed_dim, None, *attn_args[1:]) \
-            if self_attention else Skip()
+        self.temporal_attention_block = build.temporal_attention_block(out_channels)
+        self.self_attention_block = build.self_attention_block(out_channels)
 
     def order(self) -> list[nn.Module]:
         blocks = []

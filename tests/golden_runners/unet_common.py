@@ -12,3 +12,12 @@ def load_unet(golden) -> UNet:
     with tempfile.TemporaryDirectory() as tmp:
         path = golden.write_official(tmp, "unet.pt")
         return UNet.from_pretrained(path, config)
+
+
+def run_folded(golden, **conditioning):
+    """The reference call `unet(x, time, context, context_mask, ...)` on the folded layout."""
+    inputs = golden.inputs
+    unet = load_unet(golden)
+    out = unet.forward_folded(inputs["x"].float(), inputs["time"], inputs["context"].float(),
+                              inputs["context_mask"], **conditioning)
+    return {"x": out}
