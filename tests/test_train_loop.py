@@ -182,6 +182,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(keyframe_setup, tmp_pa
         run(train_config(tmp_path / "b", **values))
     monkeypatch.setattr(Trainer, "train_step", original_step)
     assert (tmp_path / "b/run/checkpoints/latest").read_text().strip() == "step-00000002"  # lost: step 3 only
+    with (tmp_path / "b/run/log.jsonl").open("a") as log:  # as if step 3 had been logged before the crash
+        log.write('{"step": 3, "loss": 0.0}\n')
     resumed = run(train_config(tmp_path / "b", resume="latest", **values))
     assert resumed.step == 5
     for name in (ckpt.WEIGHTS_FILE, ckpt.EMA_FILE):
@@ -192,8 +194,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(keyframe_setup, tmp_pa
     state_b = ckpt.load_state(resumed.output_dir / "checkpoints/step-00000005" / ckpt.STATE_FILE)
     moments = [(s["optimizer"]["state"][0]["exp_avg"]) for s in (state_a, state_b)]
     assert torch.equal(*moments) and state_b["data"] == {"micro_batches": 10}
-    losses = [[r["loss"] for r in read_log(trainer.output_dir)][-2:] for trainer in (whole, resumed)]
-    assert losses[0] == losses[1]
+    logs = [read_log(trainer.output_dir) for trainer in (whole, resumed)]
+    assert [r["step"] for r in logs[1]] == [1, 2, 3, 4, 5]  # the redone step 3 is logged once
+    assert [r["loss"] for r in logs[0]] == [r["loss"] for r in logs[1]]
 
 
 def test_resuming_from_another_model_fails_before_training(keyframe_setup, tmp_path):

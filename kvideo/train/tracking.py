@@ -40,6 +40,12 @@ class TrainLog:
             return None
         return SummaryWriter(str(output_dir / "tensorboard"))
 
+    def drop_after(self, step: int) -> None:
+        """Forget lines of steps after `step` (a resumed run redoes them)."""
+        if self.enabled and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
             return

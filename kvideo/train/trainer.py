@@ -87,6 +87,7 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self.log = TrainLog(self.output_dir, enabled=env.is_main, tensorboard=cfg.tensorboard)
+        self.log.drop_after(self.step)
 
     # -- setup ---------------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
