@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--offload", default="none", choices=OFFLOAD, help="'model': each model on the GPU only while it runs")
     p.add_argument("--decode-window", type=int, help="frames decoded together by the video decoder")
+    p.add_argument("--temporal-weights", action="append", default=[], metavar="FILE",
+                   help="fine-tuned weights from `kvideo train` (trained.safetensors); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -95,6 +97,9 @@ def run(args) -> int:
                    interpolation_sampler=args.interpolation_sampler, guidance_scale=args.guidance,
                    interpolation_guidance_scale=args.interpolation_guidance, decode_window=args.decode_window)
     GenerationOptions(**options)  # fail on bad options before loading anything
+    for path in args.temporal_weights:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--temporal-weights {path!r} does not exist")
     todo = [(i, p, path) for i, (p, path) in enumerate(pairs) if not path.exists()]
     for _, path in pairs:
         if path.exists():
@@ -102,6 +107,11 @@ def run(args) -> int:
     if not todo:
         return 0
     pipe = load_pipeline(args, tiny)
+    if args.temporal_weights:
+        from kvideo.train.checkpointing import load_into_pipeline
+
+        for path in args.temporal_weights:
+            print(f"kvideo: loaded {load_into_pipeline(pipe, path).describe()} from {path}", file=sys.stderr)
     for index, prompt, path in todo:  # the seed follows the prompt's line, so a resumed run matches
         video = pipe(prompt, args.negative, seed=args.seed + index, **options)
         video.save(path)

@@ -139,9 +139,28 @@ def test_cli_prompts_file_resumes(tmp_path, capsys):
     (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--size", "big"], "WIDTHxHEIGHT"),
     (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--steps", "0"], "steps=0"),
     (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--weights", "{tmp}/none"], "does not exist"),
+    (["generate", "a cat", "-o", "{tmp}/cat.mp4", "--temporal-weights", "{tmp}/t.safetensors"], "does not exist"),
 ])
 def test_cli_bad_input_leaves_no_output(tmp_path, capsys, args, needle):
     args = [a.format(tmp=tmp_path) for a in args]
     assert main(args) == 2
     assert needle in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_generate_with_fine_tuned_temporal_weights(tmp_path, capsys):
+    from kvideo.train import checkpointing as ckpt
+
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig.preset("tiny-keyframe"))
+    temporal = {k: torch.randn_like(v) for k, v in unet.temporal_state_dict().items()}
+    info = ckpt.WeightsInfo("unet", unet.config.to_json(), "keyframe", "temporal", 1)
+    ckpt.save_weights(tmp_path / "trained.safetensors", temporal, info)
+    common = ["--fps", "low", "--steps", "1", "--frames", "2", "--quiet"]
+    assert main(["generate", "a cat", "-o", str(tmp_path / "a.mp4"), *common]) == 0
+    assert main(["generate", "a cat", "-o", str(tmp_path / "b.mp4"), *common,
+                 "--temporal-weights", str(tmp_path / "trained.safetensors")]) == 0
+    assert "loaded" in capsys.readouterr().err
+    from kvideo.video_io import read_frames
+
+    assert (read_frames(tmp_path / "a.mp4") != read_frames(tmp_path / "b.mp4")).any()
