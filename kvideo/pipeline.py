@@ -222,7 +222,7 @@ class KVideoPipeline:
         report = None if callback is None else (lambda info: callback(stage, info))
         with self._on_device(unet), self._autocast():
             return diffusion.get_sampler(sampler)(
-                denoise, x, schedule, generator=generator, callback=report, progress=self.progress)
+                denoise, x, schedule, generator=generator, callback=report, progress=self.progress and stage)
 
     def _autocast(self):
         if self.dtype == torch.float32:

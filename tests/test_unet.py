@@ -51,10 +51,13 @@ def test_config_json_round_trip(name):
     assert UNetConfig.from_json(cfg.to_json()) == cfg
 
 
-@pytest.mark.parametrize("name", UNetConfig.presets())
-def test_configs_folder_matches_presets(name):
-    path = ROOT / "configs" / f"unet-{name}.json"
-    assert UNetConfig.from_file(path) == UNetConfig.preset(name), f"regenerate {path.name}: python -m kvideo.presets"
+def test_configs_folder_matches_presets():
+    from kvideo.presets import config_classes
+
+    for family, cls in config_classes():
+        for name in cls.presets():
+            path = ROOT / "configs" / f"{family}-{name}.json"
+            assert cls.from_file(path) == cls.preset(name), f"regenerate {path.name}: python -m kvideo.presets"
 
 
 @pytest.mark.parametrize("change, needle", [

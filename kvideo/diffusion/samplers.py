@@ -3,7 +3,7 @@
 Each takes `denoise(x, t) -> x0` (see `kvideo.diffusion.wrappers`), the starting noise `x` of
 any rank, a `Schedule` of N steps, and runs all N steps from t = N-1 down to 0. Fresh noise
 comes only from `generator` (drawn on the generator's device, then moved to x's), so the same
-seed gives the same result. `callback(info)` is called after every step with a dict:
+seed gives the same result. `progress` shows a tqdm bar (a string labels it). `callback(info)` is called after every step with a dict:
 step (0-based), t, x (the new latent), x0 (the denoiser's prediction). Samplers run under
 `torch.no_grad()`.
 """
@@ -28,8 +28,10 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return noise.to(device=x.device, dtype=x.dtype)
 
 
-def _steps(schedule: Schedule, progress: bool, desc: str):
-    return tqdm(reversed(range(len(schedule))), total=len(schedule), disable=not progress, desc=desc, leave=False)
+def _steps(schedule: Schedule, progress: bool | str, desc: str):
+    """Step indices N-1 ... 0 with a tqdm bar; a string `progress` is the bar's label."""
+    label = progress if isinstance(progress, str) else desc
+    return tqdm(reversed(range(len(schedule))), total=len(schedule), disable=not progress, desc=label, leave=False)
 
 
 def _report(callback: Callback | None, step: int, t: int, x: torch.Tensor, x0: torch.Tensor) -> None:
@@ -50,7 +52,7 @@ def ddpm_step(x0: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule,
 
 @torch.no_grad()
 def sample_ddpm(denoise: Denoiser, x: torch.Tensor, schedule: Schedule, *, generator: torch.Generator | None = None,
-                callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
+                callback: Callback | None = None, progress: bool | str = True) -> torch.Tensor:
     """Ancestral sampling (the release's sampler): N denoiser calls, fresh noise at every step but the last."""
     for step, t in enumerate(_steps(schedule, progress, "ddpm")):
         x0 = denoise(x, t)
@@ -79,7 +81,7 @@ def ddim_step(x0: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule, *, 
 @torch.no_grad()
 def sample_ddim(denoise: Denoiser, x: torch.Tensor, schedule: Schedule, *, eta: float = 0.0,
                 generator: torch.Generator | None = None, callback: Callback | None = None,
-                progress: bool = True) -> torch.Tensor:
+                progress: bool | str = True) -> torch.Tensor:
     """DDIM over the schedule's N steps; deterministic for eta = 0, ancestral-like for eta = 1."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0; got {eta!r}")
@@ -116,7 +118,7 @@ def dpmpp_2m_step(x0: torch.Tensor, x0_prev: torch.Tensor | None, x: torch.Tenso
 
 @torch.no_grad()
 def sample_dpmpp_2m(denoise: Denoiser, x: torch.Tensor, schedule: Schedule, *, generator: torch.Generator | None = None,
-                    callback: Callback | None = None, progress: bool = True) -> torch.Tensor:
+                    callback: Callback | None = None, progress: bool | str = True) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), deterministic multistep solver: good results in 10-25 steps.
 
     `generator` is accepted for a uniform signature; the solver draws no noise.
