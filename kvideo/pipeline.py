@@ -12,6 +12,7 @@ import torch
 from einops import rearrange, repeat
 
 from kvideo import diffusion
+from kvideo.checkpoint import sub_state_dict
 from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
 from kvideo.text import TextEncoder, TextProjection, null_context
@@ -138,7 +139,7 @@ class KVideoPipeline:
             interpolation, None if interpolation.config else UNetConfig.preset("official-interpolation"))
         decoder_config = None if paths["decoder"].suffix == ".safetensors" else MoVQConfig.preset("official-video")
         decoder = MoVQ.from_pretrained(paths["decoder"], decoder_config)
-        projection = TextProjection.from_state_dict(_sub(keyframe.extras, "projections"))
+        projection = TextProjection.from_state_dict(sub_state_dict(keyframe.extras, "projections"))
         encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe.extras["null_embedding"],
                                               device=device, offload=offload == "model")
         return cls(encoder, unet, interp, interpolation.extras["null_embedding"], decoder,
@@ -285,6 +286,3 @@ def find_weights(weights_dir: str | Path) -> dict[str, Path]:
         raise FileNotFoundError(f"weights folder {str(folder)!r} lacks: {'; '.join(missing)}")
     return found
 
-
-def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

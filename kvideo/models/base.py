@@ -1,7 +1,6 @@
 """Shared save / load behaviour of kvideo models: official pickles in, safetensors with config out."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -121,6 +120,3 @@ class PretrainedModel(nn.Module):
     def default_official_config(cls) -> Config:
         raise ValueError(f"{cls.__name__}: an official checkpoint needs an explicit config")
 
-
-def config_from_metadata(metadata: Mapping[str, str], config_class: type[Config]) -> Config:
-    return config_class.from_dict(json.loads(metadata["config"]))
