@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -37,8 +39,12 @@ class Config:
         cls._presets = {}
 
     def __post_init__(self) -> None:
+        nested = _nested_config_fields(type(self))
         for field in dataclasses.fields(self):
-            object.__setattr__(self, field.name, _freeze(getattr(self, field.name)))
+            value = getattr(self, field.name)
+            if field.name in nested and isinstance(value, dict):
+                value = nested[field.name].from_dict(value)  # a nested config given as JSON
+            object.__setattr__(self, field.name, _freeze(value))
         self.validate()
 
     def validate(self) -> None:
@@ -91,6 +97,14 @@ class Config:
                 f"{cls.__name__}: unknown preset {name!r}; available presets: {cls.presets()}"
             )
         return cls(**{**cls._presets[name], **overrides})
+
+
+@functools.lru_cache(maxsize=None)
+def _nested_config_fields(cls: type) -> dict[str, type]:
+    """Fields of `cls` whose declared type is itself a Config subclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if isinstance(hints.get(f.name), type) and issubclass(hints[f.name], Config)}
 
 
 def check(condition: bool, message: str) -> None:

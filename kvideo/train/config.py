@@ -88,11 +88,6 @@ class CacheConfig(Config):
     seed: int = 0
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if isinstance(self.clip, dict):
-            object.__setattr__(self, "clip", ClipConfig.from_dict(self.clip))
-        super().__post_init__()
-
     def validate(self) -> None:
         check(self.clip.task in CACHE_TASKS,
               f"clip.task={self.clip.task!r}: caches are built for {CACHE_TASKS} (the decoder trains on videos)")
@@ -145,11 +140,6 @@ class TrainConfig(Config):
     resume: str = ""  # "", "latest" or a checkpoint folder
     progress: bool = True
     tensorboard: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.clip, dict):
-            object.__setattr__(self, "clip", ClipConfig.from_dict(self.clip))
-        super().__post_init__()
 
     def validate(self) -> None:
         check(self.task in TASKS, f"task={self.task!r}; expected one of {TASKS}")
