@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from kvideo.checkpoint import atomic_path
+from kvideo.checkpoint import current_umask, atomic_path
 
 VIDEO_FORMATS = {".mp4": "mp4", ".webm": "webm", ".gif": "gif"}
 FORMATS = ("mp4", "webm", "gif", "png")
@@ -295,6 +295,7 @@ def _write_png_folder(path: Path, frames: np.ndarray, progress: bool) -> Path:
     try:
         for i, image in enumerate(tqdm(frames, desc="writing png", unit="frame", disable=not progress, delay=1, leave=False)):
             Image.fromarray(image).save(tmp / FRAME_NAME.format(i), compress_level=PNG_COMPRESSION)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders; outputs get the usual mode
         _replace_folder(tmp, path)
     finally:
         if tmp.exists():

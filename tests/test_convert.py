@@ -50,3 +50,16 @@ def test_convert_bad_paths(tmp_path, capsys):
     write_official_interpolation(tmp_path / "interp.pt")
     assert main(["convert", str(tmp_path / "interp.pt"), "-o", str(tmp_path / "x.bin")]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from kvideo.checkpoint import atomic_path
+
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]

@@ -268,3 +268,15 @@ def test_png_failure_mid_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
     assert np.array_equal(read_png_folder(old), make_frames(3))
+
+
+def test_outputs_get_the_usual_file_modes(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, 2, progress=False)
+    write_video(tmp_path / "frames", frames, 2, progress=False)
+    assert (tmp_path / "clip.mp4").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o777 & ~mask
