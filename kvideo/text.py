@@ -278,22 +278,49 @@ class TextEncoder:
 def write_tiny_t5(directory: str | Path, *, d_model: int = 32, seed: int = 0) -> Path:
     """Write a tiny random T5 encoder and a byte-level tokenizer to `directory` (offline; for tests and
     the tiny preset). Any text tokenizes: one token per UTF-8 byte, then </s>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = _vocabulary(sorted(pre_tokenizers.ByteLevel.alphabet()))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return _write_t5(directory, backend, len(vocab), d_model=d_model, num_layers=1, seed=seed)
+
+
+def write_word_t5(directory: str | Path, words: Sequence[str], *, d_model: int = 64, num_layers: int = 2,
+                  seed: int = 0) -> Path:
+    """Write a random T5 encoder with a word-level tokenizer over `words` (lower-cased, split on spaces and
+    punctuation; other words become <unk>) to `directory`, in Hugging Face format. For small closed
+    vocabularies such as the shapes grammar: every word is one token with an embedding of its own."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = _vocabulary(sorted({w.lower() for w in words}))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return _write_t5(directory, backend, len(vocab), d_model=d_model, num_layers=num_layers, seed=seed)
+
+
+def _vocabulary(tokens: Sequence[str]) -> dict[str, int]:
+    """T5's special tokens first (<pad> 0, </s> 1, <unk> 2), then `tokens`."""
+    specials = ["<pad>", "</s>", "<unk>"]
+    return {token: i for i, token in enumerate(specials + [t for t in tokens if t not in specials])}
+
+
+def _write_t5(directory: str | Path, backend, vocab_size: int, *, d_model: int, num_layers: int, seed: int) -> Path:
+    """Save `backend` (a tokenizers.Tokenizer; </s> appended to every text) and a random T5 encoder."""
+    from tokenizers import processors
 
     transformers = _transformers()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    specials = ["<pad>", "</s>", "<unk>"]
-    vocab = {token: i for i, token in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=MAX_TOKENS
     )
-    config = transformers.T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1,
-                                   num_heads=max(1, d_model // 8), pad_token_id=0, eos_token_id=1)
+    config = transformers.T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=2 * d_model,
+                                   num_layers=num_layers, num_heads=max(1, d_model // 8), pad_token_id=0,
+                                   eos_token_id=1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = transformers.T5EncoderModel(config)

@@ -106,6 +106,9 @@ MoVQConfig.register_preset("official-video", **_VIDEO)
 _TINY = dict(channels=8, num_res_blocks=1, groups=4)
 MoVQConfig.register_preset("tiny", **_TINY)
 MoVQConfig.register_preset("tiny-video", **_TINY, **_VIDEO)
+_SHAPES = dict(channels=32, num_res_blocks=1, groups=8)  # `kvideo recipe shapes`: 64x64 frames
+MoVQConfig.register_preset("shapes", **_SHAPES)
+MoVQConfig.register_preset("shapes-video", **_SHAPES, **_VIDEO)
 
 
 @dataclasses.dataclass

@@ -128,6 +128,12 @@ for _size, _values in (("official", _OFFICIAL), ("tiny", _TINY)):
     UNetConfig.register_preset(f"{_size}-keyframe", kind="keyframe", **_values)
     UNetConfig.register_preset(f"{_size}-interpolation", kind="interpolation", num_channels=20, out_channels=12,
                                **_values)
+# The model kvideo trains on its own rendered shapes (`kvideo recipe shapes`): 64x64 videos, 8x8 latents.
+_SHAPES = dict(model_channels=32, init_channels=32, time_embed_dim=128, context_dim=64, groups=8, head_dim=16,
+               dim_mult=(1, 2, 4, 4), num_blocks=(2, 2, 2, 2))
+UNetConfig.register_preset("shapes-image", kind="image", **_SHAPES)
+UNetConfig.register_preset("shapes-keyframe", kind="keyframe", **_SHAPES)
+UNetConfig.register_preset("shapes-interpolation", kind="interpolation", num_channels=20, out_channels=12, **_SHAPES)
 
 
 class LevelBuilder:

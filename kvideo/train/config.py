@@ -10,7 +10,7 @@ from typing import Any
 
 from kvideo.config import Config, check
 
-TASKS = ("keyframe", "interpolation", "decoder")
+TASKS = ("movq", "image", "keyframe", "interpolation", "decoder")
 CACHE_TASKS = ("keyframe", "interpolation")
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -19,10 +19,12 @@ STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 class ClipConfig(Config):
     """What one training clip is, in frames of a `reference_fps` video (fps-aware sampling).
 
-    keyframe: `keyframes` frames `keyframe_step` reference frames apart (12 at 24 fps = 2 fps).
+    keyframe (and image, which trains on the frames of keyframe clips): `keyframes` frames
+    `keyframe_step` reference frames apart (12 at 24 fps = 2 fps).
     interpolation: `keyframes` keyframes with `interpolated_frames` frames between each pair,
     consecutive frames `s` reference frames apart, s drawn from 1..max_skip per clip.
-    decoder: `decoder_frames` consecutive frames `decoder_step` reference frames apart.
+    decoder (and movq, which trains on single frames): `decoder_frames` frames `decoder_step`
+    reference frames apart.
     """
 
     task: str = "keyframe"
@@ -52,7 +54,7 @@ class ClipConfig(Config):
     @property
     def clip_frames(self) -> int:
         """Frames read per clip."""
-        if self.task == "keyframe":
+        if self.task in ("keyframe", "image"):
             return self.keyframes
         if self.task == "interpolation":
             return (self.keyframes - 1) * (self.interpolated_frames + 1) + 1
@@ -61,7 +63,7 @@ class ClipConfig(Config):
     @property
     def steps(self) -> tuple[int, ...]:
         """Candidate distances (in reference frames) between consecutive frames of a clip."""
-        if self.task == "keyframe":
+        if self.task in ("keyframe", "image"):
             return (self.keyframe_step,)
         if self.task == "interpolation":
             return tuple(range(1, self.max_skip + 1))
@@ -182,9 +184,42 @@ TrainConfig.register_preset("tiny-interpolation", task="interpolation", model_pr
                             clip=ClipConfig(task="interpolation", keyframes=3, max_skip=2, height=64, width=64))
 TrainConfig.register_preset("tiny-decoder", task="decoder", model_preset="tiny-video", **_TINY,
                             clip=ClipConfig(task="decoder", decoder_frames=4, height=64, width=64))
+TrainConfig.register_preset("movq", task="movq", model_preset="official", train="all", grad_accum=1,
+                            clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=256, width=256))
+TrainConfig.register_preset("image", task="image", model_preset="official-image", train="all",
+                            clip=ClipConfig(task="image", keyframes=16))
+
+# -- the shapes recipe (`kvideo recipe shapes`): 64x64 clips, sized for a 2-core CPU ------------------
+_SHAPES = dict(precision="fp32", num_workers=1, log_every=25, tensorboard=False, warmup_steps=100,
+               weight_decay=0.0, max_grad_norm=1.0)
+_SHAPES_KEYFRAMES = ClipConfig(task="keyframe", keyframes=15, keyframe_step=12, height=64, width=64)
+TrainConfig.register_preset(
+    "shapes-movq", task="movq", model_preset="shapes", train="all", steps=2000, batch_size=4, grad_accum=1,
+    lr=1e-3, save_every=250, clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64),
+    **_SHAPES)
+TrainConfig.register_preset(
+    "shapes-image", task="image", train="all", steps=4000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
+    save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
+TrainConfig.register_preset(
+    "shapes-keyframe", task="keyframe", train="temporal", steps=3000, batch_size=2, grad_accum=1, lr=5e-4,
+    ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
+TrainConfig.register_preset(
+    "shapes-keyframe-all", task="keyframe", train="all", steps=3000, batch_size=2, grad_accum=1, lr=3e-4,
+    ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
+TrainConfig.register_preset(
+    "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=3000,
+    batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
+    clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64), **_SHAPES)
+TrainConfig.register_preset(
+    "shapes-decoder", task="decoder", model_preset="shapes-video", train="temporal", steps=800, batch_size=2,
+    grad_accum=1, lr=5e-4, save_every=200, clip=ClipConfig(task="decoder", decoder_frames=8, decoder_step=3,
+                                                          height=64, width=64), **_SHAPES)
 CacheConfig.register_preset("keyframe", clip=ClipConfig(task="keyframe", keyframes=16))
 CacheConfig.register_preset("interpolation", clip=ClipConfig(task="interpolation", keyframes=9, height=256,
                                                              width=256))
+CacheConfig.register_preset("shapes-keyframe", clips_per_video=4, batch_size=8, clip=_SHAPES_KEYFRAMES)
+CacheConfig.register_preset("shapes-interpolation", clips_per_video=4, batch_size=8,
+                            clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64))
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Video-decoder objective: reconstruction of pixel clips through the frozen encoder and the trained decoder."""
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
@@ -34,20 +35,34 @@ def decoder_loss(module: nn.Module, batch: dict[str, Any], generator: torch.Gene
     return LOSSES[kind](module(frames).float(), frames)
 
 
-def load_movq(cfg: TrainConfig) -> MoVQ:
+def load_movq(cfg: TrainConfig, *, video: bool = True) -> MoVQ:
+    """The MoVQ to train: `cfg.model` (a video MoVQ, or an image MoVQ inflated to the video preset
+    `cfg.model_preset`), or a random `cfg.model_preset` model. `video` says which kind the task trains."""
+    preset = MoVQConfig.preset(cfg.model_preset) if cfg.model_preset else None
     if cfg.model:
-        config = MoVQConfig.preset(cfg.model_preset) if cfg.model_preset else None
-        movq = MoVQ.from_pretrained(cfg.model, config)
-    elif cfg.model_preset:
+        checkpoint = MoVQ.read_checkpoint(cfg.model)
+        image_to_video = video and preset is not None and preset.is_video and not checkpoint.config.is_video
+        if image_to_video:
+            movq = MoVQ.inflate(checkpoint.state, replace(preset, **_spatial_fields(checkpoint.config)))
+        else:
+            movq = MoVQ.from_checkpoint(checkpoint, preset if checkpoint.metadata.get("config") is None else None)
+    elif preset is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            movq = MoVQ(MoVQConfig.preset(cfg.model_preset))
+            movq = MoVQ(preset)
     else:
-        raise ValueError("give model=<video MoVQ checkpoint> (or model_preset=<MoVQ preset> for random weights)")
-    if not movq.config.is_video:
-        raise ValueError("the decoder task trains a video MoVQ (temporal layers); the model is an image MoVQ: "
-                         "inflate it (MoVQ.inflate) or use model_preset=official-video")
+        raise ValueError("give model=<MoVQ checkpoint> (or model_preset=<MoVQ preset> for random weights)")
+    if movq.config.is_video != video:
+        raise ValueError(f"the {cfg.task} task trains {'a video' if video else 'an image'} MoVQ; the model is "
+                         f"{'a video' if movq.config.is_video else 'an image'} MoVQ"
+                         + (": inflate it with model_preset=<video preset> (e.g. official-video)" if video else ""))
     return movq
+
+
+def _spatial_fields(config: MoVQConfig) -> dict:
+    """The fields of an image MoVQ config that its inflated video model keeps."""
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if f.name not in ("temporal", "temporal_kernel_size", "temporal_attention", "attention_latent")}
 
 
 def freeze_encoder(movq: MoVQ) -> None:

@@ -55,7 +55,7 @@ def interpolation_loss(model: nn.Module, batch: dict[str, Any], generator: torch
 
 def build(cfg: TrainConfig) -> Task:
     cache = LatentCache(cfg.data)  # data first: a bad folder fails before a large model loads
-    unet, null = load_unet(cfg, "interpolation")
+    unet, extras = load_unet(cfg, "interpolation")
     check_cache(cache, "interpolation", unet.config.latent_channels)
     between = unet.config.interpolated_frames
     frames = cache[0]["latents"].shape[1]
@@ -67,9 +67,9 @@ def build(cfg: TrainConfig) -> Task:
     schedule = cosine_schedule(cfg.num_train_timesteps)
 
     def loss(module, batch, generator):
-        return interpolation_loss(module, batch, generator, schedule=schedule, null_embedding=null,
+        return interpolation_loss(module, batch, generator, schedule=schedule, null_embedding=extras["null_embedding"],
                                   uncond_prob=cfg.uncond_prob, max_perturbation=cfg.max_perturbation,
                                   between=between)
 
-    return Task("interpolation", unet, unet, loss, cache, collate_cached, "latents", {"null_embedding": null},
+    return Task("interpolation", unet, unet, loss, cache, collate_cached, "latents", extras,
                 unet_shard_types())

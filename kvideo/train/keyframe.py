@@ -46,19 +46,21 @@ def check_cache(cache: LatentCache, task: str, latent_channels: int) -> None:
         raise ValueError(f"the cache holds {channels}-channel latents; the model takes {latent_channels}")
 
 
-def build(cfg: TrainConfig) -> Task:
+def build(cfg: TrainConfig, kind: str = "keyframe") -> Task:
+    """The keyframe task; with kind="image", the same objective on a text-to-image UNet, each frame of
+    the cached keyframe clips an image of its own."""
     cache = LatentCache(cfg.data)  # data first: a bad folder fails before a large model loads
-    unet, null = load_unet(cfg, "keyframe")
+    unet, extras = load_unet(cfg, kind)
     check_cache(cache, "keyframe", unet.config.latent_channels)
     if not cache.has_text:
         raise ValueError(f"the cache {cfg.data!r} has no text embeddings; rebuild it with a text encoder")
     select_trainable(unet, cfg.train)
     unet.set_gradient_checkpointing(cfg.gradient_checkpointing)
     schedule = cosine_schedule(cfg.num_train_timesteps)
+    null_embedding = extras["null_embedding"]
 
     def loss(module, batch, generator):
-        return keyframe_loss(module, batch, generator, schedule=schedule, null_embedding=null,
+        return keyframe_loss(module, batch, generator, schedule=schedule, null_embedding=null_embedding,
                              uncond_prob=cfg.uncond_prob)
 
-    return Task("keyframe", unet, unet, loss, cache, collate_cached, "latents", {"null_embedding": null},
-                unet_shard_types())
+    return Task(kind, unet, unet, loss, cache, collate_cached, "latents", extras, unet_shard_types())

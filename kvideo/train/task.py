@@ -1,6 +1,7 @@
 """What a training task provides to the trainer: the model, its loss, its data, and how to save it."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -13,8 +14,8 @@ from kvideo.train.config import TrainConfig
 from kvideo.train.seeding import seeded_generator
 
 Loss = Callable[[nn.Module, dict[str, Any], torch.Generator], torch.Tensor]
-TASK_MODULES = {"keyframe": "kvideo.train.keyframe", "interpolation": "kvideo.train.interpolation",
-                "decoder": "kvideo.train.decoder"}
+TASK_MODULES = {"movq": "kvideo.train.movq", "image": "kvideo.train.image", "keyframe": "kvideo.train.keyframe",
+                "interpolation": "kvideo.train.interpolation", "decoder": "kvideo.train.decoder"}
 
 
 @dataclass
@@ -64,28 +65,41 @@ def random_null_embedding(dim: int, seed: int) -> torch.Tensor:
 
 
 def load_unet(cfg: TrainConfig, kind: str):
-    """(UNet, null embedding) from `cfg.model` (official .pt or kvideo .safetensors) or, without one,
-    a randomly initialised `cfg.model_preset` (same weights on every rank)."""
+    """(UNet, extras) from `cfg.model` (official .pt or kvideo .safetensors) or, without one, a randomly
+    initialised `cfg.model_preset` (same weights on every rank). extras holds the null embedding and
+    whatever else the checkpoint carries (the text projection), so the trained model keeps them.
+
+    A keyframe task given a text-to-image (kind "image") checkpoint inflates it: the temporal layers
+    start as the identity (the paper's recipe)."""
     from kvideo.models.unet import UNet, UNetConfig
 
     if cfg.model:
         checkpoint = UNet.read_checkpoint(cfg.model)
-        config = None if checkpoint.config else UNetConfig.preset(cfg.model_preset or f"official-{kind}")
-        unet = UNet.from_checkpoint(checkpoint, config)
+        config = checkpoint.config or UNetConfig.preset(cfg.model_preset or f"official-{kind}")
+        if kind == "keyframe" and config.kind == "image":
+            unet = UNet.inflate(checkpoint.state, dataclasses.replace(config, kind="keyframe"))
+        else:
+            unet = UNet.from_checkpoint(checkpoint, config)
         if "null_embedding" not in checkpoint.extras:
             raise ValueError(f"{cfg.model!r} has no null_embedding (official kandinsky_video*.pt files and kvideo "
                              "conversions carry it); the text dropout / interpolation context needs it")
-        null = checkpoint.extras["null_embedding"].float()
+        extras = {k: v.float() for k, v in checkpoint.extras.items()}
     else:
         if not cfg.model_preset:
             raise ValueError("give model=<checkpoint> (or model_preset=<UNet preset> to start from random weights)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             unet = UNet(UNetConfig.preset(cfg.model_preset))
-        null = random_null_embedding(unet.config.context_dim, cfg.seed)
+        extras = {"null_embedding": random_null_embedding(unet.config.context_dim, cfg.seed)}
     if unet.config.kind != kind:
-        raise ValueError(f"the model is a {unet.config.kind} UNet; task={kind!r} needs a {kind} UNet")
-    return unet, null
+        hint = " (train it from a text-to-image UNet: model=<image UNet from `kvideo train image`>)" \
+            if kind == "keyframe" else ""
+        raise ValueError(f"the model is {_a(unet.config.kind)} UNet; task={kind!r} needs {_a(kind)} UNet{hint}")
+    return unet, extras
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def unet_shard_types() -> tuple[type, ...]:

@@ -1,0 +1,66 @@
+"""Image MoVQ objective: an autoencoder trained from scratch on video frames, latents kept near unit scale.
+
+Kandinsky Video's MoVQ has no quantiser and no scaling factor: the diffusion models see its raw
+latents. A MoVQ trained here therefore keeps its latents standardised (per channel, over the batch)
+with a moment penalty, and learns to decode latents with a little noise added, as sampled latents
+have; the loss is pixel L1 + MSE.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from kvideo.models.movq import MoVQ
+from kvideo.train.config import TrainConfig
+from kvideo.train.data import VideoTextDataset, collate_clips
+from kvideo.train.decoder import load_movq
+from kvideo.train.task import Task
+
+LATENT_NOISE = 0.1  # std of the Gaussian noise added to the latents before decoding
+MOMENT_WEIGHT = 0.1  # weight of the penalty that keeps each latent channel at mean 0, variance 1
+
+
+class Autoencoder(nn.Module):
+    """frames -> encoder -> latents (+ noise) -> decoder, every frame on its own."""
+
+    def __init__(self, movq: MoVQ) -> None:
+        super().__init__()
+        self.movq = movq
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 3, H, W) in [-1, 1] -> (reconstruction (n, 3, H, W), latents (n, z, h, w))."""
+        latents = self.movq.quant_conv(self.movq.encoder(images))  # (n, z, h, w)
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        return self.movq.decode(latents + LATENT_NOISE * noise, clamp=False), latents
+
+
+def moment_penalty(latents: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of mean² + (variance - 1)², statistics taken over batch and pixels."""
+    flat = rearrange(latents.float(), "n z h w -> z (n h w)")
+    return (flat.mean(dim=1).pow(2) + (flat.var(dim=1) - 1).pow(2)).mean()
+
+
+def movq_loss(module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+    """Pixel L1 + MSE of the reconstruction, plus the latent moment penalty."""
+    images = rearrange(batch["frames"], "b c f h w -> (b f) c h w")
+    decoded, latents = module(images, generator)
+    decoded = decoded.float()
+    return F.l1_loss(decoded, images) + F.mse_loss(decoded, images) + MOMENT_WEIGHT * moment_penalty(latents)
+
+
+def build(cfg: TrainConfig) -> Task:
+    if cfg.train != "all":
+        raise ValueError(f"train={cfg.train!r}: the image MoVQ has no temporal layers; use train=all")
+    if cfg.gradient_checkpointing:
+        raise ValueError("gradient_checkpointing is not available for the MoVQ; set it to false")
+    if not cfg.data or not cfg.captions:
+        raise ValueError("the MoVQ trains on video frames: give data=<video folder> and captions=<CSV / JSONL list> "
+                         "(e.g. from `kvideo data shapes`)")
+    dataset = VideoTextDataset.from_captions(cfg.captions, cfg.data, cfg.clip, seed=cfg.seed, progress=cfg.progress)
+    movq = load_movq(cfg, video=False)
+    movq.requires_grad_(True)
+    return Task("movq", movq, Autoencoder(movq), movq_loss, dataset, collate_clips, "frames")

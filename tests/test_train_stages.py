@@ -1,0 +1,131 @@
+"""Training stages added for training from scratch: image MoVQ, text-to-image UNet, keyframe UNet inflated
+from it, video decoder inflated from an image MoVQ, and the word-level text encoder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kvideo.models.movq import MoVQ
+from kvideo.models.unet import UNet
+from kvideo.train import checkpointing as ckpt
+from kvideo.train.config import ClipConfig, TrainConfig
+from kvideo.train.distributed import DistEnv
+from kvideo.train.movq import moment_penalty
+from kvideo.train.trainer import Trainer
+from test_train_helpers import keyframe_setup, one_thread, save_unet, videos  # noqa: F401 (fixtures)
+
+BASE = dict(steps=3, save_every=3, progress=False, tensorboard=False, precision="fp32", num_workers=0, log_every=1)
+
+
+def run(tmp_path, task: str, **values) -> Trainer:
+    clip = values.pop("clip")
+    cfg = TrainConfig(task=task, output_dir=str(tmp_path / task), clip=clip, **(BASE | values))
+    trainer = Trainer(cfg, DistEnv())
+    trainer.run()
+    return trainer
+
+
+def movq_clip(task: str = "movq", frames: int = 2) -> ClipConfig:
+    return ClipConfig(task=task, decoder_frames=frames, decoder_step=4, height=64, width=64)
+
+
+@pytest.fixture(scope="module")
+def image_movq(tmp_path_factory, videos):
+    """An image MoVQ trained 3 steps from scratch by the movq task."""
+    folder = tmp_path_factory.mktemp("movq")
+    cfg = TrainConfig(task="movq", model_preset="tiny", train="all", data=str(videos.parent), captions=str(videos),
+                      output_dir=str(folder / "run"), clip=movq_clip(), lr=1e-3, **BASE)
+    trainer = Trainer(cfg, DistEnv())
+    before = {k: v.clone() for k, v in trainer.task.model.state_dict().items()}
+    result = trainer.run()
+    return result.weights, before, trainer
+
+
+def test_movq_task_trains_encoder_and_decoder_from_scratch(image_movq):
+    weights, before, trainer = image_movq
+    after = trainer.task.model.state_dict()
+    for prefix in ("encoder.", "decoder.", "quant_conv.", "post_quant_conv."):
+        keys = [k for k in before if k.startswith(prefix) and before[k].is_floating_point()]
+        assert any(not torch.equal(before[k], after[k]) for k in keys), prefix
+    movq = MoVQ.from_pretrained(weights)  # a trained-weights file of train=all is a full checkpoint
+    assert not movq.config.is_video and weights.name == "movq-all.safetensors"
+
+
+def test_moment_penalty_is_zero_for_standardised_latents_and_grows_otherwise():
+    z = torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    standard = (z - z.mean(dim=(0, 2, 3), keepdim=True)) / z.std(dim=(0, 2, 3), keepdim=True)
+    assert moment_penalty(standard) < 1e-10
+    assert moment_penalty(3 * standard) > 60 and moment_penalty(standard + 1) > 0.99
+
+
+def test_movq_and_image_tasks_refuse_temporal_training(videos, tmp_path):
+    with pytest.raises(ValueError, match="no temporal layers; use train=all"):
+        run(tmp_path, "movq", model_preset="tiny", train="temporal", data=str(videos.parent), captions=str(videos),
+            clip=movq_clip())
+    with pytest.raises(ValueError, match="no temporal layers; use train=all"):
+        run(tmp_path, "image", model_preset="tiny-image", train="temporal", data="unused", clip=ClipConfig(task="image"))
+
+
+def test_decoder_task_inflates_an_image_movq(image_movq, videos, tmp_path):
+    weights, _, _ = image_movq
+    image = MoVQ.from_pretrained(weights)
+    trainer = run(tmp_path, "decoder", model=str(weights), model_preset="tiny-video", train="temporal",
+                  data=str(videos.parent), captions=str(videos), clip=movq_clip("decoder", frames=3))
+    video = trainer.task.model
+    assert video.config.is_video and video.config.channels == image.config.channels
+    spatial = {k: v for k, v in video.state_dict().items() if k not in video.temporal_state_dict()}
+    assert all(torch.equal(v, image.state_dict()[k]) for k, v in spatial.items())  # frozen, inherited
+    with pytest.raises(ValueError, match="trains a video MoVQ; the model is an image MoVQ"):
+        run(tmp_path / "b", "decoder", model=str(weights), train="temporal", data=str(videos.parent),
+            captions=str(videos), clip=movq_clip("decoder", frames=3))
+
+
+@pytest.fixture(scope="module")
+def image_unet(tmp_path_factory, keyframe_setup):
+    """A text-to-image UNet trained 3 steps by the image task on the keyframe cache."""
+    cache, _ = keyframe_setup
+    folder = tmp_path_factory.mktemp("image")
+    start = save_unet(folder / "init.safetensors", kind="image")
+    cfg = TrainConfig(task="image", model=str(start), train="all", data=str(cache), output_dir=str(folder / "run"),
+                      clip=ClipConfig(task="image"), lr=1e-3, **BASE)
+    trainer = Trainer(cfg, DistEnv())
+    before = {k: v.clone() for k, v in trainer.task.model.state_dict().items()}
+    return trainer.run().weights, before, trainer
+
+
+def test_image_task_trains_the_spatial_unet_and_keeps_the_extras(image_unet):
+    weights, before, trainer = image_unet
+    after = trainer.task.model.state_dict()
+    assert trainer.task.model.config.kind == "image"
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
+    checkpoint = UNet.read_checkpoint(weights)
+    assert checkpoint.config.kind == "image" and "null_embedding" in checkpoint.extras
+
+
+def test_keyframe_task_inflates_an_image_unet(image_unet, keyframe_setup, tmp_path):
+    weights, _, _ = image_unet
+    cache, _ = keyframe_setup
+    image = UNet.from_pretrained(weights)
+    trainer = run(tmp_path, "keyframe", model=str(weights), train="temporal", data=str(cache),
+                  clip=ClipConfig(task="keyframe", keyframes=3, height=64, width=64))
+    video = trainer.task.model
+    assert video.config.kind == "keyframe" and video.config.model_channels == image.config.model_channels
+    state = video.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in image.state_dict().items())  # spatial weights frozen
+    info = ckpt.read_weights(trainer.output_dir / "keyframe-temporal.safetensors")[2]
+    assert info.weights == "temporal" and info.task == "keyframe"
+    # the interpolation task cannot start from an image UNet
+    with pytest.raises(ValueError, match="the model is an image UNet; task='interpolation' needs an interpolation UNet"):
+        run(tmp_path / "b", "interpolation", model=str(weights), train="all", data=str(cache),
+            clip=ClipConfig(task="interpolation", keyframes=3, max_skip=2))
+
+
+def test_word_level_t5_reads_the_words_it_knows(tmp_path):
+    from kvideo.text import load_t5_encoder, write_word_t5
+
+    write_word_t5(tmp_path, ["a", "red", "blue", "circle"], d_model=16, num_layers=1)
+    encoder, tokenizer = load_t5_encoder(tmp_path)
+    ids = tokenizer(["a Red circle", "a blue circle", "a purple circle"])["input_ids"]
+    assert ids[0][1] != ids[1][1] and ids[0][0] == ids[1][0] and ids[0][-1] == 1  # one token a word, then </s>
+    assert ids[2][1] == tokenizer.unk_token_id
+    assert encoder.config.d_model == 16
