@@ -20,7 +20,19 @@ from kvideo.diffusion.samplers import (
     sample_ddpm,
     sample_dpmpp_2m,
 )
-from kvideo.diffusion.schedules import MODEL_TIMESTEPS, Schedule, cosine_schedule, linear_schedule, q_sample
+from kvideo.diffusion.schedules import (
+    MODEL_TIMESTEPS,
+    SPACINGS,
+    Schedule,
+    add_noise,
+    cosine_schedule,
+    linear_schedule,
+    q_sample,
+    rescale_zero_terminal_snr,
+    spaced_timesteps,
+    zero_snr_cosine_alphas_cumprod,
+    zero_snr_cosine_schedule,
+)
 from kvideo.diffusion.wrappers import (
     PREDICTIONS,
     KeyframeGuidance,
@@ -31,7 +43,9 @@ from kvideo.diffusion.wrappers import (
 )
 
 __all__ = [
-    "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "KeyframeGuidance", "Schedule", "TextGuidance", "X0Denoiser",
-    "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold", "get_sampler",
-    "linear_schedule", "predict_x0", "q_sample", "randn_like", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
+    "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "KeyframeGuidance", "Schedule", "TextGuidance",
+    "X0Denoiser", "add_noise", "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold",
+    "get_sampler", "linear_schedule", "predict_x0", "q_sample", "randn_like", "rescale_zero_terminal_snr",
+    "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "spaced_timesteps", "zero_snr_cosine_alphas_cumprod",
+    "zero_snr_cosine_schedule",
 ]

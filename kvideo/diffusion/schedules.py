@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 MODEL_TIMESTEPS = 1000  # the range of `time` the UNets were trained on
+SPACINGS = ("leading", "trailing")
 
 
 @dataclass(frozen=True, eq=False)
@@ -16,6 +17,10 @@ class Schedule:
     Every tensor is float64 of shape (N,). The model is called with `t * time_scale`, so a
     schedule computed directly at N steps still spans the model's 0..1000 time range.
     `posterior_log_variance` has its first entry replaced by the second (the first variance is 0).
+
+    A schedule may instead be a subset of a 1000-step schedule (release 1.1, `from_timesteps`):
+    then `timesteps[t]` is the model time of step index t and every step goes from
+    `timesteps[t]` to `timesteps[t - 1]`.
     """
 
     betas: torch.Tensor
@@ -26,6 +31,7 @@ class Schedule:
     posterior_mean_coef_1: torch.Tensor
     posterior_mean_coef_2: torch.Tensor
     time_scale: int
+    timesteps: torch.Tensor | None = None  # (N,) long: model time of each step index (subset schedules)
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor) -> "Schedule":
@@ -58,8 +64,41 @@ class Schedule:
     def num_steps(self) -> int:
         return len(self.betas)
 
+    @classmethod
+    def from_timesteps(cls, alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> "Schedule":
+        """The steps `timesteps` (ascending model times) of a full schedule given by its `alphas_cumprod`.
+
+        Step index i goes from model time timesteps[i] to timesteps[i - 1] (clean, alpha_cumprod 1,
+        for i = 0), as diffusers' DDPMScheduler steps from t to t - 1000 // N; the posterior
+        log-variance is log(max(variance, 1e-20)) (diffusers' `fixed_small_log`).
+        """
+        full = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+        timesteps = torch.as_tensor(timesteps, dtype=torch.long)
+        _check_steps(len(timesteps))
+        if timesteps.dim() != 1 or bool((timesteps[1:] <= timesteps[:-1]).any()):
+            raise ValueError(f"timesteps must be strictly ascending; got {timesteps.tolist()}")
+        if int(timesteps[0]) < 0 or int(timesteps[-1]) >= len(full):
+            raise ValueError(f"timesteps {timesteps.tolist()} fall outside the {len(full)}-step schedule")
+        acp = full[timesteps]
+        prev = torch.cat([acp.new_ones(1), acp[:-1]])
+        betas = 1.0 - acp / prev
+        variance = (1.0 - prev) / (1.0 - acp) * betas
+        return cls(
+            betas=betas,
+            alphas_cumprod=acp,
+            alphas_cumprod_prev=prev,
+            posterior_variance=variance,
+            posterior_log_variance=torch.log(variance.clamp_min(1e-20)),
+            posterior_mean_coef_1=prev.sqrt() * betas / (1.0 - acp),
+            posterior_mean_coef_2=(1.0 - betas).sqrt() * (1.0 - prev) / (1.0 - acp),
+            time_scale=MODEL_TIMESTEPS // len(timesteps),
+            timesteps=timesteps,
+        )
+
     def model_time(self, t: int) -> int:
         """The time value the model sees at step index t."""
+        if self.timesteps is not None:
+            return int(self.timesteps[t])
         return t * self.time_scale
 
     def alpha_sigma(self, t: int) -> tuple[float, float]:
@@ -85,6 +124,60 @@ def cosine_schedule(steps: int, *, s: float = 0.008, max_beta: float = 0.999) ->
 
     betas = [min(1.0 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta) for i in range(steps)]
     return Schedule.from_betas(torch.tensor(betas, dtype=torch.float64))
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Betas whose last alpha_cumprod is exactly 0 (Lin et al. 2023, "Common diffusion noise schedules
+    and sample steps are flawed"): sqrt(alpha_cumprod) shifted to end at 0 and rescaled to keep its start."""
+    root = torch.cumprod(1.0 - torch.as_tensor(betas, dtype=torch.float64), dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    alphas_cumprod = ((root - last) * first / (first - last)) ** 2
+    alphas = torch.cat([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    return 1.0 - alphas
+
+
+def zero_snr_cosine_alphas_cumprod(train_steps: int = MODEL_TIMESTEPS) -> torch.Tensor:
+    """Release 1.1's training schedule: 1000 cosine betas (clipped at 0.999) rescaled to zero
+    terminal SNR ('squaredcos_cap_v2' with `rescale_betas_zero_snr`); its alphas_cumprod, float64."""
+    _check_steps(train_steps)
+
+    def alpha_bar(u: float) -> float:
+        return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [min(1.0 - alpha_bar((i + 1) / train_steps) / alpha_bar(i / train_steps), 0.999)
+             for i in range(train_steps)]
+    return torch.cumprod(1.0 - rescale_zero_terminal_snr(torch.tensor(betas, dtype=torch.float64)), dim=0)
+
+
+def spaced_timesteps(steps: int, spacing: str, train_steps: int = MODEL_TIMESTEPS) -> torch.Tensor:
+    """`steps` model times out of `train_steps`, ascending, as diffusers spaces them.
+
+    'leading': 0, r, 2r, ... with r = train_steps // steps (50 steps: 0 ... 980);
+    'trailing': train_steps - 1 down in steps of train_steps / steps (10 steps: 99, 199, ... 999).
+    """
+    _check_steps(steps)
+    if spacing == "leading":
+        return torch.arange(steps, dtype=torch.long) * (train_steps // steps)
+    if spacing == "trailing":
+        times = torch.round(torch.arange(train_steps, 0, -train_steps / steps, dtype=torch.float64)) - 1
+        return times.long().flip(0)
+    raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {SPACINGS}")
+
+
+def zero_snr_cosine_schedule(steps: int, spacing: str = "leading") -> Schedule:
+    """Release 1.1's sampling schedule: `steps` steps of the zero-terminal-SNR cosine schedule.
+
+    The release samples keyframes with 50 'leading' steps (eps) and interpolates with 10
+    'trailing' steps (v); `steps=1000` gives the full training schedule (see `add_noise`).
+    """
+    return Schedule.from_timesteps(zero_snr_cosine_alphas_cumprod(), spaced_timesteps(steps, spacing))
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: int, schedule: Schedule | None = None) -> torch.Tensor:
+    """Diffuse x0 to model time t of the full 1000-step zero-SNR cosine schedule (or of `schedule`,
+    indexed by step): sqrt(a_t)·x0 + sqrt(1 - a_t)·noise. Release 1.1 noise-augments the first
+    frame with it at t = 20."""
+    return q_sample(x0, t, schedule or zero_snr_cosine_schedule(MODEL_TIMESTEPS), noise)
 
 
 def linear_schedule(steps: int, *, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:

@@ -39,13 +39,19 @@ def predict_x0(output: torch.Tensor, x: torch.Tensor, t: int, schedule: Schedule
     raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
 
 
-def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.98) -> torch.Tensor:
-    """Per sample (dim 0): s = max(1, the `percentile` quantile of |x0|); returns clip(x0, -s, s) / s."""
+def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.98, max_value: float | None = None) -> torch.Tensor:
+    """Per sample (dim 0): s = max(1, the `percentile` quantile of |x0|); returns clip(x0, -s, s) / s.
+
+    `max_value` caps s as well (diffusers' `sample_max_value`); release 1.1 leaves it at 1.0, which
+    makes its thresholding a plain clip of x0 to [-1, 1].
+    """
     if not 0.0 < percentile <= 1.0:
         raise ValueError(f"percentile must be in (0, 1]; got {percentile!r}")
+    if max_value is not None and max_value < 1.0:
+        raise ValueError(f"max_value must be >= 1 (the quantile is floored at 1); got {max_value!r}")
     flat = rearrange(x0, "b ... -> b (...)").abs()
     scale = _quantile(flat.float() if flat.dtype in (torch.float16, torch.bfloat16) else flat, percentile)
-    scale = scale.clamp_min(1.0).to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))  # (b, 1, ...)
+    scale = scale.clamp(1.0, max_value).to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))  # (b, 1, ...)
     return torch.maximum(torch.minimum(x0, scale), -scale) / scale
 
 
@@ -61,17 +67,18 @@ def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
 class X0Denoiser:
     """`denoise(x, t) -> x0` from a `model(x, time) -> eps | v`, with the release's dynamic thresholding.
 
-    `percentile=None` turns thresholding off. Video latents (b, c, f, h, w) are thresholded frame
+    `percentile=None` turns thresholding off; `max_value` caps the threshold (release 1.1: 0.995
+    and 1.0). Video latents (b, c, f, h, w) are thresholded frame
     by frame when `per_frame` (the release sampled frames, or interpolation groups, as its batch);
     latents of any other rank per sample.
     """
 
     def __init__(self, model: Model, schedule: Schedule, prediction: str = "eps", *,
-                 percentile: float | None = 0.98, per_frame: bool = True) -> None:
+                 percentile: float | None = 0.98, max_value: float | None = None, per_frame: bool = True) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
         self.model, self.schedule, self.prediction = model, schedule, prediction
-        self.percentile, self.per_frame = percentile, per_frame
+        self.percentile, self.max_value, self.per_frame = percentile, max_value, per_frame
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         time = torch.full((x.shape[0],), self.schedule.model_time(t), dtype=torch.long, device=x.device)
@@ -83,9 +90,9 @@ class X0Denoiser:
         if self.percentile is None:
             return x0
         if self.per_frame and x0.dim() == 5:
-            frames = dynamic_threshold(rearrange(x0, "b c f h w -> (b f) c h w"), self.percentile)
+            frames = dynamic_threshold(rearrange(x0, "b c f h w -> (b f) c h w"), self.percentile, self.max_value)
             return rearrange(frames, "(b f) c h w -> b c f h w", b=x0.shape[0])
-        return dynamic_threshold(x0, self.percentile)
+        return dynamic_threshold(x0, self.percentile, self.max_value)
 
 
 # -- guidance ------------------------------------------------------------------------------------
