@@ -12,12 +12,12 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from kvideo.errors import CheckpointError, UnreadableCheckpointError  # noqa: F401 (re-exported from here too)
+
 FORMAT_VERSION = "1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model it is loaded into."""
+TRUSTED_SOURCE_HINT = ("if it comes from a source you trust, open it with torch.load(path, weights_only=False) and "
+                       "save its tensors again (torch.save(state_dict, 'clean.pt') or safetensors)")
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -35,8 +35,11 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return {}
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as handle:
-        return dict(handle.metadata() or {})
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:  # noqa: BLE001 (safetensors raises its own SafetensorError)
+        raise unreadable(path, error) from error
 
 
 def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -49,19 +52,52 @@ def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_safetensors
 
-        return load_safetensors(str(path)), read_metadata(path)
-    if path.suffix in PICKLE_SUFFIXES:
+        metadata = read_metadata(path)
         try:
-            contents = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # mmap needs the zip format; old-format files load without it
-            contents = torch.load(str(path), map_location="cpu", weights_only=True)
+            return load_safetensors(str(path)), metadata
+        except Exception as error:  # noqa: BLE001
+            raise unreadable(path, error) from error
+    if path.suffix in PICKLE_SUFFIXES:
+        contents = load_pickle(path)
         if not isinstance(contents, Mapping):
             raise CheckpointError(f"{str(path)!r} holds a {type(contents).__name__}, not a state dict")
         return dict(contents), {}
-    raise ValueError(
+    raise UnreadableCheckpointError(
         f"cannot read {str(path)!r}: unknown extension {path.suffix!r}; "
         f"expected .safetensors or one of {PICKLE_SUFFIXES}"
     )
+
+
+def load_pickle(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` on the CPU (memory-mapped when the file allows); any file it
+    refuses or cannot parse raises UnreadableCheckpointError naming the file."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 (mmap needs the zip format; old-format files load without it)
+        pass
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises many types for a bad file)
+        raise unreadable(path, error) from error
+
+
+def unreadable(path: str | Path, error: BaseException) -> UnreadableCheckpointError:
+    """The one message for a file kvideo cannot read as a checkpoint, with the reason and the way out."""
+    text = str(error)
+    if "Weights only load failed" in text or "weights_only" in text:
+        found = next((line.strip() for line in text.splitlines() if "Unsupported global" in line
+                      or "Unsupported operand" in line), "it holds Python objects, not only tensors")
+        reason = f"torch.load(weights_only=True) refuses it: {found}"
+        return UnreadableCheckpointError(f"{str(path)!r} is not a checkpoint kvideo can read ({reason}); "
+                                         f"{TRUSTED_SOURCE_HINT}")
+    first = (text.strip().splitlines() or [type(error).__name__])[0][:160]
+    if Path(path).suffix == ".safetensors":
+        reason = f"a damaged or truncated safetensors file: {first}"
+        way_out = "download or copy it again"
+    else:
+        reason = f"neither safetensors nor a PyTorch pickle that torch.load(weights_only=True) accepts: {first}"
+        way_out = f"download or copy it again; {TRUSTED_SOURCE_HINT}"
+    return UnreadableCheckpointError(f"{str(path)!r} is not a checkpoint kvideo can read ({reason}); {way_out}")
 
 
 def sub_state_dict(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, debug_requested, run_command, without_debug_flag
+
 # Each module provides `register(subparsers)`, adding its subcommand(s) with `set_defaults(func=...)`.
 SUBCOMMAND_MODULES = ("kvideo.cli", "kvideo.generate_cli", "kvideo.eval.cli", "kvideo.train.cli")
 
@@ -44,7 +46,10 @@ def _info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvideo", description="Kandinsky Video text-to-video toolkit")
+    parser = argparse.ArgumentParser(prog="kvideo", description="Kandinsky Video text-to-video toolkit",
+                                     epilog=f"Errors are one line and exit status {EXIT_ERROR}; {DEBUG_FLAG} (anywhere "
+                                            f"on the line) or {DEBUG_ENV}=1 shows the Python traceback.")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of any error (default: off)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         module = sys.modules[__name__] if name == __name__ or name == "kvideo.cli" else importlib.import_module(name)
@@ -53,16 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return dispatch(build_parser(), argv)
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse `argv` and run the command; errors the user can fix are one line `kvideo <command>: error: ...`
+    with exit status 2, other exceptions (bugs) keep their traceback; `--debug` shows it for all."""
+    debug = debug_requested(argv)
+    args = parser.parse_args(without_debug_flag(argv))
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"kvideo {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    return run_command(command_name(args), lambda: args.func(args), debug=debug)
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """`kvideo generate`, `kvideo train keyframe`, `kvideo eval fvd`: the words that name the command."""
+    words = [args.command] + [getattr(args, f"{args.command}_command", None) or ""]
+    return " ".join(["kvideo", *filter(None, words)])
 
 
 if __name__ == "__main__":

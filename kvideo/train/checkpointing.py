@@ -4,14 +4,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from kvideo.checkpoint import CheckpointError, atomic_path, load_file, load_state_dict_strict, save_safetensors
+from kvideo.checkpoint import (
+    CheckpointError, UnreadableCheckpointError, atomic_path, load_file, load_pickle, load_state_dict_strict,
+    save_safetensors,
+)
+from kvideo.errors import BadInputError, OutputError
 from kvideo.models.base import EXTRA_PREFIX
 from kvideo.models.temporal import load_temporal_state_dict
 
@@ -20,6 +25,7 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
 LATEST = "latest"
 CHECKPOINTS = "checkpoints"
+STATE_KEYS = ("step", "optimizer", "scheduler", "rng")
 PIPELINE_MODELS = {"keyframe": "unet", "interpolation": "interpolation_unet", "decoder": "decoder"}
 
 
@@ -110,6 +116,25 @@ def step_folder_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def folder_step(folder: Path) -> int | None:
+    """The step of a `step-N` checkpoint folder (None for other names)."""
+    head, _, number = folder.name.partition("-")
+    return int(number) if head == "step" and number.isdigit() else None
+
+
+def step_folders(output_dir: str | Path) -> list[Path]:
+    """The run's checkpoint folders, oldest step first (by step number, not by name)."""
+    root = checkpoint_root(output_dir)
+    found = [p for p in root.glob("step-*") if p.is_dir() and folder_step(p) is not None] if root.is_dir() else []
+    return sorted(found, key=folder_step)
+
+
+def latest_folder(output_dir: str | Path) -> Path | None:
+    """The folder the `latest` pointer names (None without a pointer)."""
+    pointer = checkpoint_root(output_dir) / LATEST
+    return checkpoint_root(output_dir) / pointer.read_text().strip() if pointer.is_file() else None
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -119,7 +144,11 @@ def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training state {str(path)!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = load_pickle(path)
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UnreadableCheckpointError(f"{str(path)!r} is not a kvideo training state (no {missing})")
+    return state
 
 
 def begin_checkpoint(output_dir: str | Path, step: int) -> Path:
@@ -134,7 +163,8 @@ def begin_checkpoint(output_dir: str | Path, step: int) -> Path:
 
 
 def commit_checkpoint(output_dir: str | Path, tmp: Path, step: int, keep: int) -> Path:
-    """Move the finished folder into place, point `latest` at it, and drop the oldest beyond `keep`."""
+    """Move the finished folder into place, point `latest` at it, and drop the lowest steps beyond `keep`
+    (never the folder `latest` names)."""
     root = checkpoint_root(output_dir)
     final = root / step_folder_name(step)
     if final.exists():
@@ -142,20 +172,141 @@ def commit_checkpoint(output_dir: str | Path, tmp: Path, step: int, keep: int) -
     os.replace(tmp, final)
     with atomic_path(root / LATEST) as pointer:
         pointer.write_text(final.name + "\n")
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old)
+    for old in step_folders(output_dir)[:-keep]:
+        if old != final:
+            shutil.rmtree(old)
     return final
 
 
-def find_resume(output_dir: str | Path, resume: str) -> Path | None:
-    """The checkpoint folder to resume from: `latest` (None when the run has none yet) or a folder."""
+def remove_temporary_files(output_dir: str | Path) -> list[Path]:
+    """Delete what a killed run left half-written: `.step-N.tmp` folders and atomic-write temp files
+    (`.NAME.XXXX.tmp...`) in the run folder and its checkpoints; returns what was removed."""
+    removed = []
+    for folder in (Path(output_dir), checkpoint_root(output_dir)):
+        for path in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path)
+    return removed
+
+
+# -- resuming ------------------------------------------------------------------------------------
+@dataclass
+class Restored:
+    """Everything a checkpoint gives back to a resumed run (checked against the model and task)."""
+
+    folder: Path
+    weights: dict[str, torch.Tensor]  # the trained weights (temporal only, or all)
+    ema: dict[str, torch.Tensor] | None  # the EMA shadow weights, when the run keeps an EMA
+    state: dict[str, Any]  # optimizer, scheduler, rng, step, data position
+    temporal: bool = True  # `weights` are the temporal modules only (else every weight)
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    def load_weights(self, model: nn.Module) -> None:
+        if self.temporal:
+            load_temporal_state_dict(model, self.weights)
+        else:
+            load_state_dict_strict(model, self.weights, what=f"resume checkpoint {str(self.folder)!r}")
+
+
+def restore(output_dir: str | Path, resume: str, *, model: nn.Module, task: str, weights: str, ema: bool,
+            report: Callable[[str], None] | None = None) -> Restored | None:
+    """The checkpoint to resume from, read and checked: None for a fresh run (no `resume`, or
+    `resume="latest"` before the first checkpoint). `latest` falls back to the newest checkpoint
+    that loads, reporting the ones skipped and why; a checkpoint of another model or task is an error."""
     if not resume:
         return None
-    if resume == LATEST:
-        pointer = checkpoint_root(output_dir) / LATEST
-        return checkpoint_root(output_dir) / pointer.read_text().strip() if pointer.is_file() else None
-    folder = Path(resume)
-    if not (folder / WEIGHTS_FILE).is_file() or not (folder / STATE_FILE).is_file():
-        raise FileNotFoundError(f"resume={resume!r} is not a training checkpoint folder (needs {WEIGHTS_FILE} and "
-                                f"{STATE_FILE}); use resume=latest or a {CHECKPOINTS}/step-* folder")
-    return folder
+    candidates = _resume_candidates(output_dir, resume)
+    skipped = []
+    for folder in candidates:
+        try:
+            restored = _read_checkpoint(folder, model=model, task=task, weights=weights, ema=ema)
+        except (UnreadableCheckpointError, FileNotFoundError) as error:
+            if resume != LATEST:
+                raise
+            skipped.append(f"{folder.name}: {error}")
+            (report or _print)(f"kvideo train: skipped checkpoint {str(folder)!r}, it does not load: {error}")
+            continue
+        if skipped:
+            (report or _print)(f"kvideo train: resuming from {str(folder)!r} (step {restored.step})")
+        return restored
+    if skipped:
+        raise UnreadableCheckpointError(f"no checkpoint in {str(checkpoint_root(output_dir))!r} loads: "
+                                        + "; ".join(skipped))
+    return None
+
+
+def _resume_candidates(output_dir: str | Path, resume: str) -> list[Path]:
+    """`latest`: the folder the pointer names, then every step folder, newest step first."""
+    if resume != LATEST:
+        folder = Path(resume)
+        if not (folder / WEIGHTS_FILE).is_file() or not (folder / STATE_FILE).is_file():
+            raise FileNotFoundError(f"resume={resume!r} is not a training checkpoint folder (needs {WEIGHTS_FILE} "
+                                    f"and {STATE_FILE}); use resume=latest or a {CHECKPOINTS}/step-* folder")
+        return [folder]
+    pointed = latest_folder(output_dir)
+    folders = list(reversed(step_folders(output_dir)))
+    return ([pointed] if pointed is not None else []) + [f for f in folders if f != pointed]
+
+
+def _read_checkpoint(folder: Path, *, model: nn.Module, task: str, weights: str, ema: bool) -> Restored:
+    what = f"resume checkpoint {str(folder)!r}"
+    state, _, info = read_weights(folder / WEIGHTS_FILE)
+    if (info.task, info.weights) != (task, weights):
+        raise CheckpointError(f"{what} holds {info.describe()}; this run trains {weights} weights of a {task} "
+                              "model: resume with the same task and train settings")
+    check_compatible(info, model, what=what)
+    ema_state = None
+    if ema:
+        if not (folder / EMA_FILE).is_file():
+            raise CheckpointError(f"{what} has no EMA weights; set ema_decay=0 or resume from a run that kept an EMA")
+        ema_state = read_weights(folder / EMA_FILE)[0]
+    return Restored(folder, state, ema_state, load_state(folder / STATE_FILE), temporal=weights == "temporal")
+
+
+def _print(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# -- the run folder ------------------------------------------------------------------------------
+RUN_FILES = ("config.json", "log.jsonl", CHECKPOINTS, "tensorboard")
+
+
+def holds_run(output_dir: str | Path) -> bool:
+    """Whether `output_dir` holds (part of) a training run: its config, log, checkpoints or exported weights."""
+    folder = Path(output_dir)
+    return folder.is_dir() and (any((folder / name).exists() for name in RUN_FILES)
+                                or any(folder.glob("*.safetensors")))
+
+
+def check_output_dir(output_dir: str | Path, *, resume: str, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that cannot be written or that holds another run
+    (unless the run resumes it or `overwrite` moves it aside)."""
+    folder = Path(output_dir)
+    if resume and overwrite:
+        raise BadInputError("--resume and --overwrite contradict each other: resume continues the run in "
+                            f"{str(folder)!r}, overwrite moves it aside; pick one")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output_dir {str(folder)!r} is a file, not a folder; choose another --output-dir")
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"output_dir {str(folder)!r} cannot be written ({str(existing)!r} is not writable); "
+                          "choose another --output-dir")
+    if holds_run(folder) and not resume and not overwrite:
+        raise BadInputError(f"{str(folder)!r} already holds a training run; pass --resume latest to continue it, "
+                            "--overwrite to move it aside and start again, or choose another --output-dir")
+
+
+def move_aside(output_dir: str | Path) -> Path | None:
+    """Rename a folder holding a run to the first free `<name>.old-N` beside it (nothing is deleted)."""
+    folder = Path(output_dir).absolute()
+    if not holds_run(folder):
+        return None
+    number = 1
+    while folder.with_name(f"{folder.name}.old-{number}").exists():
+        number += 1
+    target = folder.with_name(f"{folder.name}.old-{number}")
+    os.rename(folder, target)
+    return target

@@ -9,8 +9,8 @@ from kvideo.train.config import (
     TASKS, CacheConfig, TrainConfig, add_config_arguments, config_from_args, read_config_file,
 )
 
-EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 256); flags override the "
-          "--config file, which overrides the --preset. Launch several processes with torchrun, e.g. "
+EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 256; --output_dir spellings work "
+          "too); flags override the --config file, which overrides the --preset. Launch several processes with torchrun, e.g. "
           "torchrun --nproc_per_node 8 -m kvideo train keyframe --config configs/train/keyframe.json")
 
 
@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cache.set_defaults(func=run_cache_command)
     for task in TASKS:
         sub = commands.add_parser(task, help=f"train the {task} model", epilog=EPILOG)
-        add_config_arguments(sub, TrainConfig, skip=("task", "clip.task"))
+        sub.add_argument("--overwrite", action="store_true",
+                         help="move a previous run in --output-dir aside (to OUTPUT_DIR.old-N) and start again; "
+                              "nothing is deleted (default: refuse a folder that holds a run)")
+        add_config_arguments(sub, TrainConfig, skip=("task", "clip.task"), preset=task)
         sub.set_defaults(func=run_train_command, task=task)
 
 
@@ -46,7 +49,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def run_train_command(args: argparse.Namespace) -> int:
     from kvideo.train.trainer import train
 
-    result = train(train_config(args))
+    result = train(train_config(args), overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {result.step} steps (last loss {result.last_loss:.4f}); weights: {result.weights}")
     return 0
@@ -62,14 +65,11 @@ def run_cache_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m kvideo.train.cli STEP ...`: the same as `kvideo train STEP ...` (handy under torchrun)."""
+    from kvideo.cli import dispatch
+
     parser = argparse.ArgumentParser(prog="kvideo")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"kvideo train {args.train_command}: error: {error}", file=sys.stderr)
-        return 2
+    return dispatch(parser, ["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any
 
 from kvideo.config import Config, check
+from kvideo.errors import BadInputError
 
 TASKS = ("movq", "image", "keyframe", "interpolation", "decoder")
 CACHE_TASKS = ("keyframe", "interpolation")
@@ -279,6 +281,75 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- command line ---------------------------------------------------------------------------------
+# One line of help per config field, by config class and field (nested fields under their own class).
+FIELD_HELP: dict[str, dict[str, str]] = {
+    "ClipConfig": {
+        "task": "which model the clips are for",
+        "height": "clip height in pixels (a multiple of 64)",
+        "width": "clip width in pixels (a multiple of 64)",
+        "keyframes": "keyframe clips: frames per clip; interpolation clips: keyframes per clip",
+        "keyframe_step": "reference frames between keyframes (12 at 24 fps = 2 fps)",
+        "interpolated_frames": "interpolation: frames between each pair of keyframes",
+        "max_skip": "interpolation: largest distance in reference frames between consecutive frames",
+        "decoder_frames": "decoder (and movq) clips: frames per clip",
+        "decoder_step": "decoder (and movq) clips: reference frames between consecutive frames",
+        "reference_fps": "the frame rate the steps above are counted in",
+    },
+    "TrainConfig": {
+        "task": "which model to train",
+        "model": "checkpoint to fine-tune: an official .pt or a kvideo .safetensors (empty: --model-preset)",
+        "model_preset": "architecture preset: for official pickles, or random weights when --model is empty",
+        "data": "cache folder (keyframe, interpolation) or video folder (decoder, movq, image)",
+        "captions": "decoder: the video list (CSV / JSONL) of --data",
+        "output_dir": "run folder: config, log, checkpoints and the trained weights",
+        "train": "temporal (the temporal layers only) or all (every weight)",
+        "steps": "optimizer steps in the whole run",
+        "batch_size": "clips per process and micro-step",
+        "grad_accum": "micro-steps accumulated per optimizer step",
+        "lr": "AdamW learning rate (finite, > 0)",
+        "warmup_steps": "linear learning-rate warm-up steps (0: none)",
+        "weight_decay": "AdamW weight decay",
+        "adam_betas": "AdamW betas, two comma-separated numbers",
+        "adam_eps": "AdamW epsilon",
+        "max_grad_norm": "clip the gradient norm to this (0: no clipping)",
+        "precision": "bf16 (autocast, float32 master weights) or fp32",
+        "gradient_checkpointing": "recompute activations in the backward pass to save memory",
+        "ema_decay": "decay of an exponential moving average of the weights, in [0, 1) (0: no EMA)",
+        "num_train_timesteps": "diffusion timesteps of the training schedule",
+        "uncond_prob": "probability of dropping the text (for classifier-free guidance), in [0, 1]",
+        "max_perturbation": "interpolation: largest noise timestep added to the conditioning keyframes",
+        "decoder_loss": "decoder reconstruction loss: l1 or mse",
+        "strategy": "multi-GPU strategy: ddp or fsdp",
+        "zero": "ddp: shard the optimizer state across processes (ZeRO-1)",
+        "device": "auto, cpu or cuda",
+        "seed": "seed of the weights' noise, the data order and the diffusion noise",
+        "num_workers": "data loader worker processes",
+        "log_every": "steps between log lines",
+        "save_every": "steps between checkpoints",
+        "keep_checkpoints": "checkpoints kept (the lowest steps are removed; never the latest)",
+        "resume": "'latest' (this run's newest checkpoint that loads) or a checkpoints/step-* folder",
+        "progress": "show a progress bar",
+        "tensorboard": "also write TensorBoard logs (needs tensorboard)",
+    },
+    "CacheConfig": {
+        "videos": "folder the captions' video paths are relative to",
+        "captions": "video list with captions: CSV (WebVid results.csv) or JSONL",
+        "output": "cache folder to write (a rerun with the same settings resumes it)",
+        "movq": "MoVQ checkpoint that encodes the frames (official movq.pt or kvideo .safetensors)",
+        "movq_preset": "MoVQ architecture: for official pickles, or random weights when --movq is empty",
+        "text_encoder": "Hugging Face T5 encoder folder (keyframe caches)",
+        "text_checkpoint": "keyframe checkpoint holding the text projection and the null embedding",
+        "clips_per_video": "clips drawn from each video",
+        "shard_size": "clips per safetensors shard",
+        "batch_size": "clips encoded together",
+        "dtype": "storage dtype of the latents: float16, bfloat16 or float32",
+        "device": "auto, cpu, cuda or cuda:N",
+        "seed": "seed of the clip positions",
+        "progress": "show a progress bar",
+    },
+}
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -288,42 +359,113 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def parse_float(text: str) -> float:
+    """A finite number (nan and inf are refused before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+PARSERS = {bool: parse_bool, float: parse_float, int: parse_int}
+METAVARS = {parse_bool: "BOOL", parse_float: "X", parse_int: "N", str: "TEXT"}  # others: comma-separated tuples
+
+
 def _parser_for(annotation: Any):
     origin = typing.get_origin(annotation)
     if origin is tuple:
-        item = typing.get_args(annotation)[0]
-        return lambda text: tuple(item(v) for v in text.split(","))
-    if annotation is bool:
-        return parse_bool
-    return annotation
+        item = PARSERS.get(typing.get_args(annotation)[0], typing.get_args(annotation)[0])
+
+        def parse_tuple(text: str) -> tuple:
+            return tuple(item(v) for v in text.split(","))
+        return parse_tuple
+    return PARSERS.get(annotation, annotation)
 
 
 def config_fields(cls: type[Config], prefix: str = "") -> list[tuple[str, Any]]:
     """(dotted name, parser) for every field, nested configs flattened (`clip.height`)."""
+    return [(name, parse) for name, parse, _ in _fields_with_help(cls, prefix)]
+
+
+def _fields_with_help(cls: type[Config], prefix: str = "") -> list[tuple[str, Any, str]]:
     hints = typing.get_type_hints(cls)
     fields = []
     for field in dataclasses.fields(cls):
         annotation = hints[field.name]
         if isinstance(annotation, type) and issubclass(annotation, Config):
-            fields += config_fields(annotation, prefix=f"{prefix}{field.name}.")
+            fields += _fields_with_help(annotation, prefix=f"{prefix}{field.name}.")
         else:
-            fields.append((prefix + field.name, _parser_for(annotation)))
+            fields.append((prefix + field.name, _parser_for(annotation), FIELD_HELP[cls.__name__][field.name]))
     return fields
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], skip: tuple[str, ...] = ()) -> None:
-    """`--config`, `--preset` and one `--name` option per field (`--clip.height 256`)."""
-    parser.add_argument("--config", help="JSON or YAML file with config values (unknown keys are errors)")
-    parser.add_argument("--preset", help=f"start from a named preset: {', '.join(cls.presets())}")
+def flag_name(dotted: str) -> str:
+    """`clip.reference_fps` -> `--clip.reference-fps` (the spelling shown; the underscore one works too)."""
+    return "--" + dotted.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "none" if value == "" else str(value)
+
+
+def _lookup(config: Config, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], skip: tuple[str, ...] = (),
+                         preset: str | None = None) -> None:
+    """`--config`, `--preset` and one `--name` option per field (`--clip.height 256`), each with its
+    one-line help and the default it has when not given (`preset`: the preset used then)."""
+    defaults = cls.preset(preset) if preset else cls()
+    shown_default = preset or "none"
+    parser.add_argument("--config", metavar="FILE",
+                        help="JSON or YAML file with config values; unknown keys are errors (default: none)")
+    parser.add_argument("--preset", metavar="NAME",
+                        help=f"start from a named preset: {', '.join(cls.presets())} (default: {shown_default})")
     group = parser.add_argument_group("config values (override the file and preset)")
-    for name, parse in config_fields(cls):
-        if name not in skip:
-            group.add_argument(f"--{name}", dest=f"cfg:{name}", type=parse, default=None, metavar="VALUE")
+    for name, parse, text in _fields_with_help(cls):
+        if name in skip:
+            continue
+        dest, metavar = f"cfg:{name}", METAVARS.get(parse, "X,X")
+        group.add_argument(flag_name(name), dest=dest, type=parse, default=None, metavar=metavar,
+                           help=f"{text} (default: {_shown(_lookup(defaults, name))})")
+        if flag_name(name) != f"--{name}":  # the underscore spelling of earlier versions and config files
+            group.add_argument(f"--{name}", dest=dest, type=parse, default=None, help=argparse.SUPPRESS)
+
+
+def check_finite(config: Config, prefix: str = "") -> None:
+    """Every float value of `config` (nested ones too) is finite: nan and inf are refused before work."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, Config):
+            check_finite(value, prefix=f"{prefix}{field.name}.")
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise BadInputError(f"{prefix}{field.name}={value}: must be a finite number")
 
 
 def config_from_args(cls: type[Config], args: argparse.Namespace, **fixed: Any) -> Config:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
-    return load_config(cls, args.config, args.preset, {**overrides, **fixed})
+    config = load_config(cls, args.config, args.preset, {**overrides, **fixed})
+    check_finite(config)
+    return config
 
 
 def write_presets(folder: str | Path) -> list[Path]:

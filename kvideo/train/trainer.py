@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from kvideo.checkpoint import atomic_path, load_state_dict_strict
-from kvideo.models.temporal import load_temporal_state_dict
+from kvideo.checkpoint import atomic_path
+from kvideo.errors import KVideoError
 from kvideo.train import checkpointing as ckpt
 from kvideo.train import distributed
 from kvideo.train.config import TrainConfig
@@ -66,15 +67,19 @@ class Trainer:
     """Fine-tunes one task under torchrun (or in one process). Everything that can be wrong with the
     inputs (data, model, resume checkpoint) raises before the first step."""
 
-    def __init__(self, cfg: TrainConfig, env: distributed.DistEnv) -> None:
-        self.cfg, self.env = cfg, env
+    def __init__(self, cfg: TrainConfig, env: distributed.DistEnv, *, overwrite: bool = False) -> None:
+        self.cfg, self.env, self.overwrite = cfg, env, overwrite
         self.output_dir = Path(cfg.output_dir)
-        self.resume_from = ckpt.find_resume(cfg.output_dir, cfg.resume)
+        self._check_output_dir()
         self.task: Task = build_task(cfg)
         self.trained_keys = _trained_keys(self.task, cfg.train)
         self.info = ckpt.WeightsInfo(self.task.model.model_type, self.task.model.config.to_json(), cfg.task,
                                      cfg.trained_weights, 0)
-        state = self._load_resume_weights()
+        restored = ckpt.restore(self.output_dir, cfg.resume, model=self.task.model, task=cfg.task,
+                                weights=cfg.trained_weights, ema=bool(cfg.ema_decay),
+                                report=_on_main(env))
+        if restored is not None:
+            restored.load_weights(self.task.model)
         self.task.model.to(env.device)
         self.module = distributed.wrap_model(self.task.module, env, cfg.strategy, self.task.shard_types)
         self.params = {n: p for n, p in self.task.model.named_parameters() if p.requires_grad}
@@ -84,43 +89,49 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.ema = EMA(self.params, cfg.ema_decay) if cfg.ema_decay else None
         self.step = 0
-        if state is not None:
-            self._restore(state)
-        self.log = TrainLog(self.output_dir, enabled=env.is_main, tensorboard=cfg.tensorboard)
-        self.log.drop_after(self.step)
+        if restored is not None:
+            self._restore(restored)
+        self.log: TrainLog | None = None  # opened by `run`, once the run folder is ready
 
     # -- setup ---------------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
         """Constant learning rate after an optional linear warm-up."""
         return min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
 
-    def _load_resume_weights(self) -> dict[str, Any] | None:
-        """Check the resume checkpoint against this model, load its weights; return its training state."""
-        if self.resume_from is None:
-            return None
-        state, _, info = ckpt.read_weights(self.resume_from / ckpt.WEIGHTS_FILE)
-        what = f"resume checkpoint {str(self.resume_from)!r}"
-        if (info.task, info.weights) != (self.cfg.task, self.cfg.trained_weights):
-            raise ValueError(f"{what} holds {info.describe()}; this run trains {self.cfg.trained_weights} weights "
-                             f"of a {self.cfg.task} model: resume with the same task and train settings")
-        ckpt.check_compatible(info, self.task.model, what=what)
-        if self.cfg.train == "temporal":
-            load_temporal_state_dict(self.task.model, state)
-        else:
-            load_state_dict_strict(self.task.model, state, what=what)
-        return ckpt.load_state(self.resume_from / ckpt.STATE_FILE)
+    def _check_output_dir(self) -> None:
+        """Rank 0 checks the run folder (before any rank writes to it) and every rank raises what it found."""
+        error = None
+        if self.env.is_main:
+            try:
+                ckpt.check_output_dir(self.output_dir, resume=self.cfg.resume, overwrite=self.overwrite)
+            except KVideoError as found:
+                error = found
+        error = distributed.broadcast_object(error, self.env)
+        if error is not None:
+            raise error
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        self._load_optimizer(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+    def _restore(self, restored: ckpt.Restored) -> None:
+        """The training state of a checkpoint: optimizer, scheduler, EMA, RNG and step."""
+        self._load_optimizer(restored.state["optimizer"])
+        self.scheduler.load_state_dict(restored.state["scheduler"])
         if self.ema is not None:
-            ema_path = self.resume_from / ckpt.EMA_FILE
-            if not ema_path.is_file():
-                raise ValueError(f"resume checkpoint {str(self.resume_from)!r} has no EMA weights; set ema_decay=0 "
-                                 "or resume from a run that kept an EMA")
-            self.ema.load_state_dict(ckpt.read_weights(ema_path)[0])
-        set_rng_state(state["rng"])
-        self.step = int(state["step"])
+            self.ema.load_state_dict(restored.ema)
+        set_rng_state(restored.state["rng"])
+        self.step = restored.step
+
+    def _prepare_output_dir(self) -> None:
+        """Move an old run aside (--overwrite), clear a killed run's temp files, write config.json, open the log."""
+        if self.env.is_main:
+            if self.overwrite and (moved := ckpt.move_aside(self.output_dir)) is not None:
+                print(f"kvideo train: moved the previous run in {str(self.output_dir)!r} to {str(moved)!r}",
+                      file=sys.stderr)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_temporary_files(self.output_dir)
+            with atomic_path(self.output_dir / "config.json") as tmp:
+                tmp.write_text(self.cfg.to_json(indent=2))
+        distributed.barrier(self.env)
+        self.log = TrainLog(self.output_dir, enabled=self.env.is_main, tensorboard=self.cfg.tensorboard)
+        self.log.drop_after(self.step)
 
     # -- optimizer state across strategies -----------------------------------------------------------
     def _optimizer_state(self) -> dict[str, Any] | None:
@@ -158,10 +169,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        if self.env.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.output_dir / "config.json") as tmp:
-                tmp.write_text(cfg.to_json(indent=2))
+        self._prepare_output_dir()
         batches = self.batches()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.task}",
                    disable=not (cfg.progress and self.env.is_main))
@@ -297,11 +305,17 @@ class _Window:
         return values
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run `cfg` in this process: one process, or one rank of a torchrun launch."""
+def _on_main(env: distributed.DistEnv):
+    """Print a message to stderr on the main rank only."""
+    return lambda message: print(message, file=sys.stderr) if env.is_main else None
+
+
+def train(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
+    """Run `cfg` in this process: one process, or one rank of a torchrun launch. An output folder holding
+    another run is refused unless `cfg.resume` continues it or `overwrite` moves it aside."""
     env = distributed.setup(cfg.device)
     try:
-        return Trainer(cfg, env).run()
+        return Trainer(cfg, env, overwrite=overwrite).run()
     finally:
         distributed.teardown(env)
 

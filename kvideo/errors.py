@@ -1,0 +1,88 @@
+"""kvideo's own exceptions, and the one way the command line reports them (one line, exit status 2)."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable
+
+EXIT_ERROR = 2  # a user-facing error (bad input, file, checkpoint), as argparse uses
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "KVIDEO_DEBUG"
+
+
+class KVideoError(Exception):
+    """Base of the errors kvideo raises on purpose: the message says what is wrong and how to fix it."""
+
+
+class BadInputError(KVideoError, ValueError):
+    """An argument, option, prompt or config value that cannot be used."""
+
+
+class CheckpointError(KVideoError, ValueError):
+    """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A file that is not a checkpoint kvideo can read (not safetensors / a weights-only pickle, or damaged)."""
+
+
+class BadDataError(KVideoError, ValueError):
+    """Training or evaluation data that cannot be used (a prompts file, a cache, videos)."""
+
+
+class OutputError(KVideoError, OSError):
+    """An output location that cannot be written (read-only, a folder where a file goes, ...)."""
+
+
+class SamplingDivergedError(KVideoError, RuntimeError):
+    """Sampling produced non-finite latents; nothing was decoded or written."""
+
+
+# The exceptions a command reports as one line: kvideo's own and the expected bad-input / file errors.
+EXPECTED = (KVideoError, ValueError, OSError)
+
+
+def debug_requested(argv: list[str]) -> bool:
+    """`--debug` anywhere before a `--`, or KVIDEO_DEBUG=1 in the environment."""
+    head = argv[: argv.index("--")] if "--" in argv else argv
+    return DEBUG_FLAG in head or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def without_debug_flag(argv: list[str]) -> list[str]:
+    """`argv` with the `--debug` flags (before any `--`) taken out."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return [a for a in argv[:cut] if a != DEBUG_FLAG] + argv[cut:]
+
+
+def is_expected(error: BaseException) -> bool:
+    """An error the user can fix from its message (no traceback needed); ImportErrors only with a pip hint."""
+    if isinstance(error, ImportError):
+        return "pip install" in str(error)
+    return isinstance(error, EXPECTED)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of `error` as one line (multi-line messages joined with '; ')."""
+    text = str(error) if str(error) else type(error).__name__
+    if isinstance(error, OSError) and error.filename is not None and not isinstance(error, KVideoError):
+        text = f"{error.filename}: {error.strerror or text}"
+    parts = [part.strip() for part in text.splitlines() if part.strip()]
+    return "; ".join(parts).replace(":;", ":")
+
+
+def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
+    """Call `func`; report expected errors as `PROG: error: ...` (exit 2), re-raise the rest (bugs)."""
+    try:
+        return int(func() or 0)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 (sorted into expected / bug below)
+        if debug or not is_expected(error):
+            raise
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
