@@ -1,0 +1,26 @@
+"""`kvideo data shapes` and `kvideo eval shapes`: argument parsing only; the work is in kvideo.shapes."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    """`kvideo data shapes OUT --videos N`: render a captioned set of moving shapes."""
+    parser = subparsers.add_parser("data", help="make training data (synthetic captioned videos)")
+    commands = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = commands.add_parser("shapes", help="render clips of one shape moving on a plain background + captions.csv")
+    p.add_argument("out", metavar="OUT", help="output folder (videos/*.mp4, captions.csv); reruns resume")
+    p.add_argument("--videos", type=int, required=True, help="number of clips to render (required)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the set: same seed, same clips (default 0)")
+    p.add_argument("--size", type=int, default=128, help="frame height and width, a multiple of 8 (default 128)")
+    p.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each clip in seconds (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
+    p.set_defaults(func=_data_shapes)
+
+
+def _data_shapes(args) -> int:
+    from kvideo.shapes.render import render_dataset
+
+    captions = render_dataset(args.out, args.videos, args.seed, args.size, args.fps, args.seconds,
+                              progress=not args.quiet)
+    print(f"{args.videos} clips and their captions: {captions}")
+    return 0

@@ -1,0 +1,211 @@
+"""Render captioned clips of one shape moving in a straight line, deterministic by (seed, index), anti-aliased."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import numbers
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kvideo.checkpoint import atomic_path
+from kvideo.errors import BadInputError
+from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTION_VECTORS, Caption, all_captions
+
+SUPERSAMPLE = 4  # samples per pixel along each axis; their mean is the pixel's coverage
+OBJECT_SIZE = (0.18, 0.30)  # side of the shape's bounding square, as a fraction of the frame's short side
+MIN_TRAVEL = 0.30  # distance travelled over the clip, as a fraction of the frame along the direction
+MARGIN = 1.0  # pixels always kept between the shape and the frame's edge
+MIN_SIZE = 16  # smallest frame side: smaller shapes are a few pixels and unrecognisable
+CAPTION_KEY = 0x5A4E  # seeds the caption permutations apart from the per-clip streams [seed, index]
+SETTINGS_FILE = "render.json"
+FORMAT_VERSION = 1  # bump when the same settings would render different clips
+CSV_COLUMNS = ("path", "caption", "color", "shape", "direction", "background", "object_size", "start_y", "start_x",
+               "velocity_y", "velocity_x", "travel", "num_frames", "fps")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Frame size, frame rate and length of every clip of a set."""
+
+    height: int = 128
+    width: int = 128
+    fps: float = 24.0
+    seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < MIN_SIZE or value % 8:
+                raise BadInputError(f"{name}={value!r}: frame sizes must be multiples of 8 and at least {MIN_SIZE} "
+                                 f"(e.g. 64 or 128)")
+        for name in ("fps", "seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+                raise BadInputError(f"{name}={value!r} must be a positive number")
+        if self.num_frames < 2:
+            raise BadInputError(f"fps={self.fps} x seconds={self.seconds} gives {self.num_frames} frame(s): a clip needs "
+                             f"at least 2 frames to travel {MIN_TRAVEL:.0%} of the frame; raise --fps or --seconds")
+
+    @classmethod
+    def from_size(cls, size: int | tuple[int, int], fps: float = 24.0, seconds: float = 10.0) -> "RenderSettings":
+        """`size` is one side (square frames) or (height, width)."""
+        height, width = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+        return cls(height, width, fps, seconds)
+
+    @property
+    def num_frames(self) -> int:
+        return round(self.fps * self.seconds)
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """Everything that decides one clip: its caption and the shape's size, start and constant velocity."""
+
+    caption: Caption
+    object_size: float  # pixels: side of the shape's bounding square
+    start: tuple[float, float]  # (y, x) of the shape's centre in the first frame, pixels
+    velocity: tuple[float, float]  # (dy, dx) pixels per frame
+    num_frames: int
+
+    def centers(self) -> np.ndarray:
+        """(num_frames, 2) centre (y, x) of the shape in every frame."""
+        t = np.arange(self.num_frames, dtype=np.float64)[:, None]
+        return np.asarray(self.start) + t * np.asarray(self.velocity)
+
+
+# -- what each clip shows ------------------------------------------------------------------------
+def clip_caption(seed: int, index: int) -> Caption:
+    """Clip `index`'s caption: every 216 consecutive clips (0-215, 216-431, ...) hold each caption once."""
+    captions = all_captions()
+    cycle, position = divmod(index, len(captions))
+    order = np.random.default_rng([seed, CAPTION_KEY, cycle]).permutation(len(captions))
+    return captions[order[position]]
+
+
+def clip_params(seed: int, index: int, settings: RenderSettings) -> ClipParams:
+    """Random size, start and speed of clip `index`, from its own stream `default_rng([seed, index])`."""
+    caption = clip_caption(seed, index)
+    rng = np.random.default_rng([seed, index])
+    size = rng.uniform(*OBJECT_SIZE) * min(settings.height, settings.width)
+    extents = np.array([settings.height, settings.width], dtype=np.float64)
+    low, high = size / 2 + MARGIN, extents - size / 2 - MARGIN  # where the centre may be: fully visible
+    direction = np.array(DIRECTION_VECTORS[caption.direction])
+    axis = int(np.argmax(np.abs(direction)))
+    travel = rng.uniform(MIN_TRAVEL * extents[axis], high[axis] - low)
+    start = rng.uniform(low, high)  # the cross axis keeps this; the motion axis is redrawn below
+    first = rng.uniform(low, high[axis] - travel)
+    start[axis] = first if direction[axis] > 0 else first + travel
+    velocity = direction * travel / (settings.num_frames - 1)
+    return ClipParams(caption, float(size), (float(start[0]), float(start[1])),
+                      (float(velocity[0]), float(velocity[1])), settings.num_frames)
+
+
+# -- drawing -------------------------------------------------------------------------------------
+def inside(shape: str, v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Whether points (v, u) = (dy, dx) / half-size from the centre lie in the shape (triangle: apex up)."""
+    if shape == "circle":
+        return u * u + v * v <= 1.0
+    if shape == "square":
+        return (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0)
+    if shape == "triangle":
+        return (v <= 1.0) & (np.abs(u) <= (v + 1.0) / 2)
+    raise BadInputError(f"unknown shape {shape!r}; choose one of circle, square, triangle")
+
+
+def coverage(shape: str, size: float, center: tuple[float, float], rows: slice, cols: slice) -> np.ndarray:
+    """Fraction of each pixel of the window (rows, cols) that the shape covers, from SUPERSAMPLE^2 samples."""
+    s = SUPERSAMPLE
+    ys = (np.arange(rows.start * s, rows.stop * s) + 0.5) / s
+    xs = (np.arange(cols.start * s, cols.stop * s) + 0.5) / s
+    half = size / 2
+    hits = inside(shape, (ys[:, None] - center[0]) / half, (xs[None, :] - center[1]) / half)
+    return hits.reshape(len(ys) // s, s, len(xs) // s, s).mean(axis=(1, 3))
+
+
+def _window(center: float, half: float, limit: int) -> slice:
+    """Pixels that may touch [center - half, center + half], clipped to the frame."""
+    return slice(max(int(math.floor(center - half)) - 1, 0), min(int(math.ceil(center + half)) + 1, limit))
+
+
+def render_clip(params: ClipParams, settings: RenderSettings) -> np.ndarray:
+    """The clip as uint8 (f, h, w, 3): the background everywhere, the shape blended by its coverage."""
+    background = np.array(BACKGROUNDS[params.caption.background], dtype=np.float64)
+    color = np.array(COLORS[params.caption.color], dtype=np.float64)
+    frames = np.empty((params.num_frames, settings.height, settings.width, 3), dtype=np.uint8)
+    frames[:] = background.astype(np.uint8)
+    half = params.object_size / 2
+    for frame, (cy, cx) in zip(frames, params.centers()):
+        rows, cols = _window(cy, half, settings.height), _window(cx, half, settings.width)
+        alpha = coverage(params.caption.shape, params.object_size, (cy, cx), rows, cols)[..., None]
+        frame[rows, cols] = np.rint(background + alpha * (color - background)).astype(np.uint8)
+    return frames
+
+
+# -- a captioned set on disk ---------------------------------------------------------------------
+def render_dataset(out: str | Path, num_videos: int, seed: int = 0, size: int | tuple[int, int] = 128,
+                   fps: float = 24.0, seconds: float = 10.0, *, progress: bool = True) -> Path:
+    """Write `out/videos/{index:05d}.mp4` and `out/captions.csv`; returns the captions file.
+
+    Clips already in `out` (written atomically, so complete) are kept: an interrupted run resumes,
+    and a larger `num_videos` with the same settings adds clips (the first N are the same set).
+    """
+    from tqdm.auto import tqdm
+
+    from kvideo.export import write_video
+
+    settings = RenderSettings.from_size(size, fps, seconds)
+    _check_counts(num_videos, seed)
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    _claim_folder(out, seed, settings)
+    rows = []
+    for index in tqdm(range(num_videos), desc="rendering shapes", unit="clip", disable=not progress):
+        params = clip_params(seed, index, settings)
+        relative = f"videos/{index:05d}.mp4"
+        if not (out / relative).is_file():
+            write_video(out / relative, render_clip(params, settings), settings.fps, progress=False)
+        rows.append(_csv_row(relative, params, settings))
+    return _write_captions(out / "captions.csv", rows)
+
+
+def _check_counts(num_videos: int, seed: int) -> None:
+    if not isinstance(num_videos, numbers.Integral) or num_videos < 1:
+        raise BadInputError(f"videos={num_videos!r}: render at least 1 video")
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise BadInputError(f"seed={seed!r} must be a non-negative integer")
+
+
+def _claim_folder(out: Path, seed: int, settings: RenderSettings) -> None:
+    """Record the set's settings in `out`; refuse a folder rendered with other settings (its clips differ)."""
+    wanted = {"version": FORMAT_VERSION, "seed": int(seed), **asdict(settings)}
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            raise BadInputError(f"{str(out)!r} holds clips rendered with {found}, not {wanted}; "
+                             f"render into another folder (or empty this one)")
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(wanted, indent=1) + "\n")
+
+
+def _csv_row(relative: str, params: ClipParams, settings: RenderSettings) -> list:
+    caption = params.caption
+    axis = 0 if caption.direction in ("up", "down") else 1
+    extent = (settings.height, settings.width)[axis]
+    travel = abs(params.velocity[axis]) * (params.num_frames - 1) / extent
+    numbers_ = (params.object_size, *params.start, *params.velocity, travel)
+    return [relative, caption.text, caption.color, caption.shape, caption.direction, caption.background,
+            *(f"{value:.6g}" for value in numbers_), params.num_frames, f"{settings.fps:g}"]
+
+
+def _write_captions(path: Path, rows: list[list]) -> Path:
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(rows)
+    return path

@@ -1,0 +1,186 @@
+"""kvideo.shapes: the caption grammar, the clip renderer and `kvideo data shapes` (tiny sizes, short clips)."""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kvideo.cli import main
+from kvideo.shapes.grammar import (
+    BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, Caption, all_captions, check_prompt_in_grammar, parse_caption,
+)
+from kvideo.shapes.render import (
+    OBJECT_SIZE, RenderSettings, clip_caption, clip_params, coverage, render_clip, render_dataset,
+)
+from kvideo.video_io import read_frames, video_info
+
+
+def rows(captions: Path) -> list[dict]:
+    with captions.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def decoded(folder: Path) -> list[np.ndarray]:
+    return [read_frames(folder / row["path"]) for row in rows(folder / "captions.csv")]
+
+
+# -- grammar -------------------------------------------------------------------------------------
+def test_grammar_values_are_the_documented_public_api():
+    assert COLORS == {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
+                      "yellow": (230, 210, 40), "purple": (140, 60, 200), "orange": (240, 140, 30)}
+    assert BACKGROUNDS == {"black": (20, 20, 20), "gray": (128, 128, 128), "white": (235, 235, 235)}
+    assert SHAPES == ("circle", "square", "triangle") and DIRECTIONS == ("left", "right", "up", "down")
+    assert Caption("red", "circle", "left", "black").text == "a red circle moving left on a black background"
+
+
+def test_every_caption_round_trips_and_there_are_216():
+    captions = all_captions()
+    assert len(captions) == len(set(captions)) == 216
+    assert len({c.text for c in captions}) == 216
+    for caption in captions:
+        assert parse_caption(caption.text) == caption
+    assert parse_caption("  A Red   CIRCLE moving left on a black background ") == Caption("red", "circle", "left", "black")
+
+
+@pytest.mark.parametrize("text", [
+    "", "a red circle", "a pink circle moving left on a black background",
+    "a red hexagon moving left on a black background", "a red circle moving sideways on a black background",
+    "a red circle moving left on a blue background", "a red circle moving left on a black background now",
+    "the red circle moving left on a black background", "a red circle running left on a black background",
+    "a red circle moving left in a black background", "a red circle moving left on a black floor", None, 3,
+])
+def test_text_outside_the_grammar_does_not_parse(text):
+    assert parse_caption(text) is None
+
+
+def test_grammar_notice_only_outside_the_grammar():
+    assert check_prompt_in_grammar("a blue square moving up on a gray background") is None
+    notice = check_prompt_in_grammar("a cat playing piano")
+    assert notice and "\n" not in notice and "a cat playing piano" in notice and "triangle" in notice
+
+
+def test_caption_refuses_words_outside_the_grammar():
+    with pytest.raises(ValueError, match="pink"):
+        Caption("pink", "circle", "left", "black")
+    with pytest.raises(ValueError, match="diagonal"):
+        Caption("red", "circle", "diagonal", "black")
+
+
+# -- clip parameters -----------------------------------------------------------------------------
+def test_captions_are_balanced_every_216_clips():
+    first = [clip_caption(7, i) for i in range(432)]
+    assert set(first[:216]) == set(all_captions())
+    assert set(Counter(first).values()) == {2}
+    assert first[:216] != first[216:]  # each cycle is its own permutation
+    assert [clip_caption(8, i) for i in range(216)] != first[:216]
+
+
+@pytest.mark.parametrize("size, seconds", [(64, 1.0), (128, 10.0), ((64, 128), 2.0), ((128, 32), 0.5), (16, 0.1)])
+def test_every_clip_keeps_the_shape_visible_and_travels_enough(size, seconds):
+    settings = RenderSettings.from_size(size, fps=24, seconds=seconds)
+    extents = np.array([settings.height, settings.width])
+    for index in range(600):
+        params = clip_params(3, index, settings)
+        half = params.object_size / 2
+        short = min(settings.height, settings.width)
+        assert OBJECT_SIZE[0] * short <= params.object_size <= OBJECT_SIZE[1] * short
+        centers = params.centers()  # linear: the extremes are the first and last frames
+        assert np.all(centers - half >= 0) and np.all(centers + half <= extents)
+        direction = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[params.caption.direction]
+        motion = centers[-1] - centers[0]
+        axis = int(np.argmax(np.abs(direction)))
+        assert motion[1 - axis] == 0 and np.sign(motion[axis]) == direction[axis]
+        assert abs(motion[axis]) >= 0.3 * extents[axis] - 1e-9
+
+
+def test_clip_parameters_are_random_per_clip_and_fixed_by_seed():
+    settings = RenderSettings.from_size(64, seconds=1)
+    assert clip_params(0, 5, settings) == clip_params(0, 5, settings)
+    assert clip_params(0, 5, settings) != clip_params(1, 5, settings)
+    sizes = {round(clip_params(0, i, settings).object_size, 3) for i in range(50)}
+    assert len(sizes) == 50
+
+
+# -- drawing -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape, area", [("circle", np.pi / 4), ("square", 1.0), ("triangle", 0.5)])
+def test_coverage_is_anti_aliased_and_has_the_shape_area(shape, area):
+    alpha = coverage(shape, 20.0, (16.3, 16.7), slice(0, 32), slice(0, 32))
+    assert alpha.sum() == pytest.approx(area * 400, rel=0.02)
+    assert ((alpha > 0) & (alpha < 1)).any()  # soft edges
+    assert alpha.min() == 0 and alpha.max() == 1
+
+
+def test_rendered_frames_are_background_at_the_border_and_show_the_shape():
+    settings = RenderSettings.from_size(64, seconds=1)
+    for index in range(30):
+        params = clip_params(0, index, settings)
+        frames = render_clip(params, settings)
+        background = np.array(BACKGROUNDS[params.caption.background], dtype=np.uint8)
+        border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1)
+        assert (border == background).all()
+        inner = np.abs(frames.astype(int) - background).sum(-1) > 0
+        covered = inner.reshape(len(frames), -1).sum(1)
+        assert covered.min() > 0.25 * (0.18 * 64) ** 2  # the shape is in every frame
+        assert (frames == np.array(COLORS[params.caption.color], dtype=np.uint8)).all(-1).any()
+
+
+# -- a set on disk -------------------------------------------------------------------------------
+def test_same_seed_same_set_and_a_prefix_of_a_bigger_set_is_the_smaller_set(tmp_path):
+    render_dataset(tmp_path / "a", 3, seed=4, size=32, seconds=0.5, progress=False)
+    render_dataset(tmp_path / "b", 5, seed=4, size=32, seconds=0.5, progress=False)
+    render_dataset(tmp_path / "c", 3, seed=5, size=32, seconds=0.5, progress=False)
+    a, b, c = (rows(tmp_path / name / "captions.csv") for name in "abc")
+    assert a == b[:3] and len(b) == 5
+    assert [r["caption"] for r in a] != [r["caption"] for r in c]
+    for left, right in zip(decoded(tmp_path / "a"), decoded(tmp_path / "b")):
+        np.testing.assert_array_equal(left, right)
+
+
+def test_set_layout_is_what_training_reads(tmp_path):
+    from kvideo.train.data import read_captions
+
+    captions = render_dataset(tmp_path, 2, seed=0, size=32, fps=12, seconds=1, progress=False)
+    table = rows(captions)
+    assert list(table[0])[:6] == ["path", "caption", "color", "shape", "direction", "background"]
+    assert all(parse_caption(r["caption"]) == Caption(r["color"], r["shape"], r["direction"], r["background"])
+               for r in table)
+    pairs = read_captions(captions)
+    assert [p.name for p, _ in pairs] == ["00000.mp4", "00001.mp4"]
+    info = video_info(pairs[0][0])
+    assert (info.num_frames, info.fps, info.height, info.width) == (12, 12.0, 32, 32)
+
+
+def test_rendering_resumes_without_redoing_finished_clips(tmp_path):
+    render_dataset(tmp_path, 2, seed=0, size=32, seconds=0.5, progress=False)
+    first = tmp_path / "videos" / "00000.mp4"
+    stamp = first.stat().st_mtime_ns
+    (tmp_path / "videos" / "00001.mp4").unlink()  # as if the run had stopped there
+    render_dataset(tmp_path, 3, seed=0, size=32, seconds=0.5, progress=False)
+    assert first.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["00000.mp4", "00001.mp4", "00002.mp4"]
+    with pytest.raises(ValueError, match="another folder"):
+        render_dataset(tmp_path, 3, seed=1, size=32, seconds=0.5, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_videos=0), "at least 1 video"), (dict(size=60), "multiples of 8"), (dict(size=8), "at least 16"),
+    (dict(size=(64, 30)), "width=30"), (dict(fps=0), "fps=0"), (dict(seconds=-1), "seconds=-1"),
+    (dict(fps=1, seconds=1), "2 frames"), (dict(seed=-1), "seed=-1"), (dict(fps=float("nan")), "fps=nan"),
+])
+def test_bad_settings_are_errors_naming_the_value(tmp_path, kwargs, match):
+    options = dict(num_videos=1, seed=0, size=32, fps=24, seconds=0.5, progress=False) | kwargs
+    with pytest.raises(ValueError, match=match):
+        render_dataset(tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_data_shapes_command(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["data", "shapes", str(out), "--videos", "2", "--size", "32", "--seconds", "0.5", "--quiet"]) == 0
+    assert len(rows(out / "captions.csv")) == 2
+    assert main(["data", "shapes", str(out), "--videos", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("kvideo data") and "at least 1 video" in error and "\n" not in error
