@@ -20,7 +20,16 @@ class Conditioning:
     num_frames: int  # frames (keyframe model) or temporal groups (interpolation model) per sample
     context: torch.Tensor | None = None  # (b f, n, context_dim)
     context_mask: torch.Tensor | None = None  # (b f, n) bool, True = attend
-    frames: torch.Tensor | None = None  # (b f, time_embed_dim) frame-position embedding
+    frames: torch.Tensor | None = None  # (b f, time_embed_dim) what temporal attention's first norm reads
+    temporal_time: torch.Tensor | None = None  # (b f, time_embed_dim) the other temporal norms' input (None: time)
+    temporal_mask: torch.Tensor | None = None  # (b f,) scales every temporal merge (release 1.1 interpolation)
+    video: bool = True  # False: image mode, the temporal layers are skipped
+
+    @property
+    def temporal_norm_input(self) -> torch.Tensor:
+        """The embedding that conditions temporal ResNets and feed-forwards: time (1.0), time + frame
+        position + augmentation + motion embeddings (1.1 keyframes)."""
+        return self.time if self.temporal_time is None else self.temporal_time
 
 
 class Skip(nn.Module):
@@ -152,10 +161,12 @@ class TemporalConvMix(TemporalModule):
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (b f,) scales the merge weight per row (release 1.1: 0 turns the conv off)."""
         out = self.conv(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames))
         out = rearrange(out, "b c f h w -> (b f) c h w")
-        return (1 - self.merge) * x + self.merge * out
+        merge = self.merge if mask is None else self.merge * mask[:, None, None, None].to(x.dtype)
+        return (1 - merge) * x + merge * out
 
 
 class Block(nn.Module):
@@ -175,7 +186,7 @@ class Block(nn.Module):
         x = self.up_sample(self.activation(self.group_norm(x, cond.time)))
         x = self.projection(x)
         if self.temporal is not None:
-            x = self.temporal(x, cond.num_frames)
+            x = self.temporal(x, cond.num_frames, cond.temporal_mask)
         return self.down_sample(x)
 
 
@@ -234,7 +245,7 @@ class TemporalResNetBlock(TemporalModule):
     def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         out = x
         for norm, activation, conv in self.temporal_resnet_blocks:
-            out = activation(norm(out, cond.time))  # (b f) c h w
+            out = activation(norm(out, cond.temporal_norm_input))  # (b f) c h w
             out = conv(rearrange(out, "(b f) c h w -> b c f h w", f=cond.num_frames))
             out = rearrange(out, "b c f h w -> (b f) c h w")
         return x + out
@@ -243,7 +254,9 @@ class TemporalResNetBlock(TemporalModule):
 class TemporalAttentionBlock(TemporalModule):
     """norm(frame position) -> attention over frames at each pixel -> residual; norm(time) -> FF -> residual.
 
-    Both residual branches start at zero, so a fresh block is the identity.
+    Release 1.1 conditions both norms on time + frame position + augmentation + motion embeddings
+    (`Conditioning.frames` and `temporal_time` carry what each norm reads). Both residual branches
+    start at zero, so a fresh block is the identity.
     """
 
     def __init__(self, channels: int, embed_dim: int, groups: int, head_dim: int, expansion_ratio: int) -> None:
@@ -261,11 +274,45 @@ class TemporalAttentionBlock(TemporalModule):
         out = rearrange(out, "(b f) c h w -> (b h w) f c", f=cond.num_frames)
         out = self.temporal_attention(out, out)
         x = x + rearrange(out, "(b h w) f c -> (b f) c h w", h=height, w=width)
-        return x + self.feed_forward(self.out_norm(x, cond.time))
+        return x + self.feed_forward(self.out_norm(x, cond.temporal_norm_input))
 
 
-class FramePositionEmbedding(ScalarEmbedding, TemporalModule):
-    """Frame position (0, 12, 24, ... at 2 fps) -> embedding that conditions temporal attention."""
+class GatedTemporalAttentionBlock(TemporalModule):
+    """Release 1.1 interpolation: attention over the temporal groups at each pixel, then a 1x1
+    feed-forward, each mixed in as (1 - m)·x + m·out with m = merge · temporal_mask (per row).
+
+    Both norms read the time embedding; the merges start at 0, so a fresh block is the identity.
+    """
+
+    def __init__(self, channels: int, embed_dim: int, groups: int, head_dim: int, expansion_ratio: int) -> None:
+        super().__init__()
+        self.in_norm = ConditionalGroupNorm(groups, channels, embed_dim)
+        self.attention = Attention(channels, channels, channels, head_dim)
+        self.out_norm = ConditionalGroupNorm(groups, channels, embed_dim)
+        self.feed_forward = feed_forward(channels, expansion_ratio)
+        self.temporal_merge1 = nn.Parameter(torch.zeros(1))
+        self.temporal_merge2 = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        out = rearrange(self.in_norm(x, cond.time), "(b f) c h w -> (b h w) f c", f=cond.num_frames)
+        out = rearrange(self.attention(out, out), "(b h w) f c -> (b f) c h w", h=height, w=width)
+        x = self._mix(x, out, self.temporal_merge1, cond.temporal_mask)
+        return self._mix(x, self.feed_forward(self.out_norm(x, cond.time)), self.temporal_merge2, cond.temporal_mask)
+
+    @staticmethod
+    def _mix(x: torch.Tensor, out: torch.Tensor, merge: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is not None:
+            merge = merge * mask[:, None, None, None].to(x.dtype)  # (b f, 1, 1, 1)
+        return (1 - merge) * x + merge * out
+
+
+class TemporalEmbedding(ScalarEmbedding, TemporalModule):
+    """A scalar that only the temporal layers see (frame position, augmentation time, motion score)."""
+
+
+class FramePositionEmbedding(TemporalEmbedding):
+    """Frame position (0, 12, 24, ... at 2 fps in 1.0; 0, 1, 2, ... in 1.1) -> embedding for the temporal layers."""
 
 
 class InterpolationEmbedding(TemporalModule):

@@ -18,15 +18,26 @@ from kvideo.models.layers import (
     AttentionPooling,
     Conditioning,
     FramePositionEmbedding,
+    GatedTemporalAttentionBlock,
     InterpolationEmbedding,
     ResNetBlock,
     ScalarEmbedding,
     Skip,
     TemporalAttentionBlock,
+    TemporalEmbedding,
     TemporalResNetBlock,
 )
+from kvideo.models.temporal import TemporalModule
 
 KINDS = ("image", "keyframe", "interpolation")
+RELEASES = ("1.0", "1.1")
+MODES = ("video", "image")
+# Keyword arguments of the 1.1 reference interpolation UNet that kvideo builds only at these values.
+_REFERENCE_11_INTERPOLATION = dict(
+    time_downsample=(False, False, False, False), temporal=True, use_perturbation_time_embed=True,
+    merge_perturbation_time_with_diffusion_time=True, merge_perturbation_time_with_context=False,
+    pass_skip_frames=True, temporal_type="conv3D", add_new_temporal_params=False, add_temporal_attention=True,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +47,13 @@ class UNetConfig(Config):
     image: the 2D Kandinsky 3.0 UNet. keyframe: + temporal ResNet / attention blocks and the
     frame-position embedding. interpolation: + per-Block temporal convs and the skip-frame /
     perturbation embeddings, with `(interpolated_frames + 2) * latent_channels` input channels.
+
+    `release="1.1"` switches to Kandinsky Video 1.1. keyframe: an `image_in_layer` for image mode
+    (the first frame), every temporal layer conditioned on time + frame position (0..T-1) [+
+    noise-augmentation time] [+ motion score] embeddings; 9 input channels in the release (noisy,
+    first-frame condition, mask). interpolation: text-conditioned, gated temporal attention after
+    self-attention, a per-sample temporal mask scaling every temporal merge, and the skip-frame /
+    perturbation embeddings applied before the text pooling.
     """
 
     kind: str = "keyframe"
@@ -58,9 +76,19 @@ class UNetConfig(Config):
     frame_stride: int = 12  # frame-position step between keyframes (every 12th frame of ~24 fps video)
     interpolated_frames: int = 3  # interpolation model: frames predicted between two keyframes
     num_skip_embeddings: int = 20
+    release: str = "1.0"
+    noise_augmentation: bool = False  # 1.1 keyframe: embed the first frame's noise-augmentation time
+    motion_score: bool = False  # 1.1 keyframe: embed the motion score
 
     def validate(self) -> None:
         check(self.kind in KINDS, f"UNetConfig.kind={self.kind!r}; expected one of {KINDS}")
+        check(self.release in RELEASES, f"UNetConfig.release={self.release!r}; expected one of {RELEASES}")
+        check(self.release == "1.0" or self.kind != "image",
+              "UNetConfig: release 1.1 has no separate image UNet (its keyframe UNet has an image mode)")
+        for name in ("noise_augmentation", "motion_score"):
+            check(not getattr(self, name) or (self.kind, self.release) == ("keyframe", "1.1"),
+                  f"UNetConfig.{name}=True needs kind='keyframe' and release='1.1' "
+                  f"(got kind={self.kind!r}, release={self.release!r})")
         levels = len(self.dim_mult)
         for name in ("num_blocks", "add_cross_attention", "add_self_attention"):
             check(len(getattr(self, name)) == levels,
@@ -106,9 +134,21 @@ class UNetConfig(Config):
     def downsample_factor(self) -> int:
         return 2 ** (len(self.dim_mult) - 1)
 
+    @property
+    def has_image_mode(self) -> bool:
+        """Whether the model can run in image mode (no temporal layers): image and keyframe UNets."""
+        return self.kind != "interpolation"
+
     @classmethod
-    def from_reference(cls, kwargs: Mapping[str, Any]) -> "UNetConfig":
-        """From the reference constructor's keyword arguments (as stored in golden / official configs)."""
+    def from_reference(cls, kwargs: Mapping[str, Any], *, release: str = "1.0",
+                       kind: str | None = None) -> "UNetConfig":
+        """From the reference constructor's keyword arguments (as stored in golden / official configs).
+
+        Release 1.1 configs do not say which model they build: pass `release="1.1"` and `kind`
+        ('keyframe' for `t2v.pt`, 'interpolation' for `interpolation.pt`).
+        """
+        if release == "1.1":
+            return cls._from_reference_11(dict(kwargs), kind)
         kwargs = dict(kwargs)
         if kwargs.pop("interpolation", False):
             kind = "interpolation"
@@ -120,6 +160,19 @@ class UNetConfig(Config):
         kwargs["init_channels"] = kwargs.get("init_channels") or kwargs["model_channels"]
         return cls(kind=kind, **kwargs)
 
+    @classmethod
+    def _from_reference_11(cls, kwargs: dict[str, Any], kind: str | None) -> "UNetConfig":
+        check(kind in ("keyframe", "interpolation"),
+              f"a release 1.1 reference config needs kind='keyframe' or 'interpolation'; got {kind!r}")
+        kwargs["init_channels"] = kwargs.get("init_channels") or kwargs["model_channels"]
+        if kind == "keyframe":
+            return cls(kind=kind, release="1.1", num_frames=12, frame_stride=1, **kwargs)
+        for name, supported in _REFERENCE_11_INTERPOLATION.items():
+            value = kwargs.pop(name, supported)
+            check((tuple(value) if isinstance(value, list) else value) == supported,
+                  f"1.1 interpolation UNet: {name}={value!r} is not supported (kvideo builds {name}={supported!r})")
+        return cls(kind=kind, release="1.1", **kwargs)
+
 
 _OFFICIAL = dict(model_channels=384, init_channels=192, time_embed_dim=1536, context_dim=4096, groups=32, head_dim=64)
 _TINY = dict(model_channels=16, init_channels=16, time_embed_dim=32, context_dim=24, groups=4, head_dim=8)
@@ -128,6 +181,11 @@ for _size, _values in (("official", _OFFICIAL), ("tiny", _TINY)):
     UNetConfig.register_preset(f"{_size}-keyframe", kind="keyframe", **_values)
     UNetConfig.register_preset(f"{_size}-interpolation", kind="interpolation", num_channels=20, out_channels=12,
                                **_values)
+    # Kandinsky Video 1.1 (`t2v.pt`, `interpolation.pt`): the same sizes, 12 keyframes at positions 0..11
+    UNetConfig.register_preset(f"{_size}-kv11-keyframe", kind="keyframe", release="1.1", num_channels=9,
+                               num_frames=12, frame_stride=1, noise_augmentation=True, motion_score=True, **_values)
+    UNetConfig.register_preset(f"{_size}-kv11-interpolation", kind="interpolation", release="1.1", num_channels=20,
+                               out_channels=12, **_values)
 # The model kvideo trains on its own rendered shapes (`kvideo recipe shapes`): 64x64 videos, 8x8 latents.
 _SHAPES = dict(model_channels=32, init_channels=32, time_embed_dim=128, context_dim=64, groups=8, head_dim=16,
                dim_mult=(1, 2, 4, 4), num_blocks=(2, 2, 2, 2))
@@ -165,9 +223,13 @@ class LevelBuilder:
         return AttentionBlock(channels, self.cfg.time_embed_dim, None, *self.attn_args)
 
     def temporal_attention_block(self, channels: int) -> nn.Module:
-        if not (self.video and self.self_attention):
+        if not self.self_attention:
             return Skip()
-        return TemporalAttentionBlock(channels, self.cfg.time_embed_dim, *self.attn_args)
+        if self.video:
+            return TemporalAttentionBlock(channels, self.cfg.time_embed_dim, *self.attn_args)
+        if self.temporal_convs and self.cfg.release == "1.1":
+            return GatedTemporalAttentionBlock(channels, self.cfg.time_embed_dim, *self.attn_args)
+        return Skip()
 
 
 class DownLevel(nn.Module):
@@ -196,7 +258,8 @@ class DownLevel(nn.Module):
 
 class UpLevel(nn.Module):
     """Per group: temporal ResNet, ResNet (upsampling on the first group), cross-attention, temporal
-    ResNet, ResNet; then temporal attention and self-attention."""
+    ResNet, ResNet; then temporal attention and self-attention (the 1.1 interpolation UNet runs
+    self-attention first)."""
 
     def __init__(self, cfg: UNetConfig, level: int, in_channels: int, skip_channels: int, out_channels: int,
                  upsample: bool) -> None:
@@ -211,11 +274,14 @@ class UpLevel(nn.Module):
         self.resnet_attn_blocks = nn.ModuleList(groups)
         self.temporal_attention_block = build.temporal_attention_block(out_channels)
         self.self_attention_block = build.self_attention_block(out_channels)
+        self.self_attention_first = cfg.kind == "interpolation"
 
     def order(self) -> list[nn.Module]:
         blocks = []
         for in_resnet, attention, out_resnet, in_temporal, out_temporal in self.resnet_attn_blocks:
             blocks += [in_temporal, in_resnet, attention, out_temporal, out_resnet]
+        if self.self_attention_first:
+            return blocks + [self.self_attention_block, self.temporal_attention_block]
         return blocks + [self.temporal_attention_block, self.self_attention_block]
 
 
@@ -228,14 +294,27 @@ class UNet(PretrainedModel):
 
     model_type = "unet"
     config_class = UNetConfig
-    renames = KeyRenames((
-        ("temporal_projection", "temporal.conv"),
-        ("temporal_merge", "temporal.merge"),
-        ("perturbation_to_time_embed", "interpolation_embed.perturbation_embed"),
-        ("time_embed_merge", "interpolation_embed.time_merge"),
-        ("skip_merge", "interpolation_embed.skip_merge"),
-        ("skip_embeddings", "interpolation_embed.skip_embeddings"),
-    ))
+    RENAMES = {  # (release, kind) -> official <-> kvideo rules that only that model uses
+        "1.0": (
+            ("temporal_projection", "temporal.conv"),
+            ("temporal_merge", "temporal.merge"),
+            ("perturbation_to_time_embed", "interpolation_embed.perturbation_embed"),
+            ("time_embed_merge", "interpolation_embed.time_merge"),
+            ("skip_merge", "interpolation_embed.skip_merge"),
+            ("skip_embeddings", "interpolation_embed.skip_embeddings"),
+        ),
+        ("1.1", "keyframe"): (
+            ("temporal_attention_block.temporal_norm", "temporal_attention_block.in_norm"),
+            ("temporal_attention_block.ff_norm", "temporal_attention_block.out_norm"),
+        ),
+        ("1.1", "interpolation"): (
+            ("temporal_projection_new.temporal_projection", "temporal.conv"),
+            ("temporal_projection_new.temporal_merge", "temporal.merge"),
+        ),
+    }
+    # Official -> kvideo names of every release (no official name of one release is renamed by
+    # another's rule); kvideo -> official goes through `official_renames()`, which knows the release.
+    renames = KeyRenames(RENAMES["1.1", "keyframe"] + RENAMES["1.1", "interpolation"] + RENAMES["1.0"])
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__(config)
@@ -246,10 +325,16 @@ class UNet(PretrainedModel):
             self.feature_pooling = AttentionPooling(cfg.time_embed_dim, cfg.context_dim, cfg.head_dim)
         if cfg.kind == "keyframe":
             self.to_temporal_embed = FramePositionEmbedding(cfg.init_channels, cfg.time_embed_dim)
+        if cfg.noise_augmentation:
+            self.temporal_noise_aug_time_encoding = TemporalEmbedding(cfg.init_channels, cfg.time_embed_dim)
+        if cfg.motion_score:
+            self.temporal_motion_score_encoding = TemporalEmbedding(cfg.init_channels, cfg.time_embed_dim)
         if cfg.kind == "interpolation":
             self.interpolation_embed = InterpolationEmbedding(cfg.init_channels, cfg.time_embed_dim,
                                                               cfg.num_skip_embeddings)
         self.in_layer = nn.Conv2d(cfg.num_channels, cfg.init_channels, kernel_size=3, padding=1)
+        if cfg.release == "1.1" and cfg.kind == "keyframe":
+            self.image_in_layer = nn.Conv2d(cfg.num_channels, cfg.init_channels, kernel_size=3, padding=1)
         self._build_levels(cfg)
         self.out_layer = nn.Sequential(
             nn.GroupNorm(cfg.groups, cfg.init_channels),
@@ -288,6 +373,14 @@ class UNet(PretrainedModel):
     def default_official_config(cls) -> UNetConfig:
         return UNetConfig.preset("official-keyframe")
 
+    def official_renames(self) -> KeyRenames:
+        """kvideo <-> official key names for this model's release and kind."""
+        cfg = self.config
+        return KeyRenames(self.RENAMES.get((cfg.release, cfg.kind), ()) + self.RENAMES["1.0"])
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.official_renames().state_to_official(self.state_dict())
+
     # -- temporal parts --------------------------------------------------------------------------
     def freeze_spatial(self) -> "UNet":
         return temporal.freeze_spatial(self)
@@ -321,49 +414,78 @@ class UNet(PretrainedModel):
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, time: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None, *, frame_positions: torch.Tensor | None = None,
-                skip_frames: torch.Tensor | None = None, perturbation_time: torch.Tensor | None = None) -> torch.Tensor:
+                context_mask: torch.Tensor | None = None, *, mode: str | None = None,
+                frame_positions: torch.Tensor | None = None, skip_frames: torch.Tensor | None = None,
+                perturbation_time: torch.Tensor | None = None, noise_aug_time: torch.Tensor | None = None,
+                motion_score: torch.Tensor | None = None, temporal_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, c, f, h, w) -> (b, out_channels, f, h, w); conditioning is per video (b, ...).
 
+        mode: 'video' (default for keyframe / interpolation UNets) or 'image' (default for image
+        UNets): the frames are independent images, no temporal layer runs, and a 1.1 keyframe UNet
+        reads them through its `image_in_layer`; in image mode x may also be (b, c, h, w).
         frame_positions: (f,) or (b, f) positions of the frames (keyframe model; default
         0, frame_stride, 2·frame_stride, ...). skip_frames / perturbation_time: (b,)
-        (interpolation model).
+        (interpolation model). noise_aug_time / motion_score: (b,) (1.1 keyframe model, video
+        mode). temporal_mask: (b,) scales every temporal merge (1.1 interpolation; default 1).
         """
-        if x.dim() == 4 and self.config.kind == "image":
-            return self.forward(x[:, :, None], time, context, context_mask)[:, :, 0]
+        mode = self._mode(mode)
+        if x.dim() == 4 and mode == "image":
+            return self.forward(x[:, :, None], time, context, context_mask, mode="image")[:, :, 0]
         self._check_input(x, context, context_mask)
         b, _, f = x.shape[:3]
-        embed = self._embed_time(self._per_sample(time, b), context, context_mask, skip_frames, perturbation_time)
-        cond = Conditioning(
-            time=repeat(embed, "b d -> (b f) d", f=f),
-            num_frames=f,
-            context=None if context is None else repeat(context, "b n d -> (b f) n d", f=f),
-            context_mask=None if context_mask is None else repeat(context_mask.bool(), "b n -> (b f) n", f=f),
-            frames=self._embed_frames(frame_positions, b, f, x.device),
+
+        def rows(value, name):  # per-sample (b,) or scalar -> per row (b f,)
+            return None if value is None else repeat(self._per_sample(value, b, name), "b ... -> (b f) ...", f=f)
+
+        positions = None
+        if mode == "video" and self.config.kind == "keyframe":
+            positions = rearrange(self._frame_positions(frame_positions, b, f, x.device), "b f -> (b f)")
+        out = self.forward_folded(
+            rearrange(x, "b c f h w -> (b f) c h w"), rows(time, "time"),
+            None if context is None else repeat(context, "b n d -> (b f) n d", f=f),
+            None if context_mask is None else repeat(context_mask, "b n -> (b f) n", f=f),
+            num_frames=f, mode=mode, frame_positions=positions, skip_frames=rows(skip_frames, "skip_frames"),
+            perturbation_time=rows(perturbation_time, "perturbation_time"),
+            noise_aug_time=rows(noise_aug_time, "noise_aug_time"), motion_score=rows(motion_score, "motion_score"),
+            temporal_mask=rows(temporal_mask, "temporal_mask"),
         )
-        out = self._unet(rearrange(x, "b c f h w -> (b f) c h w"), cond)
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
 
     def forward_folded(self, x: torch.Tensor, time: torch.Tensor, context: torch.Tensor | None = None,
-                       context_mask: torch.Tensor | None = None, *, num_frames: int,
+                       context_mask: torch.Tensor | None = None, *, num_frames: int, mode: str | None = None,
                        frame_positions: torch.Tensor | None = None, skip_frames: torch.Tensor | None = None,
-                       perturbation_time: torch.Tensor | None = None) -> torch.Tensor:
+                       perturbation_time: torch.Tensor | None = None, noise_aug_time: torch.Tensor | None = None,
+                       motion_score: torch.Tensor | None = None,
+                       temporal_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The reference layout: x ((b f), c, h, w) with every condition given per row (b f)."""
+        mode = self._mode(mode)
         if x.shape[0] % num_frames:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of num_frames={num_frames}")
         self._check_input(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames), context, context_mask)
-        cond = Conditioning(
-            time=self._embed_time(time, context, context_mask, skip_frames, perturbation_time),
-            num_frames=num_frames,
-            context=context,
-            context_mask=None if context_mask is None else context_mask.bool(),
-            frames=self._frame_embedding(frame_positions),
-        )
-        return self._unet(x, cond)
+        n = x.shape[0]
+        time_embed = self._embed_time(self._per_sample(time, n, "time"), context, context_mask, skip_frames,
+                                      perturbation_time)
+        cond = Conditioning(time=time_embed, num_frames=num_frames, context=context,
+                            context_mask=None if context_mask is None else context_mask.bool(), video=mode == "video")
+        if cond.video:
+            self._add_temporal_conditioning(cond, frame_positions, noise_aug_time, motion_score, temporal_mask)
+        image_layer = mode == "image" and hasattr(self, "image_in_layer")
+        return self._unet(x, cond, self.image_in_layer if image_layer else self.in_layer)
 
-    def _unet(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def _mode(self, mode: str | None) -> str:
+        if mode is None:
+            return "image" if self.config.kind == "image" else "video"
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; choose one of {MODES}")
+        if mode == "video" and self.config.kind == "image":
+            raise ValueError("mode='video' needs a keyframe or interpolation UNet; this is an image UNet")
+        if mode == "image" and not self.config.has_image_mode:
+            raise ValueError("mode='image' needs an image or keyframe UNet; the interpolation UNet has no image mode")
+        return mode
+
+    def _unet(self, x: torch.Tensor, cond: Conditioning, in_layer: nn.Module) -> torch.Tensor:
         """(b f) c h w -> (b f) out h w through all levels."""
-        x = self.in_layer(x)
+        x = in_layer(x)
         skips = []
         for level, down in enumerate(self.down_samples):
             x = self._run_level(down, x, cond)
@@ -378,51 +500,77 @@ class UNet(PretrainedModel):
     def _run_level(self, level: nn.Module, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in level.order():
-            if isinstance(block, Skip):
+            if isinstance(block, Skip) or (not cond.video and isinstance(block, TemporalModule)):
                 continue
             x = checkpoint(block, x, cond, use_reentrant=False) if use_checkpoint else block(x, cond)
         return x
 
     def _embed_time(self, time, context, context_mask, skip_frames, perturbation_time) -> torch.Tensor:
-        """Timestep embedding + text attention pooling (+ interpolation embeddings): (n,) -> (n, d)."""
+        """Timestep embedding + text attention pooling (+ interpolation embeddings): (n,) -> (n, d).
+
+        Release 1.0 pools the text first; 1.1 mixes in the interpolation embeddings first.
+        """
         embed = self.to_time_embed(time)
+        interpolation = self.config.kind == "interpolation"
+        if interpolation and self.config.release == "1.1":
+            embed = self._embed_interpolation(embed, skip_frames, perturbation_time)
         if context is not None and self.config.context_dim is not None:
             embed = self.feature_pooling(embed, context, None if context_mask is None else context_mask.bool())
-        if self.config.kind == "interpolation":
-            if skip_frames is None:
-                raise ValueError("the interpolation UNet needs skip_frames (the frame distance being filled in)")
-            n = embed.shape[0]
-            embed = self.interpolation_embed(
-                embed, self._per_sample(skip_frames, n),
-                None if perturbation_time is None else self._per_sample(perturbation_time, n),
-            )
+        if interpolation and self.config.release == "1.0":
+            embed = self._embed_interpolation(embed, skip_frames, perturbation_time)
         return embed
 
-    def _embed_frames(self, positions: torch.Tensor | None, b: int, f: int, device) -> torch.Tensor | None:
-        if self.config.kind != "keyframe":
-            return None
+    def _embed_interpolation(self, embed: torch.Tensor, skip_frames, perturbation_time) -> torch.Tensor:
+        if skip_frames is None:
+            raise ValueError("the interpolation UNet needs skip_frames (the frame distance being filled in)")
+        n = embed.shape[0]
+        return self.interpolation_embed(
+            embed, self._per_sample(skip_frames, n, "skip_frames"),
+            None if perturbation_time is None else self._per_sample(perturbation_time, n, "perturbation_time"),
+        )
+
+    def _add_temporal_conditioning(self, cond: Conditioning, positions, noise_aug_time, motion_score,
+                                   temporal_mask) -> None:
+        """Fill the per-row temporal inputs of `cond` (video mode)."""
+        cfg, n = self.config, cond.time.shape[0]
+        if cfg.kind == "interpolation" and temporal_mask is not None:
+            cond.temporal_mask = self._per_sample(temporal_mask, n, "temporal_mask")
+        if cfg.kind != "keyframe":
+            return
+        if positions is None:
+            raise ValueError("the keyframe UNet needs frame_positions in the folded layout")
+        frames = self.to_temporal_embed(self._per_sample(positions, n, "frame_positions"))
+        if cfg.release == "1.0":
+            cond.frames = frames
+            return
+        embeddings = []
+        if cfg.noise_augmentation:
+            embeddings.append(("noise_aug_time", noise_aug_time, self.temporal_noise_aug_time_encoding))
+        if cfg.motion_score:
+            embeddings.append(("motion_score", motion_score, self.temporal_motion_score_encoding))
+        for name, value, embedding in embeddings:
+            if value is None:
+                raise ValueError(f"this 1.1 keyframe UNet needs {name} (one value per video) in video mode")
+            frames = frames + embedding(self._per_sample(value, n, name))
+        cond.frames = cond.temporal_time = cond.time + frames
+
+    def _frame_positions(self, positions: torch.Tensor | None, b: int, f: int, device) -> torch.Tensor:
+        """(b, f) frame positions: given as (f,) or (b, f), by default 0, stride, 2·stride, ..."""
         if positions is None:
             positions = torch.arange(f, device=device) * self.config.frame_stride
         if positions.dim() == 1:
             positions = repeat(positions, "f -> b f", b=b)
         if tuple(positions.shape) != (b, f):
             raise ValueError(f"frame_positions has shape {tuple(positions.shape)}; expected ({f},) or ({b}, {f})")
-        return self._frame_embedding(rearrange(positions, "b f -> (b f)"))
-
-    def _frame_embedding(self, positions: torch.Tensor | None) -> torch.Tensor | None:
-        if self.config.kind != "keyframe":
-            return None
-        if positions is None:
-            raise ValueError("the keyframe UNet needs frame_positions in the folded layout")
-        return self.to_temporal_embed(positions)
+        return positions
 
     @staticmethod
-    def _per_sample(values: torch.Tensor | int | float, n: int) -> torch.Tensor:
+    def _per_sample(values: torch.Tensor | int | float, n: int, name: str = "values") -> torch.Tensor:
         values = torch.as_tensor(values)
         if values.dim() == 0:
             values = values.expand(n)
         if values.shape[0] != n:
-            raise ValueError(f"expected {n} per-sample values, got shape {tuple(values.shape)}")
+            raise ValueError(f"{name}: expected {n} per-sample values, got shape {tuple(values.shape)}")
         return values
 
     def _check_input(self, x: torch.Tensor, context, context_mask) -> None:
