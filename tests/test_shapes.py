@@ -184,3 +184,123 @@ def test_data_shapes_command(tmp_path, capsys):
     assert main(["data", "shapes", str(out), "--videos", "0"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("kvideo data") and "at least 1 video" in error and "\n" not in error
+
+
+# -- scorer: pure steps ----------------------------------------------------------------------------
+def test_nearest_names_and_border_color():
+    from kvideo.shapes.score import border_color, nearest_name
+
+    assert nearest_name(np.array([200.0, 60, 50]), COLORS) == "red"
+    assert nearest_name(np.array([120.0, 120, 140]), BACKGROUNDS) == "gray"
+    frames = np.full((3, 16, 16, 3), 20, dtype=np.uint8)
+    frames[:, 4:12, 4:12] = 255
+    frames[:, 0, :3] = 255  # a few odd border pixels do not move the median
+    np.testing.assert_array_equal(border_color(frames), [20, 20, 20])
+
+
+@pytest.mark.parametrize("shape, fill, skew", [("circle", np.pi / 4, 0.0), ("square", 1.0, 0.0),
+                                               ("triangle", 0.5, 2 * np.sqrt(2) / 5)])
+def test_fill_ratio_and_profile_skew_of_each_shape(shape, fill, skew):
+    from kvideo.shapes.score import classify_shape, fill_ratio, profile_skew
+
+    alpha = coverage(shape, 24.0, (20.4, 19.8), slice(0, 40), slice(0, 40))
+    assert fill_ratio(alpha) == pytest.approx(fill, abs=0.05)
+    assert abs(profile_skew(alpha)) == pytest.approx(skew, abs=0.05)
+    assert classify_shape(fill_ratio(alpha), profile_skew(alpha)) == shape
+
+
+def test_direction_from_net_motion():
+    from kvideo.shapes.score import classify_direction, net_motion
+
+    times = np.arange(10)
+    centers = np.stack([20 - 2.0 * times, np.full(10, 5.0)], axis=1)  # up, 18 px
+    np.testing.assert_allclose(net_motion(times, centers), [-18, 0], atol=1e-9)
+    assert classify_direction(np.array([-18.0, 0]), 64, 64) == "up"
+    assert classify_direction(np.array([1.0, 30]), 64, 64) == "right"
+    assert classify_direction(np.array([3.0, -2]), 64, 64) == "none"  # under 10 % of the frame
+    assert classify_direction(net_motion(times[:1], centers[:1]), 64, 64) == "none"
+
+
+# -- scorer: rendered clips ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Every caption once at 64x64 (12 frames each) and 24 clips at 128x128."""
+    root = tmp_path_factory.mktemp("shapes")
+    render_dataset(root / "small", 216, seed=11, size=64, fps=12, seconds=1, progress=False)
+    render_dataset(root / "large", 24, seed=12, size=128, fps=12, seconds=1, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("name", ["small", "large"])
+def test_scorer_recovers_the_caption_of_rendered_clips(rendered, name):
+    from kvideo.shapes.score import score_folder
+
+    totals = score_folder(rendered / name, progress=False)["totals"]
+    assert totals["scored"] == totals["clips"] and totals["unparseable"] == 0
+    for key in ("background", "object_color", "shape", "direction", "all", "found"):
+        assert totals[key] >= 0.99, (key, totals)
+
+
+def _first_clip(rendered) -> tuple[np.ndarray, Caption]:
+    first = rows(rendered / "small" / "captions.csv")[0]
+    return read_frames(rendered / "small" / first["path"]), parse_caption(first["caption"])
+
+
+def test_scorer_marks_the_attribute_a_wrong_caption_gets_wrong(rendered):
+    from dataclasses import replace
+
+    from kvideo.shapes.score import score_clip
+
+    frames, caption = _first_clip(rendered)
+    assert score_clip(frames, caption).all_match
+    others = {"background": ("background", BACKGROUNDS), "object_color": ("color", COLORS),
+              "shape": ("shape", SHAPES), "direction": ("direction", DIRECTIONS)}
+    for attribute, (field_name, words) in others.items():
+        wrong = next(w for w in words if w != getattr(caption, field_name))
+        matches = score_clip(frames, replace(caption, **{field_name: wrong})).matches
+        assert matches == {name: name != attribute for name in others}
+
+
+def test_scorer_fails_static_reversed_and_empty_clips(rendered):
+    from kvideo.shapes.score import score_clip
+
+    frames, caption = _first_clip(rendered)
+    static = score_clip(np.repeat(frames[:1], len(frames), axis=0), caption)
+    assert static.direction == "none" and static.matches["direction"] is False
+    assert static.matches["shape"] and static.matches["object_color"] and static.matches["background"]
+    assert score_clip(frames[::-1], caption).matches["direction"] is False
+    empty = score_clip(np.repeat(frames[:, :1, :1], 64, axis=1).repeat(64, axis=2), caption)  # background only
+    assert empty.found == 0 and empty.object_color is None and not empty.all_match
+
+
+def test_score_folder_counts_bad_captions_and_unreadable_clips(rendered, tmp_path):
+    from kvideo.shapes.score import score_folder
+
+    videos = rendered / "small" / "videos"
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    (tmp_path / "list.csv").write_text(
+        "path,caption\n"
+        f"videos/00000.mp4,{rows(rendered / 'small' / 'captions.csv')[0]['caption']}\n"
+        "videos/00001.mp4,a cat playing the piano\n"
+        "videos/00002.mp4,\n"
+        f"{tmp_path / 'broken.mp4'},a red circle moving left on a black background\n")
+    report = score_folder(videos.parent, tmp_path / "list.csv", progress=False)  # paths relative to --videos
+    totals = report["totals"]
+    assert (totals["clips"], totals["scored"], totals["unparseable"], totals["unreadable"]) == (4, 2, 2, 1)
+    assert totals["all"] == 0.5 and totals["found"] == 0.5
+    assert report["clips"][1]["in_grammar"] is False and report["clips"][1]["matches"] is None
+    (tmp_path / "missing.csv").write_text("path,caption\nnothing.mp4,a red circle\n")
+    with pytest.raises(FileNotFoundError, match="nothing.mp4"):
+        score_folder(videos.parent, tmp_path / "missing.csv", progress=False)
+
+
+def test_eval_shapes_command_writes_the_report(rendered, tmp_path, capsys):
+    import json
+
+    report = tmp_path / "report.json"
+    assert main(["eval", "shapes", "--videos", str(rendered / "large"), "--report", str(report), "--quiet"]) == 0
+    totals = json.loads(report.read_text())["totals"]
+    assert totals["clips"] == 24 and totals["all"] >= 0.99
+    assert "all four" in capsys.readouterr().out
+    assert main(["eval", "shapes", "--videos", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`kvideo eval generate | stats | fvd | is | clipsim`: argument parsing only; the work is in kvideo.eval."""
+"""`kvideo eval generate | stats | fvd | is | clipsim | shapes`: argument parsing only; the work is in kvideo.eval."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     _fvd_parser(commands)
     _is_parser(commands)
     _clipsim_parser(commands)
+    from kvideo.shapes.cli import register_eval
+
+    register_eval(commands)  # kvideo eval shapes
 
 
 # -- shared arguments --------------------------------------------------------------------------

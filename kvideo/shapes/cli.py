@@ -1,6 +1,10 @@
 """`kvideo data shapes` and `kvideo eval shapes`: argument parsing only; the work is in kvideo.shapes."""
 from __future__ import annotations
 
+from pathlib import Path
+
+REPORT_NAME = "shapes_score.json"
+
 
 def register(subparsers) -> None:
     """`kvideo data shapes OUT --videos N`: render a captioned set of moving shapes."""
@@ -23,4 +27,28 @@ def _data_shapes(args) -> int:
     captions = render_dataset(args.out, args.videos, args.seed, args.size, args.fps, args.seconds,
                               progress=not args.quiet)
     print(f"{args.videos} clips and their captions: {captions}")
+    return 0
+
+
+def register_eval(commands) -> None:
+    """`kvideo eval shapes`: score clips against their shapes captions (added by kvideo.eval.cli)."""
+    p = commands.add_parser("shapes", help="check clips against shapes captions: background, color, shape, direction")
+    p.add_argument("--videos", required=True, help="folder of the clips (required)")
+    p.add_argument("--captions", help="captions CSV/JSONL (path, caption); paths relative to its folder or to "
+                                      "--videos (default: VIDEOS/captions.csv)")
+    p.add_argument("--report", help=f"JSON report with every clip's result (default: VIDEOS/{REPORT_NAME})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
+    p.set_defaults(func=_eval_shapes)
+
+
+def _eval_shapes(args) -> int:
+    from kvideo.shapes.score import format_failures, format_table, score_folder, write_report
+
+    report = score_folder(args.videos, args.captions, progress=not args.quiet)
+    path = write_report(args.report or Path(args.videos) / REPORT_NAME, report)
+    print(format_table(report))
+    failures = format_failures(report)
+    if failures:
+        print(failures)
+    print(f"report: {path}")
     return 0

@@ -1,0 +1,331 @@
+"""Score clips against their shapes captions: background, object colour, shape and direction read from the pixels.
+
+Each step is a pure function of frames (uint8 `(f, h, w, 3)` RGB): the border's median colour names the
+background; pixels far from it are the object; the median of its core names its colour; its coverage map
+gives the shape (profile skewness, fill ratio of its box) and its centroid, whose net motion gives the direction.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from kvideo.checkpoint import atomic_path
+from kvideo.shapes.grammar import BACKGROUNDS, COLORS, Caption, parse_caption
+
+OBJECT_DISTANCE = 48.0  # RGB distance from the background beyond which a pixel is the object's
+MIN_OBJECT_FRACTION = 0.004  # fewer object pixels than this fraction of the frame: not found there
+CORE_FRACTION = 0.8  # object pixels this close to its most distinct ones (90th percentile) give its colour
+WINDOW_MARGIN = 2  # pixels around the object's mask in which its coverage is measured
+TRIANGLE_SKEW = 0.25  # |skewness| of the row or column coverage profile: triangle 0.57, circle and square 0
+SQUARE_FILL = 0.9  # fill ratio of the bounding box: circle pi/4 = 0.79 < square 1
+MIN_MOTION = 0.1  # net motion under this fraction of the frame (along the dominant axis) is "none"
+ATTRIBUTES = ("background", "object_color", "shape", "direction")
+
+
+# -- one step each ---------------------------------------------------------------------------------
+def nearest_name(rgb: np.ndarray, palette: Mapping[str, tuple[int, int, int]]) -> str:
+    """The name of the palette colour nearest to `rgb` (Euclidean distance in RGB)."""
+    names = list(palette)
+    distances = np.linalg.norm(np.array([palette[n] for n in names], dtype=np.float64) - rgb, axis=1)
+    return names[int(np.argmin(distances))]
+
+
+def border_color(frames: np.ndarray) -> np.ndarray:
+    """Median RGB of the one-pixel border of every frame."""
+    border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1)
+    return np.median(border.reshape(-1, 3), axis=0)
+
+
+def distance_from(frame: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """(h, w) RGB distance of every pixel from `color`."""
+    return np.linalg.norm(frame.astype(np.float64) - color, axis=-1)
+
+
+def open_mask(mask: np.ndarray) -> np.ndarray:
+    """Morphological opening with a 3x3 square: removes specks and one-pixel lines, keeps solid blobs."""
+    def shifted(m: np.ndarray, combine) -> np.ndarray:
+        padded = np.pad(m, 1, constant_values=combine is np.logical_and)
+        out = padded[1:-1, 1:-1].copy()
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                out = combine(out, padded[dy:dy + m.shape[0], dx:dx + m.shape[1]])
+        return out
+
+    eroded = shifted(mask, np.logical_and)
+    return shifted(eroded, np.logical_or)
+
+
+def object_mask(frame: np.ndarray, background: np.ndarray) -> np.ndarray | None:
+    """The object's pixels (opened mask), or None when too few pixels differ from the background."""
+    mask = open_mask(distance_from(frame, background) > OBJECT_DISTANCE)
+    return mask if mask.sum() >= MIN_OBJECT_FRACTION * mask.size else None
+
+
+def core_color(frame: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Median RGB of the object's core: its pixels nearly as far from the background as any (not its edges)."""
+    distance = distance_from(frame, background)[mask]
+    core = distance >= CORE_FRACTION * np.percentile(distance, 90)
+    return np.median(frame[mask][core].astype(np.float64), axis=0)
+
+
+def coverage_map(frame: np.ndarray, background: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """(h, w) fraction of each pixel the object covers: the pixel projected on background -> object colour."""
+    axis = color - background
+    alpha = (frame.astype(np.float64) - background) @ axis / max(float(axis @ axis), 1e-6)
+    return np.clip(alpha, 0.0, 1.0)
+
+
+def object_window(mask: np.ndarray) -> tuple[slice, slice]:
+    """The mask's bounding box grown by WINDOW_MARGIN pixels (clipped to the frame)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (slice(max(rows[0] - WINDOW_MARGIN, 0), rows[-1] + WINDOW_MARGIN + 1),
+            slice(max(cols[0] - WINDOW_MARGIN, 0), cols[-1] + WINDOW_MARGIN + 1))
+
+
+def fill_ratio(alpha: np.ndarray) -> float:
+    """Covered area over its bounding box, the box's sides measured as the longest row and column of
+    coverage (sums, so sub-pixel and little changed by blur): square 1, circle pi/4, triangle ~0.5."""
+    height, width = alpha.sum(axis=0).max(), alpha.sum(axis=1).max()
+    return float(alpha.sum() / max(height * width, 1e-6))
+
+
+def profile_skew(alpha: np.ndarray) -> float:
+    """Skewness of the coverage's row or column profile, whichever is larger in size.
+
+    A triangle's width grows linearly from apex to base, so its profile has skewness 2*sqrt(2)/5 = 0.57
+    in size; circles and squares are symmetric (0). Unlike outlines, this survives blur and H.264's
+    half-resolution colour (an object as bright as the background is seen only at half resolution).
+    """
+    def skew(profile: np.ndarray) -> float:
+        positions = np.arange(len(profile)) + 0.5
+        weights = profile / max(profile.sum(), 1e-6)
+        mean = weights @ positions
+        variance = weights @ (positions - mean) ** 2
+        return float(weights @ (positions - mean) ** 3 / max(variance, 1e-6) ** 1.5)
+
+    return max(skew(alpha.sum(axis=1)), skew(alpha.sum(axis=0)), key=abs)
+
+
+def classify_shape(fill: float, skew: float) -> str:
+    """triangle when the profile is skewed, else square or circle by how much of its box the object fills."""
+    if abs(skew) >= TRIANGLE_SKEW:
+        return "triangle"
+    return "square" if fill > SQUARE_FILL else "circle"
+
+
+def centroid(alpha: np.ndarray) -> np.ndarray:
+    """(y, x) coverage-weighted centre of `alpha`, in its own pixel coordinates (pixel centres at +0.5)."""
+    ys, xs = np.arange(alpha.shape[0]) + 0.5, np.arange(alpha.shape[1]) + 0.5
+    total = alpha.sum()
+    return np.array([alpha.sum(axis=1) @ ys / total, alpha.sum(axis=0) @ xs / total])
+
+
+def net_motion(times: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(dy, dx) from the first to the last time on the least-squares line through the centres."""
+    if len(times) < 2:
+        return np.zeros(2)
+    slope = np.polyfit(times.astype(np.float64), centers, deg=1)[0]
+    return slope * (times[-1] - times[0])
+
+
+def classify_direction(motion: np.ndarray, height: int, width: int) -> str:
+    """left / right / up / down from the dominant axis of `motion` (pixels), "none" when it is too small."""
+    fraction = motion / np.array([height, width])
+    axis = int(np.argmax(np.abs(fraction)))
+    if abs(fraction[axis]) < MIN_MOTION:
+        return "none"
+    if axis == 0:
+        return "down" if fraction[0] > 0 else "up"
+    return "right" if fraction[1] > 0 else "left"
+
+
+# -- one clip ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipScore:
+    """What a clip shows, what its caption says, and whether they match (None: caption outside the grammar)."""
+
+    caption: str
+    expected: Caption | None
+    background: str
+    object_color: str | None  # None: the object was found in no frame
+    shape: str | None
+    direction: str  # left / right / up / down / none
+    found: float  # fraction of frames where the object was found
+    fill_ratio: float | None  # median over the frames where the object is found
+    skew: float | None  # median profile skewness, same frames
+    motion: tuple[float, float]  # net (dy, dx) as fractions of the frame's height and width
+    matches: dict[str, bool] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.expected is None:
+            object.__setattr__(self, "matches", None)
+            return
+        object.__setattr__(self, "matches", {
+            "background": self.background == self.expected.background,
+            "object_color": self.object_color == self.expected.color,
+            "shape": self.shape == self.expected.shape,
+            "direction": self.direction == self.expected.direction,
+        })
+
+    @property
+    def all_match(self) -> bool | None:
+        return None if self.matches is None else all(self.matches.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"caption": self.caption, "in_grammar": self.expected is not None,
+                "predicted": {"background": self.background, "object_color": self.object_color,
+                              "shape": self.shape, "direction": self.direction},
+                "matches": self.matches, "all": self.all_match, "found": self.found,
+                "fill_ratio": self.fill_ratio, "skew": self.skew, "motion": list(self.motion)}
+
+
+def score_clip(frames: np.ndarray, caption: str | Caption) -> ClipScore:
+    """Read background, object colour, shape and direction from uint8 `(f, h, w, 3)` frames; compare to `caption`."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be uint8 (f, h, w, 3) with f >= 1, got {frames.dtype} {frames.shape}")
+    text = caption.text if isinstance(caption, Caption) else str(caption)
+    num_frames, height, width, _ = frames.shape
+    background = border_color(frames)
+    found = _find_object(frames, background)
+    motion = np.zeros(2)
+    color = shape = fill = skew = None
+    if found:
+        times = np.array(sorted(found))
+        object_rgb = np.median([core_color(frames[t], background, found[t]) for t in times], axis=0)
+        fills, skews, centers = _track(frames, background, object_rgb, found)
+        color, fill, skew = nearest_name(object_rgb, COLORS), float(np.median(fills)), float(np.median(skews))
+        shape = classify_shape(fill, skew)
+        motion = net_motion(times, centers)
+    return ClipScore(text, parse_caption(text), nearest_name(background, BACKGROUNDS), color, shape,
+                     classify_direction(motion, height, width), len(found) / num_frames, fill, skew,
+                     (float(motion[0] / height), float(motion[1] / width)))
+
+
+def _find_object(frames: np.ndarray, background: np.ndarray) -> dict[int, np.ndarray]:
+    """Frame index -> object mask, for the frames where the object is found."""
+    masks = {t: object_mask(frame, background) for t, frame in enumerate(frames)}
+    return {t: mask for t, mask in masks.items() if mask is not None}
+
+
+def _track(frames, background, object_rgb, found) -> tuple[list[float], list[float], np.ndarray]:
+    """Fill ratio, profile skewness and centroid (frame coordinates) of the object where it is found."""
+    fills, skews, centers = [], [], []
+    for t in sorted(found):
+        rows, cols = object_window(found[t])
+        alpha = coverage_map(frames[t][rows, cols], background, object_rgb)
+        fills.append(fill_ratio(alpha))
+        skews.append(profile_skew(alpha))
+        centers.append(centroid(alpha) + [rows.start, cols.start])
+    return fills, skews, np.array(centers)
+
+
+# -- a folder ------------------------------------------------------------------------------------------
+def read_scoring_list(videos: str | Path, captions: str | Path | None = None) -> list[tuple[Path, str]]:
+    """(video, caption) pairs of a captions CSV/JSONL; a path is taken relative to the list's folder,
+    else to `videos`. Missing videos are an error naming them; a missing caption is an empty one."""
+    from kvideo.train.data import CAPTION_COLUMNS, read_caption_rows, resolve_video_path
+
+    videos = Path(videos)
+    if not videos.is_dir():
+        raise FileNotFoundError(f"video folder {str(videos)!r} does not exist")
+    captions = Path(captions) if captions else videos / "captions.csv"
+    pairs = []
+    for row in read_caption_rows(captions):
+        path = resolve_video_path(row, captions.parent, captions)
+        path = path if path.is_file() else resolve_video_path(row, videos, captions)
+        pairs.append((path, next((str(row[c]) for c in CAPTION_COLUMNS if row.get(c)), "")))
+    missing = [str(p) for p, _ in pairs if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(pairs)} videos in {str(captions)!r} exist neither beside it "
+                                f"nor under {str(videos)!r}, e.g. {missing[:3]}; fix the paths or --videos")
+    if not pairs:
+        raise ValueError(f"caption list {str(captions)!r} has no rows")
+    return pairs
+
+
+def score_folder(videos: str | Path, captions: str | Path | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Score every clip of a captions list; the report holds each clip's result and the totals.
+
+    Clips whose caption is outside the grammar are counted (`unparseable`) and left out of the
+    accuracies; an unreadable clip counts as wrong on every attribute with nothing found.
+    """
+    from tqdm.auto import tqdm
+
+    clips = []
+    for path, caption in tqdm(read_scoring_list(videos, captions), desc="scoring shapes", unit="clip",
+                              disable=not progress):
+        clips.append({"path": str(path), **_score_file(path, caption)})
+    return {"videos": str(videos), "captions": str(captions or Path(videos) / "captions.csv"),
+            "totals": summarize(clips), "clips": clips}
+
+
+def _score_file(path: Path, caption: str) -> dict[str, Any]:
+    from kvideo.video_io import VideoReadError, read_frames
+
+    try:
+        frames = read_frames(path)
+    except VideoReadError as error:
+        expected = parse_caption(caption)
+        matches = None if expected is None else dict.fromkeys(ATTRIBUTES, False)
+        return {"caption": caption, "in_grammar": expected is not None, "error": str(error), "matches": matches,
+                "all": None if expected is None else False, "found": 0.0}
+    return score_clip(frames, caption).to_dict()
+
+
+def summarize(clips: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Accuracy of each attribute and of all four, mean found fraction, over the clips in the grammar."""
+    scored = [c for c in clips if c["in_grammar"]]
+    totals: dict[str, Any] = {"clips": len(clips), "scored": len(scored), "unparseable": len(clips) - len(scored),
+                              "unreadable": sum("error" in c for c in clips)}
+    for name in ATTRIBUTES:
+        totals[name] = _mean([c["matches"][name] for c in scored])
+    totals["all"] = _mean([c["all"] for c in scored])
+    totals["found"] = _mean([c["found"] for c in scored])
+    return totals
+
+
+def _mean(values: list) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    return path
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The totals as a short table (percentages)."""
+    totals = report["totals"]
+    lines = [f"{totals['scored']} clips scored ({totals['unparseable']} captions outside the grammar, "
+             f"{totals['unreadable']} unreadable)", f"{'attribute':<16}{'accuracy':>9}"]
+    labels = {"background": "background", "object_color": "object color", "shape": "shape",
+              "direction": "direction", "all": "all four", "found": "object found"}
+    for key, label in labels.items():
+        value = totals[key]
+        lines.append(f"{label:<16}{'n/a' if value is None else f'{100 * value:.1f} %':>9}")
+    return "\n".join(lines)
+
+
+def format_failures(report: Mapping[str, Any], limit: int = 5) -> str:
+    """A count and one line for each of the first `limit` clips that miss an attribute or cannot be
+    scored; empty when every clip matches its caption."""
+    failed = [c for c in report["clips"] if c["all"] is not True]
+    if not failed:
+        return ""
+    lines = [f"{len(failed)} of {len(report['clips'])} clips miss at least one attribute or are not scored"]
+    for clip in failed[:limit]:
+        if not clip["in_grammar"]:
+            reason = "caption outside the grammar"
+        elif "error" in clip:
+            reason = clip["error"]
+        else:
+            reason = ", ".join(f"{name} {clip['predicted'][name]}" for name, ok in clip["matches"].items() if not ok)
+        lines.append(f"  {clip['path']}: {reason} ({clip['caption']!r})")
+    return "\n".join(lines)
