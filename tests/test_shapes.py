@@ -304,3 +304,27 @@ def test_eval_shapes_command_writes_the_report(rendered, tmp_path, capsys):
     assert "all four" in capsys.readouterr().out
     assert main(["eval", "shapes", "--videos", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_largest_blob_and_opening():
+    from kvideo.shapes.score import largest_blob, open_mask
+
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[2:9, 2:9] = True  # 49 pixels
+    mask[12:16, 12:16] = True  # 16
+    mask[0, 19] = True  # a speck
+    mask[18, :] = True  # a one-pixel line
+    opened = open_mask(mask)
+    assert not opened[0, 19] and not opened[18].any() and opened[2:9, 2:9].all() and opened[12:16, 12:16].all()
+    blob = largest_blob(opened)
+    assert blob.sum() == 49 and blob[2:9, 2:9].all()
+
+
+def test_scorer_ignores_specks_and_blobs_beside_the_object(rendered):
+    from kvideo.shapes.score import score_clip
+
+    frames, caption = _first_clip(rendered)
+    noisy = frames.copy()
+    noisy[:, 1:5, 1:5] = 255 - noisy[:, 1:5, 1:5]  # a small blob of another colour in a corner
+    noisy[:, ::7, ::5] = 255 - noisy[:, ::7, ::5]  # scattered single pixels
+    assert score_clip(noisy, caption).all_match

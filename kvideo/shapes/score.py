@@ -19,7 +19,7 @@ from kvideo.shapes.grammar import BACKGROUNDS, COLORS, Caption, parse_caption
 OBJECT_DISTANCE = 48.0  # RGB distance from the background beyond which a pixel is the object's
 MIN_OBJECT_FRACTION = 0.004  # fewer object pixels than this fraction of the frame: not found there
 CORE_FRACTION = 0.8  # object pixels this close to its most distinct ones (90th percentile) give its colour
-WINDOW_MARGIN = 2  # pixels around the object's mask in which its coverage is measured
+WINDOW_MARGIN = 3  # pixels around the object's (opened) mask in which its coverage is measured
 TRIANGLE_SKEW = 0.25  # |skewness| of the row or column coverage profile: triangle 0.57, circle and square 0
 SQUARE_FILL = 0.9  # fill ratio of the bounding box: circle pi/4 = 0.79 < square 1
 MIN_MOTION = 0.1  # net motion under this fraction of the frame (along the dominant axis) is "none"
@@ -45,24 +45,42 @@ def distance_from(frame: np.ndarray, color: np.ndarray) -> np.ndarray:
     return np.linalg.norm(frame.astype(np.float64) - color, axis=-1)
 
 
+def max3(array: np.ndarray) -> np.ndarray:
+    """Maximum over each element's 3x3 neighbourhood (outside the array counts as 0 / False)."""
+    padded = np.pad(array, 1)
+    rows = np.maximum(np.maximum(padded[:-2], padded[1:-1]), padded[2:])
+    return np.maximum(np.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
 def open_mask(mask: np.ndarray) -> np.ndarray:
     """Morphological opening with a 3x3 square: removes specks and one-pixel lines, keeps solid blobs."""
-    def shifted(m: np.ndarray, combine) -> np.ndarray:
-        padded = np.pad(m, 1, constant_values=combine is np.logical_and)
-        out = padded[1:-1, 1:-1].copy()
-        for dy in (0, 1, 2):
-            for dx in (0, 1, 2):
-                out = combine(out, padded[dy:dy + m.shape[0], dx:dx + m.shape[1]])
-        return out
+    return max3(~max3(~mask))
 
-    eroded = shifted(mask, np.logical_and)
-    return shifted(eroded, np.logical_or)
+
+def largest_blob(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected region of a non-empty `mask`: labels spread to their neighbours until settled."""
+    rows, cols = bounding_box(mask, margin=0)
+    inside = mask[rows, cols]
+    labels = np.where(inside, np.arange(1, inside.size + 1).reshape(inside.shape), 0)
+    while True:
+        spread = np.where(inside, max3(labels), 0)
+        if np.array_equal(spread, labels):
+            break
+        labels = spread
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    blob = np.zeros_like(mask)
+    blob[rows, cols] = labels == np.argmax(counts)
+    return blob
 
 
 def object_mask(frame: np.ndarray, background: np.ndarray) -> np.ndarray | None:
-    """The object's pixels (opened mask), or None when too few pixels differ from the background."""
+    """The object's pixels (the largest blob far from the background, opened), or None when it is too small."""
     mask = open_mask(distance_from(frame, background) > OBJECT_DISTANCE)
-    return mask if mask.sum() >= MIN_OBJECT_FRACTION * mask.size else None
+    if mask.sum() < MIN_OBJECT_FRACTION * mask.size:
+        return None
+    blob = largest_blob(mask)
+    return blob if blob.sum() >= MIN_OBJECT_FRACTION * mask.size else None
 
 
 def core_color(frame: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -79,11 +97,11 @@ def coverage_map(frame: np.ndarray, background: np.ndarray, color: np.ndarray) -
     return np.clip(alpha, 0.0, 1.0)
 
 
-def object_window(mask: np.ndarray) -> tuple[slice, slice]:
-    """The mask's bounding box grown by WINDOW_MARGIN pixels (clipped to the frame)."""
+def bounding_box(mask: np.ndarray, margin: int = WINDOW_MARGIN) -> tuple[slice, slice]:
+    """The rows and columns of a non-empty mask's bounding box, grown by `margin` pixels (within the frame)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return (slice(max(rows[0] - WINDOW_MARGIN, 0), rows[-1] + WINDOW_MARGIN + 1),
-            slice(max(cols[0] - WINDOW_MARGIN, 0), cols[-1] + WINDOW_MARGIN + 1))
+    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+            slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
 
 
 def fill_ratio(alpha: np.ndarray) -> float:
@@ -216,7 +234,7 @@ def _track(frames, background, object_rgb, found) -> tuple[list[float], list[flo
     """Fill ratio, profile skewness and centroid (frame coordinates) of the object where it is found."""
     fills, skews, centers = [], [], []
     for t in sorted(found):
-        rows, cols = object_window(found[t])
+        rows, cols = bounding_box(found[t])
         alpha = coverage_map(frames[t][rows, cols], background, object_rgb)
         fills.append(fill_ratio(alpha))
         skews.append(profile_skew(alpha))
