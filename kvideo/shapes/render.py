@@ -197,9 +197,9 @@ def _csv_row(relative: str, params: ClipParams, settings: RenderSettings) -> lis
     axis = 0 if caption.direction in ("up", "down") else 1
     extent = (settings.height, settings.width)[axis]
     travel = abs(params.velocity[axis]) * (params.num_frames - 1) / extent
-    numbers_ = (params.object_size, *params.start, *params.velocity, travel)
+    values = (params.object_size, *params.start, *params.velocity, travel)
     return [relative, caption.text, caption.color, caption.shape, caption.direction, caption.background,
-            *(f"{value:.6g}" for value in numbers_), params.num_frames, f"{settings.fps:g}"]
+            *(f"{value:.6g}" for value in values), params.num_frames, f"{settings.fps:g}"]
 
 
 def _write_captions(path: Path, rows: list[list]) -> Path:
