@@ -83,19 +83,19 @@ def load_pickle(path: str | Path) -> Any:
 
 def unreadable(path: str | Path, error: BaseException) -> UnreadableCheckpointError:
     """The one message for a file kvideo cannot read as a checkpoint, with the reason and the way out."""
-    text = str(error)
-    if "Weights only load failed" in text or "weights_only" in text:
-        found = next((line.strip() for line in text.splitlines() if "Unsupported global" in line
-                      or "Unsupported operand" in line), "it holds Python objects, not only tensors")
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    found = next((line for line in lines if "unsupported global" in line.lower()), None)
+    if found is not None:  # a real pickle that holds Python objects: loading it would run code
         reason = f"torch.load(weights_only=True) refuses it: {found}"
         return UnreadableCheckpointError(f"{str(path)!r} is not a checkpoint kvideo can read ({reason}); "
                                          f"{TRUSTED_SOURCE_HINT}")
-    first = (text.strip().splitlines() or [type(error).__name__])[0][:160]
+    detail = next((line for line in lines if "Unsupported operand" in line), lines[0] if lines else "")
+    detail = "not a pickle torch can read" if detail.startswith("Weights only load failed") else detail
+    detail = (detail or type(error).__name__)[:160]
     if Path(path).suffix == ".safetensors":
-        reason = f"a damaged or truncated safetensors file: {first}"
-        way_out = "download or copy it again"
+        reason, way_out = f"a damaged or truncated safetensors file: {detail}", "download or copy it again"
     else:
-        reason = f"neither safetensors nor a PyTorch pickle that torch.load(weights_only=True) accepts: {first}"
+        reason = f"neither safetensors nor a PyTorch pickle that torch.load(weights_only=True) accepts: {detail}"
         way_out = f"download or copy it again; {TRUSTED_SOURCE_HINT}"
     return UnreadableCheckpointError(f"{str(path)!r} is not a checkpoint kvideo can read ({reason}); {way_out}")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from kvideo.checkpoint import CheckpointError, load_file, read_metadata
+from kvideo.checkpoint import CheckpointError, guess_checkpoint_kind, load_file, read_metadata
 from kvideo.models.base import Checkpoint, PretrainedModel
 
 # model name -> ("module:Class", official preset of that class)
@@ -39,8 +39,10 @@ def detect_model(contents: dict[str, Any]) -> str:
     keys = contents.keys()
     if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
         return "video-movq" if any("temporal" in k for k in keys) else "movq"
+    guess = guess_checkpoint_kind(contents)
     raise CheckpointError(
-        f"cannot tell which Kandinsky Video model this is (first keys: {sorted(keys)[:5]}); pass --model"
+        f"cannot tell which Kandinsky Video model this is (first keys: {sorted(keys)[:5]}"
+        + (f"; they look like {guess}" if guess else "") + "); pass --model if it is one"
     )
 
 

@@ -245,10 +245,13 @@ def _container_options(fmt: str) -> dict[str, str]:
 
 
 def _codec_options(codec: str, crf: int, preset: str) -> dict[str, str]:
+    """Encoder settings; one encoder thread, so the same frames give the same bytes on any machine
+    (the thread count changes x264's decisions and is written into the stream)."""
     if codec in ("libx264", "libx265"):
-        return {"crf": str(crf), "preset": preset}
+        return {"crf": str(crf), "preset": preset, "threads": "1"}
     if codec == "libvpx-vp9":  # constant quality: crf with no bitrate target
-        return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": str(VP9_SPEED[preset]), "row-mt": "1"}
+        return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": str(VP9_SPEED[preset]), "row-mt": "0",
+                "threads": "1"}
     return {}
 
 

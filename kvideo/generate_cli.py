@@ -1,11 +1,18 @@
 """`kvideo generate`: prompt(s) -> video file(s); argument parsing only, the work is in kvideo.pipeline."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
+from kvideo.argtypes import parse_float, parse_int
+from kvideo.errors import BadInputError, OutputError
+from kvideo.export import check_output_path
 from kvideo.pipeline import DTYPES, FPS_MODES, OFFLOAD, SAMPLERS, GenerationOptions, check_prompt
+from kvideo.prompts import Prompt, read_prompts_file, report_truncated
 
 TINY_DEFAULTS = dict(size=(64, 64), steps=10)  # random weights: small and quick, it only shows the stages run
 TINY_NOTICE = (
@@ -19,26 +26,35 @@ def register(subparsers) -> None:
     p.add_argument("prompt", nargs="?", help="what the video shows")
     p.add_argument("-o", "--output", required=True,
                    help="output file (.mp4 .webm .gif, or a folder for PNG frames); a folder with --prompts-file")
-    p.add_argument("--prompts-file", help="one prompt per line; one video each; existing outputs are skipped")
-    p.add_argument("--weights", help="folder with the official (or converted) weights; default: tiny random preset")
-    p.add_argument("--fps", default="medium", choices=sorted(FPS_MODES), help="low 15 / medium 57 / high 225 frames")
-    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 64 (default 512x512; 64x64 for the tiny preset)")
-    p.add_argument("--frames", type=int, help="number of keyframes (default: the model's, 15)")
-    p.add_argument("--steps", type=int, help="keyframe sampling steps (default 50; 10 for the tiny preset)")
-    p.add_argument("--interpolation-steps", type=int, help="default: as --steps")
-    p.add_argument("--sampler", default="ddpm", choices=SAMPLERS)
-    p.add_argument("--interpolation-sampler", default="ddpm", choices=SAMPLERS)
-    p.add_argument("--guidance", type=float, default=5.0, help="text guidance scale w: (w+1)·cond - w·uncond")
-    p.add_argument("--interpolation-guidance", type=float, default=0.25)
-    p.add_argument("--negative", help="negative prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default bf16 on GPU, fp32 on CPU")
-    p.add_argument("--offload", default="none", choices=OFFLOAD, help="'model': each model on the GPU only while it runs")
-    p.add_argument("--decode-window", type=int, help="frames decoded together by the video decoder")
+    p.add_argument("--prompts-file", metavar="FILE",
+                   help="UTF-8 text, one prompt a line, one video each; finished outputs are skipped (default: none)")
+    p.add_argument("--weights", metavar="DIR",
+                   help="folder with the official (or converted) weights (default: the tiny random preset)")
+    p.add_argument("--fps", default="medium", choices=sorted(FPS_MODES),
+                   help="low 15 / medium 57 / high 225 frames (default: medium)")
+    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 64 (default: 512x512; 64x64 for the tiny preset)")
+    p.add_argument("--frames", type=parse_int, help="number of keyframes (default: the model's, 15)")
+    p.add_argument("--steps", type=parse_int, help="keyframe sampling steps (default: 50; 10 for the tiny preset)")
+    p.add_argument("--interpolation-steps", type=parse_int, help="interpolation sampling steps (default: --steps)")
+    p.add_argument("--sampler", default="ddpm", choices=SAMPLERS, help="keyframe sampler (default: ddpm)")
+    p.add_argument("--interpolation-sampler", default="ddpm", choices=SAMPLERS,
+                   help="interpolation sampler (default: ddpm)")
+    p.add_argument("--guidance", type=parse_float, default=5.0,
+                   help="text guidance scale w: (w+1)·cond - w·uncond (default: 5.0)")
+    p.add_argument("--interpolation-guidance", type=parse_float, default=0.25,
+                   help="keyframe guidance scale of the interpolation model (default: 0.25)")
+    p.add_argument("--negative", metavar="PROMPT", help="negative prompt (default: none)")
+    p.add_argument("--seed", type=parse_int, default=0, help="seed; line i of --prompts-file uses seed + i (default: 0)")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda or cuda:N (default: cuda if "
+                   "there is a GPU, else cpu)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--offload", default="none", choices=OFFLOAD,
+                   help="'model': each model on the GPU only while it runs (default: none)")
+    p.add_argument("--decode-window", type=parse_int,
+                   help="frames decoded together by the video decoder (default: all)")
     p.add_argument("--temporal-weights", action="append", default=[], metavar="FILE",
-                   help="fine-tuned weights from `kvideo train` (trained.safetensors); repeatable")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+                   help="fine-tuned weights from `kvideo train` (trained.safetensors); repeatable (default: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
     p.set_defaults(func=run)
 
 
@@ -57,30 +73,63 @@ def parse_size(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def jobs(args) -> list[tuple[str, Path]]:
-    """(prompt, output path) pairs, validated before any model is loaded."""
-    from kvideo.export import check_output_path
-
+def jobs(args) -> list[tuple[Prompt, Path]]:
+    """(prompt, output path) pairs, validated before any model is loaded; nothing is written here."""
     if args.prompts_file:
         if args.prompt:
-            raise ValueError("give either a PROMPT or --prompts-file, not both")
-        source = Path(args.prompts_file)
-        if not source.is_file():
-            raise FileNotFoundError(f"--prompts-file {str(source)!r} does not exist")
-        prompts = [line.strip() for line in source.read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError(f"--prompts-file {str(source)!r} holds no prompt")
+            raise BadInputError("give either a PROMPT or --prompts-file, not both")
+        prompts = read_prompts_file(args.prompts_file, report=say)
         folder = Path(args.output)
-        folder.mkdir(parents=True, exist_ok=True)
-        pairs = [(p, folder / f"{i:04d}-{slug(p)}.mp4") for i, p in enumerate(prompts)]
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"-o {str(folder)!r} is a file; with --prompts-file the output is a folder")
+        pairs = [(p, folder / f"{i:04d}-{slug(p.text)}.mp4") for i, p in enumerate(prompts)]
+        check_writable(folder)
     else:
         if args.prompt is None:
-            raise ValueError("no prompt: give a PROMPT or --prompts-file")
-        pairs = [(args.prompt, Path(args.output))]
+            raise BadInputError("no prompt: give a PROMPT or --prompts-file")
+        pairs = [(Prompt(args.prompt), Path(args.output))]
     for prompt, path in pairs:
-        check_prompt(prompt)
-        check_output_path(path)
+        try:
+            check_prompt(prompt.text)
+        except ValueError as error:
+            raise BadInputError(f"{prompt.where}: {error}") from None
+        if path.parent.is_dir():
+            check_output_path(path)
+            check_writable(path.parent)
+        elif not args.prompts_file:
+            raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it first")
     return pairs
+
+
+def check_writable(folder: Path) -> None:
+    """`folder` (or, before it exists, the nearest folder above it) can take new files."""
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {str(existing)!r} (not a writable folder); choose another -o")
+
+
+def is_finished(path: Path) -> bool:
+    """An output from an earlier run that is complete: a non-empty video that reads, or a folder of frames."""
+    if path.is_dir():
+        return any(path.glob("*.png"))
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    from kvideo.video_io import VideoReadError, video_info
+
+    try:
+        return video_info(path).num_frames > 0
+    except (VideoReadError, OSError):
+        return False
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the hidden temp files a killed run left for `path` (`.NAME.XXXX.tmp.mp4`)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp*") if path.parent.is_dir() else ():
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def say(message: str) -> None:
+    print(f"kvideo generate: {message}", file=sys.stderr)
 
 
 def slug(text: str, length: int = 40) -> str:
@@ -93,30 +142,51 @@ def run(args) -> int:
     width, height = parse_size(args.size, TINY_DEFAULTS["size"] if tiny else (512, 512))
     steps = args.steps if args.steps is not None else (TINY_DEFAULTS["steps"] if tiny else 50)
     options = dict(width=width, height=height, fps=args.fps, num_frames=args.frames, steps=steps,
-                   interpolation_steps=steps if args.interpolation_steps is None else args.interpolation_steps, sampler=args.sampler,
-                   interpolation_sampler=args.interpolation_sampler, guidance_scale=args.guidance,
-                   interpolation_guidance_scale=args.interpolation_guidance, decode_window=args.decode_window)
+                   interpolation_steps=steps if args.interpolation_steps is None else args.interpolation_steps,
+                   sampler=args.sampler, interpolation_sampler=args.interpolation_sampler,
+                   guidance_scale=args.guidance, interpolation_guidance_scale=args.interpolation_guidance,
+                   decode_window=args.decode_window)
     GenerationOptions(**options)  # fail on bad options before loading anything
     for path in args.temporal_weights:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--temporal-weights {path!r} does not exist")
-    todo = [(i, p, path) for i, (p, path) in enumerate(pairs) if not path.exists()]
-    for _, path in pairs:
-        if path.exists():
-            print(f"kvideo: {path} exists, skipped", file=sys.stderr)
+        check_trained_weights(path)
+    todo = []
+    for index, (prompt, path) in enumerate(pairs):
+        if is_finished(path):
+            say(f"{path} exists, skipped")
+        else:  # missing, empty or unreadable (a killed run's): made (again)
+            todo.append((index, prompt, path))
     if not todo:
         return 0
     pipe = load_pipeline(args, tiny)
-    if args.temporal_weights:
-        from kvideo.train.checkpointing import load_into_pipeline
-
-        for path in args.temporal_weights:
-            print(f"kvideo: loaded {load_into_pipeline(pipe, path).describe()} from {path}", file=sys.stderr)
-    for index, prompt, path in todo:  # the seed follows the prompt's line, so a resumed run matches
-        video = pipe(prompt, args.negative, seed=args.seed + index, **options)
-        video.save(path)
-        print(f"wrote {path} ({len(video.frames)} frames, {video.fps} fps)")
+    for path in args.temporal_weights:
+        say(f"loaded {load_into_pipeline(pipe, path).describe()} from {path}")
+    tokenizer, limit = pipe.text_encoder.tokenizer, pipe.text_encoder.max_length
+    report_truncated([p for _, p, _ in todo], lambda text: len(tokenizer(text)["input_ids"]), limit, report=say)
+    if args.prompts_file:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="prompt .* is truncated")  # said above, once per prompt
+        for index, prompt, path in todo:  # the seed follows the prompt's line, so a resumed run matches
+            remove_leftovers(path)
+            video = pipe(prompt.text, args.negative, seed=args.seed + index, **options)
+            video.save(path)
+            print(f"wrote {path} ({len(video.frames)} frames, {video.fps} fps)")
     return 0
+
+
+def check_trained_weights(path: str):
+    """A `kvideo train` output that reads, checked before any model is loaded (its WeightsInfo)."""
+    from kvideo.train.checkpointing import read_weights
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--temporal-weights {path!r} does not exist")
+    return read_weights(path)[2]
+
+
+def load_into_pipeline(pipe, path):
+    from kvideo.train.checkpointing import load_into_pipeline as load
+
+    return load(pipe, path)
 
 
 def load_pipeline(args, tiny: bool):
@@ -128,3 +198,4 @@ def load_pipeline(args, tiny: bool):
         print(TINY_NOTICE, file=sys.stderr)
         return KVideoPipeline.from_preset("tiny", **common)
     return KVideoPipeline.from_pretrained(args.weights, **common)
+

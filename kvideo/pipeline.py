@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -12,7 +13,8 @@ import torch
 from einops import rearrange, repeat
 
 from kvideo import diffusion
-from kvideo.checkpoint import sub_state_dict
+from kvideo.checkpoint import CheckpointError, sub_state_dict
+from kvideo.errors import SamplingDivergedError
 from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
 from kvideo.text import TextEncoder, TextProjection, null_context
@@ -84,6 +86,10 @@ class GenerationOptions:
             raise ValueError(f"num_frames={self.num_frames}: must be >= 1")
         if self.decode_window is not None and self.decode_window < 1:
             raise ValueError(f"decode_window={self.decode_window}: must be >= 1")
+        for name in ("guidance_scale", "interpolation_guidance_scale"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name}={value!r}: must be a finite number")
 
 
 def check_prompt(prompt: object, name: str = "prompt") -> str:
@@ -132,8 +138,7 @@ class KVideoPipeline:
         keyframe = UNet.read_checkpoint(paths["keyframe"])
         interpolation = UNet.read_checkpoint(paths["interpolation"])
         for name, checkpoint in (("keyframe", keyframe), ("interpolation", interpolation)):
-            if "null_embedding" not in checkpoint.extras:
-                raise ValueError(f"{paths[name]} has no null_embedding; is it a Kandinsky Video UNet checkpoint?")
+            check_unet_file(name, checkpoint, paths[name])
         unet = UNet.from_checkpoint(keyframe, None if keyframe.config else UNetConfig.preset("official-keyframe"))
         interp = UNet.from_checkpoint(
             interpolation, None if interpolation.config else UNetConfig.preset("official-interpolation"))
@@ -220,7 +225,12 @@ class KVideoPipeline:
         schedule = diffusion.cosine_schedule(steps)
         denoise = diffusion.X0Denoiser(model, schedule, prediction)
         x = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
-        report = None if callback is None else (lambda info: callback(stage, info))
+
+        def report(info):  # every step: non-finite latents stop the run here, before any decoding
+            check_finite_latents(info["x"], stage, info["step"] + 1, steps)
+            if callback is not None:
+                callback(stage, info)
+
         with self._on_device(unet), self._autocast():
             return diffusion.get_sampler(sampler)(
                 denoise, x, schedule, generator=generator, callback=report, progress=self.progress and stage)
@@ -242,6 +252,25 @@ class KVideoPipeline:
             model.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def check_finite_latents(x: torch.Tensor, stage: str, step: int, steps: int) -> None:
+    """Stop at the first step whose latents hold NaN or inf: decoding them gives garbage."""
+    if not bool(torch.isfinite(x).all()):
+        raise SamplingDivergedError(
+            f"sampling diverged at step {step} of {steps} of stage {stage!r} (NaN or inf in the latents); "
+            "nothing was written. Try a smaller guidance scale, --dtype fp32, or check the weights")
+
+
+def check_unet_file(slot: str, checkpoint, path: Path) -> None:
+    """A weights-folder UNet file is the model its name says (a keyframe UNet in the interpolation slot
+    would otherwise fail only after keyframe sampling) and carries its null embedding."""
+    kind = checkpoint.config.kind if checkpoint.config is not None else None
+    if kind is not None and kind != slot:
+        raise CheckpointError(f"{str(path)!r} holds a {kind} UNet, but the file name is the {slot} model's; "
+                              f"put the {slot} UNet there")
+    if "null_embedding" not in checkpoint.extras:
+        raise CheckpointError(f"{str(path)!r} has no null_embedding; is it a Kandinsky Video UNet checkpoint?")
 
 
 def weave(keyframes: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--overwrite", action="store_true",
                          help="move a previous run in --output-dir aside (to OUTPUT_DIR.old-N) and start again; "
                               "nothing is deleted (default: refuse a folder that holds a run)")
-        add_config_arguments(sub, TrainConfig, skip=("task", "clip.task"), preset=task)
+        add_config_arguments(sub, TrainConfig, skip=("task", "clip.task"), preset=default_preset(task))
         sub.set_defaults(func=run_train_command, task=task)
+
+
+def default_preset(task: str) -> str | None:
+    """The preset a task starts from without --config / --preset: the one named after it, if any."""
+    return task if task in TrainConfig.presets() else None
 
 
 def _check_file_task(args: argparse.Namespace) -> None:
@@ -42,7 +47,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: the task's preset (unless --config / --preset), the file, then the flags."""
     _check_file_task(args)
     if not args.config and not args.preset:
-        args.preset = args.task
+        args.preset = default_preset(args.task)
     return config_from_args(TrainConfig, args, task=args.task, **{"clip.task": args.task})
 
 

@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from kvideo.argtypes import parse_bool, parse_float, parse_int
 from kvideo.config import Config, check
 from kvideo.errors import BadInputError
 
@@ -348,33 +349,6 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "progress": "show a progress bar",
     },
 }
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def parse_float(text: str) -> float:
-    """A finite number (nan and inf are refused before any work)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def parse_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 PARSERS = {bool: parse_bool, float: parse_float, int: parse_int}

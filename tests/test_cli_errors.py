@@ -1,0 +1,263 @@
+"""Every mistake and fault gets one line `kvideo <command>: error: ...`, exit status 2 and no output written;
+finished outputs are kept, half-written ones redone, and the same frames always give the same mp4 bytes."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kvideo.models.unet import UNet, UNetConfig
+from test_pipeline import write_tiny_weights
+from test_train_helpers import keyframe_setup, videos  # noqa: F401 (fixtures)
+
+QUICK = ["--fps", "low", "--steps", "2", "--frames", "2", "--quiet"]
+
+
+def kvideo(*args, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "kvideo", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300, cwd=cwd)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, command: str, *needles: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in lines if line.startswith(f"kvideo {command}: error: ")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+class Payload:
+    """A pickle that would run code when loaded without weights_only."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "random.pt").write_bytes(random.Random(0).randbytes(2000))
+    (folder / "random.safetensors").write_bytes(random.Random(1).randbytes(2000))
+    (folder / "empty.pt").write_bytes(b"")
+    torch.save({"weight": Payload()}, folder / "code.pt")
+    UNet(UNetConfig.preset("tiny-keyframe")).save_pretrained(folder / "unet.safetensors")
+    data = (folder / "unet.safetensors").read_bytes()
+    (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    torch.save({"Conv3d_1a_7x7.conv3d.weight": torch.zeros(1), "Mixed_3b.b0.weight": torch.zeros(1)},
+               folder / "i3d.pt")
+    return folder
+
+
+# -- checkpoints kvideo cannot read ------------------------------------------------------------------
+@pytest.mark.parametrize("name, reason", [
+    ("random.pt", "neither safetensors nor a PyTorch pickle"),
+    ("empty.pt", "neither safetensors nor a PyTorch pickle"),
+    ("code.pt", "torch.load(weights_only=True) refuses it"),
+    ("random.safetensors", "a damaged or truncated safetensors file"),
+    ("truncated.safetensors", "a damaged or truncated safetensors file"),
+])
+def test_info_and_convert_name_a_file_they_cannot_read(bad_files, tmp_path, name, reason):
+    path = bad_files / name
+    for command, args in (("info", [path]), ("convert", [path, "-o", tmp_path / "out.safetensors"])):
+        result = kvideo(command, *args, cwd=tmp_path)
+        assert_one_line_error(result, command, f"{str(path)!r} is not a checkpoint kvideo can read", reason)
+    assert not any(tmp_path.iterdir())  # no output, and the pickle's code never ran
+
+
+def test_a_checkpoint_of_another_model_lists_keys_and_a_guess(bad_files):
+    result = kvideo("info", bad_files / "i3d.pt")
+    assert_one_line_error(result, "info", "cannot tell which Kandinsky Video model", "Conv3d_1a_7x7.conv3d.weight",
+                          "they look like an I3D checkpoint")
+
+
+def test_train_model_and_resume_files_it_cannot_read(bad_files, keyframe_setup, tmp_path):
+    cache, unet_path = keyframe_setup
+    common = ["--preset", "tiny-keyframe", "--data", cache, "--output-dir", tmp_path / "run", "--progress", "false"]
+    result = kvideo("train", "keyframe", "--model", bad_files / "random.pt", *common)
+    assert_one_line_error(result, "train keyframe", "random.pt' is not a checkpoint kvideo can read")
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "trained.safetensors").write_bytes((bad_files / "truncated.safetensors").read_bytes())
+    (folder / "state.pt").write_bytes(b"")
+    result = kvideo("train", "keyframe", "--model", unet_path, "--resume", folder, *common)
+    assert_one_line_error(result, "train keyframe", "trained.safetensors' is not a checkpoint kvideo can read",
+                          "damaged or truncated")
+    assert not (tmp_path / "run").exists()
+
+
+# -- generate ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    write_tiny_weights(folder)
+    return folder
+
+
+def test_guidance_nan_is_refused_before_work(tmp_path):
+    for flag in ("--guidance", "--interpolation-guidance"):
+        result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", flag, "nan")
+        assert_one_line_error(result, "generate", "expected a finite number, got 'nan'")
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_existing_folder_named_like_the_video_is_refused_before_work(tmp_path):
+    (tmp_path / "existing.mp4").mkdir()
+    result = kvideo("generate", "a cat", "-o", tmp_path / "existing.mp4", *QUICK)
+    assert_one_line_error(result, "generate", "is a folder; cannot replace it with a mp4 file")
+    assert "RANDOM weights" not in result.stderr  # refused before the models load
+    assert snapshot(tmp_path) == {}
+
+
+def test_read_only_output_folder_is_refused_before_work(tmp_path, monkeypatch, capsys):
+    from kvideo import generate_cli
+    from kvideo.cli import main
+
+    real_access = os.access
+    monkeypatch.setattr(generate_cli.os, "access",  # as a non-root user sees a read-only folder
+                        lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
+    monkeypatch.setattr(generate_cli, "load_pipeline", lambda *a: pytest.fail("loaded the models"))
+    assert main(["generate", "a cat", "-o", str(tmp_path / "clip.mp4")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"kvideo generate: error: cannot write into {str(tmp_path)!r} (not a writable folder); choose another -o")
+
+
+def test_keyframe_weights_in_the_interpolation_slot_fail_before_sampling(weights, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for item in weights.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "interpolation_unet.safetensors").unlink()
+    (folder / "interpolation_unet.safetensors").symlink_to(weights / "keyframe_unet.safetensors")
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", folder, *QUICK)
+    assert_one_line_error(result, "generate", "interpolation_unet.safetensors' holds a keyframe UNet",
+                          "put the interpolation UNet there")
+    assert not (tmp_path / "clip.mp4").exists()
+
+
+def test_weights_folder_and_temporal_weights_files_it_cannot_read(weights, bad_files, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for item in weights.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "video_movq.safetensors").unlink()
+    (folder / "video_movq.safetensors").symlink_to(bad_files / "truncated.safetensors")
+    result = kvideo("generate", "a cat", "-o", tmp_path / "a.mp4", "--weights", folder, *QUICK)
+    assert_one_line_error(result, "generate", "video_movq.safetensors' is not a checkpoint kvideo can read")
+    result = kvideo("generate", "a cat", "-o", tmp_path / "b.mp4", "--temporal-weights", bad_files / "random.pt",
+                    *QUICK)
+    assert_one_line_error(result, "generate", "random.pt' is not a checkpoint kvideo can read")
+    assert "RANDOM weights" not in result.stderr  # checked before the models load
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+def test_non_finite_latents_stop_sampling_and_nothing_is_written(weights, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for item in weights.iterdir():
+        if item.name != "keyframe_unet.safetensors":
+            (folder / item.name).symlink_to(item)
+    checkpoint = UNet.read_checkpoint(weights / "keyframe_unet.safetensors")
+    unet = UNet.from_checkpoint(checkpoint, None)
+    with torch.no_grad():
+        unet.out_layer[-1].weight.fill_(float("inf")) if isinstance(unet.out_layer, torch.nn.Sequential) else \
+            next(unet.parameters()).fill_(float("nan"))
+    unet.save_pretrained(folder / "keyframe_unet.safetensors", extras=checkpoint.extras)
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", folder, *QUICK)
+    assert_one_line_error(result, "generate", "sampling diverged at step 1 of 2 of stage 'keyframes'",
+                          "nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+# -- prompts files -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content, needle", [
+    (b"a cat\n\xff\xfe a dog\n", "prompts.txt:2: not valid UTF-8 (byte 0xff at column 1)"),
+    (b"a cat\n\na dog\n" + b"x" * 5000 + b"\n", "prompts.txt:4: a line of 5000 characters"),
+    (b"a cat\x00\n", "prompts.txt:1: control character '\\x00'"),
+    (b"\n  \n", "holds no prompt"),
+])
+def test_prompts_file_errors_name_the_file_and_line(tmp_path, content, needle):
+    (tmp_path / "prompts.txt").write_bytes(content)
+    result = kvideo("generate", "--prompts-file", tmp_path / "prompts.txt", "-o", tmp_path / "out", *QUICK)
+    assert_one_line_error(result, "generate", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
+
+
+def test_batch_redoes_empty_and_half_written_outputs_and_says_what_it_skips(tmp_path):
+    long_prompt = "a cat " * 40  # 239 bytes + end token: more than the tiny byte-level encoder's 128 tokens
+    (tmp_path / "prompts.txt").write_text(f"a dog\n\n\n{long_prompt}\n")
+    args = ["generate", "--prompts-file", tmp_path / "prompts.txt", "-o", tmp_path / "out", "--seed", "3", *QUICK]
+    first = kvideo(*args)
+    assert first.returncode == 0, first.stderr
+    assert "prompts.txt: skipped 2 blank lines" in first.stderr
+    assert f"{tmp_path / 'prompts.txt'}:4: the prompt is 240 tokens, more than the 128" in first.stderr
+    assert "UserWarning" not in first.stderr
+    finished = snapshot(tmp_path / "out")
+    names = sorted(finished)
+    (tmp_path / "out" / names[0]).write_bytes(b"")  # a 0-byte output
+    (tmp_path / "out" / names[1]).unlink()
+    leftover = tmp_path / "out" / f".{names[1]}.k1ll3d.tmp.mp4"  # what a killed write leaves
+    leftover.write_bytes(b"half")
+    again = kvideo(*args)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(tmp_path / "out") == finished  # redone, byte for byte: deterministic encoding
+    assert not leftover.exists()
+    third = kvideo(*args)
+    assert third.stderr.count("exists, skipped") == 2 and snapshot(tmp_path / "out") == finished
+
+
+# -- encoding ------------------------------------------------------------------------------------------
+def test_the_same_frames_give_the_same_mp4_bytes(tmp_path):
+    from kvideo.export import write_video
+
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (12, 256, 256, 3), dtype=torch.uint8, generator=generator).cumsum(0) // 12
+    digests = set()
+    for i in range(2):
+        path = write_video(tmp_path / f"{i}.mp4", frames.to(torch.uint8), 8, progress=False)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    assert b" threads=1 " in path.read_bytes()  # one encoder thread: the same bytes on any machine
+
+
+# -- debugging ---------------------------------------------------------------------------------------------
+def test_debug_flag_and_environment_show_the_traceback(bad_files):
+    plain = kvideo("info", bad_files / "random.pt")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    for result in (kvideo("info", bad_files / "random.pt", "--debug"), kvideo("--debug", "info", bad_files / "random.pt"),
+                   kvideo("info", bad_files / "random.pt", env={"KVIDEO_DEBUG": "1"})):
+        assert "Traceback" in result.stderr and "UnreadableCheckpointError" in result.stderr
+
+
+# -- kvideo train help -----------------------------------------------------------------------------------
+def test_every_train_flag_has_help_and_its_default_and_both_spellings_work(tmp_path):
+    from kvideo.cli import build_parser
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    steps = train._subparsers._group_actions[0].choices
+    for name, sub in steps.items():
+        for action in sub._actions:
+            if action.help == "==SUPPRESS==" or action.dest == "help":
+                continue
+            assert action.help and "(default:" in action.help, (name, action.option_strings)
+            assert all("_" not in flag for flag in action.option_strings), (name, action.option_strings)
+    args = parser.parse_args(["train", "keyframe", "--output_dir", "a", "--clip.reference_fps", "30"])
+    dashed = parser.parse_args(["train", "keyframe", "--output-dir", "a", "--clip.reference-fps", "30"])
+    assert vars(args) == vars(dashed) and vars(args)["cfg:output_dir"] == "a"
+    result = kvideo("train", "keyframe", "--lr", "inf", "--output-dir", tmp_path / "run")
+    assert_one_line_error(result, "train keyframe", "argument --lr: expected a finite number, got 'inf'")
+    assert not (tmp_path / "run").exists()
