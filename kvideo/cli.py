@@ -8,7 +8,8 @@ import sys
 from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, debug_requested, run_command, without_debug_flag
 
 # Each module provides `register(subparsers)`, adding its subcommand(s) with `set_defaults(func=...)`.
-SUBCOMMAND_MODULES = ("kvideo.cli", "kvideo.generate_cli", "kvideo.eval.cli", "kvideo.train.cli", "kvideo.shapes.cli")
+SUBCOMMAND_MODULES = ("kvideo.cli", "kvideo.generate_cli", "kvideo.eval.cli", "kvideo.train.cli", "kvideo.shapes.cli",
+                      "kvideo.shapes.recipe_cli")
 
 
 def register(subparsers) -> None:

@@ -129,3 +129,48 @@ def test_word_level_t5_reads_the_words_it_knows(tmp_path):
     assert ids[0][1] != ids[1][1] and ids[0][0] == ids[1][0] and ids[0][-1] == 1  # one token a word, then </s>
     assert ids[2][1] == tokenizer.unk_token_id
     assert encoder.config.d_model == 16
+
+
+@pytest.fixture(scope="module")
+def shapes_set(tmp_path_factory):
+    from kvideo.shapes.render import render_dataset
+
+    return render_dataset(tmp_path_factory.mktemp("shapes"), 6, seed=0, size=64, seconds=2.0, progress=False)
+
+
+def test_detector_task_trains_an_i3d_on_shape_and_motion_classes(shapes_set, videos, tmp_path):
+    from kvideo.eval.i3d import InceptionI3d
+    from kvideo.train.detector import caption_labels, shape_motion_classes
+
+    assert len(shape_motion_classes()) == 12
+    assert caption_labels(["a red square moving up on a gray background"]).tolist() == [
+        shape_motion_classes().index("square up")]
+    clip = ClipConfig(task="detector", decoder_frames=10, decoder_step=3, height=64, width=64)
+    trainer = run(tmp_path, "detector", model_preset="tiny", train="all", data=str(shapes_set.parent),
+                  captions=str(shapes_set), clip=clip, batch_size=2)
+    detector = InceptionI3d.from_pretrained(trainer.output_dir / "detector-all.safetensors")
+    assert detector.config.num_classes == 12 and detector.config.input_size == 64
+    assert not detector.training  # loaded for evaluation: running statistics, not batch ones
+    assert detector.Conv3d_1a_7x7.bn.running_var.ne(1).any()  # batch norm statistics were learned
+    with pytest.raises(ValueError, match="outside the shapes grammar"):
+        run(tmp_path / "b", "detector", model_preset="tiny", train="all", data=str(videos.parent),
+            captions=str(videos), clip=clip)
+
+
+def test_movq_crops_are_windows_of_the_frames_and_sizes_are_checked(videos, tmp_path):
+    from kvideo.train.movq import random_crop
+    from kvideo.train.seeding import seeded_generator
+
+    images = torch.arange(2 * 3 * 16 * 24, dtype=torch.float32).reshape(2, 3, 16, 24)
+    crop = random_crop(images, 8, seeded_generator(1))
+    assert crop.shape == (2, 3, 8, 8)
+    top, left = divmod(int(crop[0, 0, 0, 0]), 24)
+    assert torch.equal(crop, images[..., top:top + 8, left:left + 8])
+    assert random_crop(images, 0, seeded_generator(1)) is images
+    with pytest.raises(ValueError, match="crop_size=12 must be 0"):
+        TrainConfig(task="movq", crop_size=12, clip=movq_clip())
+    with pytest.raises(ValueError, match="larger than the 64x64 clips"):
+        TrainConfig(task="movq", crop_size=128, clip=movq_clip())
+    trainer = run(tmp_path, "movq", model_preset="tiny", train="all", data=str(videos.parent), captions=str(videos),
+                  clip=movq_clip(), crop_size=32)
+    assert trainer.step == 3

@@ -70,7 +70,7 @@ def pad_same(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, i
 
 
 class BatchNorm3d(nn.Module):
-    """Inference-only batch norm (eps 1e-3) with the four tensors of the official checkpoints."""
+    """Batch norm (eps 1e-3) with the four tensors of the official checkpoints."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -80,7 +80,8 @@ class BatchNorm3d(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, BN_EPS)
+        # in training mode (a detector trained by kvideo) batch statistics, which update the running ones
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.1, BN_EPS)
 
 
 class Unit3D(nn.Module):
@@ -126,7 +127,7 @@ class InceptionModule(nn.Module):
 
 
 class InceptionI3d(PretrainedModel):
-    """Inception-I3D as in piergiaj/pytorch-i3d (the RGB stream), inference only.
+    """Inception-I3D as in piergiaj/pytorch-i3d (the RGB stream); trainable (`kvideo train detector`).
 
     Input: (b, c, f, input_size, input_size) in [-1, 1] (224 for the official network). `forward` gives logits per output time step
     (b, classes, f'), `logits_mean` their time average (the 400-d FVD feature) and

@@ -13,7 +13,7 @@ from kvideo.argtypes import parse_bool, parse_float, parse_int
 from kvideo.config import Config, check
 from kvideo.errors import BadInputError
 
-TASKS = ("movq", "image", "keyframe", "interpolation", "decoder")
+TASKS = ("movq", "image", "keyframe", "interpolation", "decoder", "detector")
 CACHE_TASKS = ("keyframe", "interpolation")
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -26,8 +26,8 @@ class ClipConfig(Config):
     `keyframe_step` reference frames apart (12 at 24 fps = 2 fps).
     interpolation: `keyframes` keyframes with `interpolated_frames` frames between each pair,
     consecutive frames `s` reference frames apart, s drawn from 1..max_skip per clip.
-    decoder (and movq, which trains on single frames): `decoder_frames` frames `decoder_step`
-    reference frames apart.
+    decoder (and movq, which trains on single frames, and detector): `decoder_frames` frames
+    `decoder_step` reference frames apart.
     """
 
     task: str = "keyframe"
@@ -134,6 +134,7 @@ class TrainConfig(Config):
     uncond_prob: float = 0.1
     max_perturbation: int = 250
     decoder_loss: str = "l1"  # l1 | mse
+    crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
     strategy: str = "ddp"  # ddp | fsdp
     zero: bool = True  # ZeroRedundancyOptimizer under DDP (ZeRO-1, as in the paper)
     device: str = "auto"
@@ -152,6 +153,10 @@ class TrainConfig(Config):
         check(self.train in ("temporal", "all"), f"train={self.train!r}; expected 'temporal' or 'all'")
         check(self.precision in ("bf16", "fp32"), f"precision={self.precision!r}; expected 'bf16' or 'fp32'")
         check(self.strategy in ("ddp", "fsdp"), f"strategy={self.strategy!r}; expected 'ddp' or 'fsdp'")
+        check(self.crop_size >= 0 and self.crop_size % 8 == 0,
+              f"crop_size={self.crop_size} must be 0 (whole frames) or a positive multiple of 8")
+        check(self.crop_size <= min(self.clip.height, self.clip.width),
+              f"crop_size={self.crop_size} is larger than the {self.clip.height}x{self.clip.width} clips")
         check(self.decoder_loss in ("l1", "mse"), f"decoder_loss={self.decoder_loss!r}; expected 'l1' or 'mse'")
         for name in ("steps", "batch_size", "grad_accum", "num_train_timesteps", "log_every", "save_every",
                      "keep_checkpoints"):
@@ -198,25 +203,29 @@ _SHAPES = dict(precision="fp32", num_workers=1, log_every=25, tensorboard=False,
 _SHAPES_KEYFRAMES = ClipConfig(task="keyframe", keyframes=15, keyframe_step=12, height=64, width=64)
 TrainConfig.register_preset(
     "shapes-movq", task="movq", model_preset="shapes", train="all", steps=2000, batch_size=4, grad_accum=1,
-    lr=1e-3, save_every=250, clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64),
-    **_SHAPES)
+    lr=1e-3, save_every=250, crop_size=32,
+    clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64), **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-image", task="image", train="all", steps=4000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
+    "shapes-image", task="image", train="all", steps=3500, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
     save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe", task="keyframe", train="temporal", steps=3000, batch_size=2, grad_accum=1, lr=5e-4,
+    "shapes-keyframe", task="keyframe", train="temporal", steps=2500, batch_size=2, grad_accum=1, lr=5e-4,
     ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe-all", task="keyframe", train="all", steps=3000, batch_size=2, grad_accum=1, lr=3e-4,
+    "shapes-keyframe-all", task="keyframe", train="all", steps=2500, batch_size=2, grad_accum=1, lr=3e-4,
     ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=3000,
+    "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=2000,
     batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
     clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64), **_SHAPES)
 TrainConfig.register_preset(
     "shapes-decoder", task="decoder", model_preset="shapes-video", train="temporal", steps=800, batch_size=2,
     grad_accum=1, lr=5e-4, save_every=200, clip=ClipConfig(task="decoder", decoder_frames=8, decoder_step=3,
                                                           height=64, width=64), **_SHAPES)
+TrainConfig.register_preset(
+    "shapes-detector", task="detector", model_preset="tiny", train="all", steps=1500, batch_size=8, grad_accum=1,
+    lr=1e-3, save_every=250, clip=ClipConfig(task="detector", decoder_frames=16, decoder_step=3, height=64, width=64),
+    **_SHAPES)
 CacheConfig.register_preset("keyframe", clip=ClipConfig(task="keyframe", keyframes=16))
 CacheConfig.register_preset("interpolation", clip=ClipConfig(task="interpolation", keyframes=9, height=256,
                                                              width=256))
@@ -320,6 +329,7 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "uncond_prob": "probability of dropping the text (for classifier-free guidance), in [0, 1]",
         "max_perturbation": "interpolation: largest noise timestep added to the conditioning keyframes",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",
+        "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
         "strategy": "multi-GPU strategy: ddp or fsdp",
         "zero": "ddp: shard the optimizer state across processes (ZeRO-1)",
         "device": "auto, cpu or cuda",

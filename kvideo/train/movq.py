@@ -7,6 +7,7 @@ have; the loss is pixel L1 + MSE.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -44,9 +45,18 @@ def moment_penalty(latents: torch.Tensor) -> torch.Tensor:
     return (flat.mean(dim=1).pow(2) + (flat.var(dim=1) - 1).pow(2)).mean()
 
 
-def movq_loss(module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random size x size window of (n, c, H, W) images (the same for all); size 0: the images."""
+    if not size:
+        return images
+    top, left = (int(torch.randint(limit - size + 1, (), generator=generator)) for limit in images.shape[-2:])
+    return images[..., top:top + size, left:left + size]
+
+
+def movq_loss(module: nn.Module, batch: dict[str, Any], generator: torch.Generator, *,
+              crop_size: int = 0) -> torch.Tensor:
     """Pixel L1 + MSE of the reconstruction, plus the latent moment penalty."""
-    images = rearrange(batch["frames"], "b c f h w -> (b f) c h w")
+    images = random_crop(rearrange(batch["frames"], "b c f h w -> (b f) c h w"), crop_size, generator)
     decoded, latents = module(images, generator)
     decoded = decoded.float()
     return F.l1_loss(decoded, images) + F.mse_loss(decoded, images) + MOMENT_WEIGHT * moment_penalty(latents)
@@ -63,4 +73,8 @@ def build(cfg: TrainConfig) -> Task:
     dataset = VideoTextDataset.from_captions(cfg.captions, cfg.data, cfg.clip, seed=cfg.seed, progress=cfg.progress)
     movq = load_movq(cfg, video=False)
     movq.requires_grad_(True)
-    return Task("movq", movq, Autoencoder(movq), movq_loss, dataset, collate_clips, "frames")
+    if cfg.crop_size % movq.config.downsample_factor:
+        raise ValueError(f"crop_size={cfg.crop_size} is not a multiple of the MoVQ's factor "
+                         f"{movq.config.downsample_factor}")
+    loss = functools.partial(movq_loss, crop_size=cfg.crop_size)
+    return Task("movq", movq, Autoencoder(movq), loss, dataset, collate_clips, "frames")

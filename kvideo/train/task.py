@@ -15,7 +15,8 @@ from kvideo.train.seeding import seeded_generator
 
 Loss = Callable[[nn.Module, dict[str, Any], torch.Generator], torch.Tensor]
 TASK_MODULES = {"movq": "kvideo.train.movq", "image": "kvideo.train.image", "keyframe": "kvideo.train.keyframe",
-                "interpolation": "kvideo.train.interpolation", "decoder": "kvideo.train.decoder"}
+                "interpolation": "kvideo.train.interpolation", "decoder": "kvideo.train.decoder",
+                "detector": "kvideo.train.detector"}
 
 
 @dataclass

@@ -1,0 +1,254 @@
+"""`kvideo recipe shapes OUT`: the whole shapes model from an empty folder, stage by stage, resumable.
+
+data -> movq -> text -> cache-keyframe -> image -> keyframe (temporal; and `all` for comparison)
+-> cache-interpolation -> interpolation -> decoder -> model (the pipeline folder, fp16).
+Each stage is kvideo's own command with a `configs/train/shapes-*.json` preset; a finished stage is
+skipped, an interrupted one resumes from its latest checkpoint. `OUT/records/<stage>.json` records
+each stage's wall time, final loss and peak memory.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from kvideo.checkpoint import atomic_path
+from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, TEMPLATE, all_captions
+from kvideo.shapes.recipe_cli import STAGE_NAMES as STAGES
+from kvideo.train.config import CacheConfig, TrainConfig
+
+TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
+TEXT_DIM = 64  # d_model of the shapes text encoder
+MODEL_FILES = ("keyframe_unet.safetensors", "interpolation_unet.safetensors", "video_movq.safetensors",
+               "text_encoder")
+
+
+class RecipePaths:
+    """Where every stage of the recipe reads and writes: `root/<stage>` (e.g. paths.stage("movq"))."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data, self.model, self.text = root / "data", root / "model", root / "text"
+        self.captions = self.data / "captions.csv"
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def weights(self, stage: str, task: str, trained: str) -> Path:
+        """The exported weights of a training stage: `root/<stage>/<task>-<trained>.safetensors`."""
+        return self.root / stage / f"{task}-{trained}.safetensors"
+
+
+class Recipe:
+    """The stages of the shapes recipe over one output folder; `run()` does what is not done yet."""
+
+    def __init__(self, root: str | Path, *, videos: int = TRAIN_VIDEOS, seed: int = 0, device: str = "auto",
+                 steps_scale: float = 1.0, progress: bool = True, log: Callable[[str], None] = print) -> None:
+        if videos < 1:
+            raise ValueError(f"videos={videos}: the recipe needs at least one training video")
+        if steps_scale <= 0:
+            raise ValueError(f"steps_scale={steps_scale} must be > 0")
+        self.paths = RecipePaths(Path(root))
+        self.videos, self.seed, self.device, self.steps_scale = videos, seed, device, steps_scale
+        self.progress, self.log = progress, log
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    def records(self) -> dict[str, dict]:
+        """What each finished stage recorded (`OUT/records/<stage>.json`: one file a stage, so stages
+        of independent branches can run in parallel processes)."""
+        folder = self.paths.root / "records"
+        return {stage: json.loads((folder / f"{stage}.json").read_text())
+                for stage in STAGES if (folder / f"{stage}.json").is_file()}
+
+    def _record(self, stage: str, values: dict) -> None:
+        folder = self.paths.root / "records"
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / f"{stage}.json") as tmp:
+            tmp.write_text(json.dumps(values, indent=1))
+
+    def run(self, stages: tuple[str, ...] = STAGES) -> Path:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown recipe stages {unknown}; the stages are {list(STAGES)}")
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        for stage in stages:
+            if stage in self.records():
+                self.log(f"recipe: {stage} done before, skipped")
+                continue
+            self.log(f"recipe: {stage} ...")
+            started = time.perf_counter()
+            values = getattr(self, "stage_" + stage.replace("-", "_"))() or {}
+            values["wall_s"] = round(time.perf_counter() - started, 1)
+            self._record(stage, values)
+            self.log(f"recipe: {stage} finished in {values['wall_s']:.0f} s {values}")
+        return self.paths.model
+
+    # -- configs -------------------------------------------------------------------------------------
+    def train_config(self, preset: str, output: Path, **values) -> TrainConfig:
+        base = TrainConfig.preset(preset)
+        steps = max(1, round(base.steps * self.steps_scale))
+        return TrainConfig.preset(preset, output_dir=str(output), resume="latest", device=self.device, seed=self.seed,
+                                  steps=steps, save_every=min(base.save_every, steps), progress=self.progress,
+                                  **values)
+
+    def _train(self, cfg: TrainConfig) -> dict:
+        from kvideo.train.tracking import read_log
+        from kvideo.train.trainer import train
+
+        result = train(cfg)
+        log = read_log(cfg.output_dir)
+        tail = [r["loss"] for r in log if r["step"] > result.step - 100]
+        return {"steps": result.step, "final_loss": round(result.last_loss, 5), "weights": str(result.weights),
+                "mean_loss_last_100_steps": round(sum(tail) / max(1, len(tail)), 5),
+                "peak_memory_gb": max((r.get("memory_gb", 0.0) for r in log), default=0.0)}
+
+    # -- stages --------------------------------------------------------------------------------------
+    def stage_data(self) -> dict:
+        from kvideo.shapes.render import render_dataset
+
+        render_dataset(self.paths.data, num_videos=self.videos, seed=self.seed, size=128, progress=self.progress)
+        return {"videos": self.videos}
+
+    def stage_movq(self) -> dict:
+        return self._train(self.train_config("shapes-movq", self.paths.stage("movq"), data=str(self.paths.data),
+                                             captions=str(self.paths.captions)))
+
+    def stage_text(self) -> dict:
+        """The text encoder (a random word-level T5 over the grammar, frozen: the UNets' cross-attention
+        learns to read it) and the image UNet's starting point, which carries the text projection and
+        the null embedding every later stage inherits."""
+        from kvideo.models.unet import UNet, UNetConfig
+        from kvideo.text import TextProjection, write_word_t5
+
+        words = sorted({w for c in all_captions() for w in c.text.split()})
+        write_word_t5(self.paths.text / "text_encoder", words, d_model=TEXT_DIM, num_layers=2, seed=self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            unet = UNet(UNetConfig.preset("shapes-image"))
+            projection = TextProjection(TEXT_DIM, unet.config.context_dim)
+            null = torch.randn(unet.config.context_dim) * 0.1
+        extras = {"null_embedding": null, **{f"projections.{k}": v for k, v in projection.state_dict().items()}}
+        unet.save_pretrained(self.paths.text / "image-init.safetensors", extras=extras)
+        return {"vocabulary": len(words)}
+
+    def _cache(self, preset: str, output: Path, **values) -> dict:
+        from kvideo.train.cache import run_cache
+
+        cfg = CacheConfig.preset(preset, videos=str(self.paths.data), captions=str(self.paths.captions),
+                                 output=str(output), movq=str(self.paths.weights("movq", "movq", "all")),
+                                 device=self.device, seed=self.seed, progress=self.progress, **values)
+        run_cache(cfg)
+        return {}
+
+    def stage_cache_keyframe(self) -> dict:
+        return self._cache("shapes-keyframe", self.paths.stage("cache-keyframe"),
+                           text_encoder=str(self.paths.text / "text_encoder"),
+                           text_checkpoint=str(self.paths.text / "image-init.safetensors"))
+
+    def stage_image(self) -> dict:
+        return self._train(self.train_config("shapes-image", self.paths.stage("image"), data=str(self.paths.stage("cache-keyframe")),
+                                             model=str(self.paths.text / "image-init.safetensors")))
+
+    def stage_keyframe(self) -> dict:
+        return self._train(self.train_config("shapes-keyframe", self.paths.stage("keyframe"),
+                                             data=str(self.paths.stage("cache-keyframe")),
+                                             model=str(self.paths.weights("image", "image", "all"))))
+
+    def stage_keyframe_all(self) -> dict:
+        return self._train(self.train_config("shapes-keyframe-all", self.paths.stage("keyframe-all"),
+                                             data=str(self.paths.stage("cache-keyframe")),
+                                             model=str(self.paths.weights("image", "image", "all"))))
+
+    def stage_cache_interpolation(self) -> dict:
+        return self._cache("shapes-interpolation", self.paths.stage("cache-interpolation"))
+
+    def stage_interpolation(self) -> dict:
+        return self._train(self.train_config("shapes-interpolation", self.paths.stage("interpolation"),
+                                             data=str(self.paths.stage("cache-interpolation"))))
+
+    def stage_decoder(self) -> dict:
+        return self._train(self.train_config("shapes-decoder", self.paths.stage("decoder"), data=str(self.paths.data),
+                                             captions=str(self.paths.captions),
+                                             model=str(self.paths.weights("movq", "movq", "all"))))
+
+    def stage_model(self) -> dict:
+        """The pipeline folder: full keyframe UNet, interpolation UNet, video MoVQ (fp16) + the text encoder."""
+        folder = self.paths.model
+        assemble_model(folder, image=self.paths.weights("image", "image", "all"),
+                       keyframe=self.paths.weights("keyframe", "keyframe", "temporal"),
+                       interpolation=self.paths.weights("interpolation", "interpolation", "all"),
+                       movq=self.paths.weights("movq", "movq", "all"),
+                       decoder=self.paths.weights("decoder", "decoder", "temporal"),
+                       text_encoder=self.paths.text / "text_encoder")
+        write_model_card(folder)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        return {"folder": str(folder), "megabytes": round(size / 2**20, 1)}
+
+
+def assemble_model(folder: Path, *, image: Path, keyframe: Path, interpolation: Path, movq: Path, decoder: Path,
+                   text_encoder: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Full models from the stages' outputs, written as a weights folder `KVideoPipeline.from_pretrained` reads."""
+    from kvideo.models.movq import MoVQ, MoVQConfig
+    from kvideo.models.unet import UNet
+    from kvideo.train.checkpointing import load_trained_weights, read_weights
+
+    folder.mkdir(parents=True, exist_ok=True)
+    keyframe_unet = full_keyframe_unet(image, keyframe)
+    extras = {k: v.to(dtype) for k, v in UNet.read_checkpoint(image).extras.items()}
+    keyframe_unet.to(dtype).save_pretrained(folder / MODEL_FILES[0], extras=extras)
+    interp = UNet.read_checkpoint(interpolation)
+    UNet.from_checkpoint(interp).to(dtype).save_pretrained(
+        folder / MODEL_FILES[1], extras={k: v.to(dtype) for k, v in interp.extras.items()})
+    _, _, info = read_weights(decoder)
+    video = MoVQ.inflate(MoVQ.read_checkpoint(movq).state, MoVQConfig.from_json(info.model_config))
+    load_trained_weights(video, decoder)
+    video.to(dtype).save_pretrained(folder / MODEL_FILES[2])
+    target = folder / MODEL_FILES[3]
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(text_encoder, target)
+    return folder
+
+
+def full_keyframe_unet(image: Path, keyframe: Path):
+    """The image UNet inflated, with the trained weights of a keyframe run (temporal only, or all) loaded."""
+    from kvideo.models.unet import UNet, UNetConfig
+    from kvideo.train.checkpointing import load_trained_weights, read_weights
+
+    _, _, info = read_weights(keyframe)
+    unet = UNet.inflate(UNet.read_checkpoint(image).state, UNetConfig.from_json(info.model_config))
+    load_trained_weights(unet, keyframe)
+    return unet
+
+
+# Generation defaults of the shapes model (its training size; steps sized for a 2-core CPU).
+GENERATION = {"width": 64, "height": 64, "steps": 50, "interpolation_steps": 25, "sampler": "ddim",
+              "interpolation_sampler": "ddim"}
+
+
+def prompt_pattern() -> str:
+    """A regular expression that matches (lower-cased, stripped) prompts of the shapes grammar."""
+    words = {name: "(" + "|".join(choices) + ")" for name, choices in
+             (("color", COLORS), ("shape", SHAPES), ("direction", DIRECTIONS), ("background", BACKGROUNDS))}
+    return TEMPLATE.replace(" ", r"\s+").format(**words)
+
+
+def write_model_card(folder: Path) -> Path:
+    """`model.json`: what the pipeline and `kvideo generate` need to know about the model besides weights."""
+    card = {
+        "name": "shapes",
+        "description": "kvideo's own small text-to-video model, trained from scratch by `kvideo recipe shapes` "
+                       "on rendered 64x64 clips of one colored shape moving on a plain background",
+        "prompt_grammar": TEMPLATE,
+        "prompt_words": {"color": list(COLORS), "shape": list(SHAPES), "direction": list(DIRECTIONS),
+                         "background": list(BACKGROUNDS)},
+        "prompt_pattern": prompt_pattern(),
+        "generation": GENERATION,
+    }
+    with atomic_path(folder / "model.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=1) + "\n")
+    return folder / "model.json"
