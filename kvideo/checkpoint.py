@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from kvideo.errors import CheckpointError, UnreadableCheckpointError  # noqa: F401 (re-exported from here too)
+from kvideo.errors import CheckpointError, OutputError, UnreadableCheckpointError  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = "1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -109,6 +109,17 @@ def sub_state_dict(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 # -- writing -----------------------------------------------------------------------------------
+def check_writable_folder(folder: str | Path, *, what: str) -> None:
+    """Raise OutputError, before any work, unless files can be created in `folder` (or, when it does not
+    exist yet, in the nearest folder above it, where it will be made)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} {str(folder)!r} is a file, not a folder")
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {str(folder)!r} cannot be written ({str(existing)!r} is not a writable folder)")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""

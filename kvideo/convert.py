@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
-from kvideo.checkpoint import CheckpointError, guess_checkpoint_kind, load_file, read_metadata
+from kvideo.checkpoint import (
+    CheckpointError, OutputError, check_writable_folder, guess_checkpoint_kind, load_file, read_metadata,
+)
 from kvideo.models.base import Checkpoint, PretrainedModel
 
 # model name -> ("module:Class", official preset of that class)
@@ -54,6 +56,9 @@ def convert(source: str | Path, output: str | Path, *, model: str | None = None,
         raise ValueError(f"output {str(output)!r} must end in .safetensors")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
+    if output.is_dir():
+        raise OutputError(f"output {str(output)!r} is a folder; name the .safetensors file to write")
+    check_writable_folder(output.parent, what="output folder")
     contents, metadata = load_file(source)
     if metadata.get("model_type"):
         raise ValueError(f"{str(source)!r} is already a kvideo checkpoint ({metadata['model_type']})")

@@ -1,7 +1,6 @@
 """`kvideo generate`: prompt(s) -> video file(s); argument parsing only, the work is in kvideo.pipeline."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
@@ -9,7 +8,8 @@ import warnings
 from pathlib import Path
 
 from kvideo.argtypes import parse_float, parse_int
-from kvideo.errors import BadInputError, OutputError
+from kvideo.checkpoint import check_writable_folder
+from kvideo.errors import BadInputError
 from kvideo.export import check_output_path
 from kvideo.pipeline import DTYPES, FPS_MODES, OFFLOAD, SAMPLERS, GenerationOptions, check_prompt
 from kvideo.prompts import Prompt, read_prompts_file, report_truncated
@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--interpolation-guidance", type=parse_float, default=0.25,
                    help="keyframe guidance scale of the interpolation model (default: 0.25)")
     p.add_argument("--negative", metavar="PROMPT", help="negative prompt (default: none)")
-    p.add_argument("--seed", type=parse_int, default=0, help="seed; line i of --prompts-file uses seed + i (default: 0)")
+    p.add_argument("--seed", type=parse_int, default=0,
+                   help="seed; line i of --prompts-file uses seed + i (default: 0)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda or cuda:N (default: cuda if "
                    "there is a GPU, else cpu)")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
@@ -80,10 +81,8 @@ def jobs(args) -> list[tuple[Prompt, Path]]:
             raise BadInputError("give either a PROMPT or --prompts-file, not both")
         prompts = read_prompts_file(args.prompts_file, report=say)
         folder = Path(args.output)
-        if folder.exists() and not folder.is_dir():
-            raise OutputError(f"-o {str(folder)!r} is a file; with --prompts-file the output is a folder")
+        check_writable_folder(folder, what="-o (a folder with --prompts-file)")
         pairs = [(p, folder / f"{i:04d}-{slug(p.text)}.mp4") for i, p in enumerate(prompts)]
-        check_writable(folder)
     else:
         if args.prompt is None:
             raise BadInputError("no prompt: give a PROMPT or --prompts-file")
@@ -95,17 +94,10 @@ def jobs(args) -> list[tuple[Prompt, Path]]:
             raise BadInputError(f"{prompt.where}: {error}") from None
         if path.parent.is_dir():
             check_output_path(path)
-            check_writable(path.parent)
+            check_writable_folder(path.parent, what="output folder")
         elif not args.prompts_file:
             raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it first")
     return pairs
-
-
-def check_writable(folder: Path) -> None:
-    """`folder` (or, before it exists, the nearest folder above it) can take new files."""
-    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write into {str(existing)!r} (not a writable folder); choose another -o")
 
 
 def is_finished(path: Path) -> bool:

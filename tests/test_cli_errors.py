@@ -78,6 +78,12 @@ def test_info_and_convert_name_a_file_they_cannot_read(bad_files, tmp_path, name
     assert not any(tmp_path.iterdir())  # no output, and the pickle's code never ran
 
 
+def test_convert_checks_its_output_before_reading(bad_files, tmp_path):
+    (tmp_path / "out.safetensors").mkdir()
+    result = kvideo("convert", bad_files / "random.pt", "-o", tmp_path / "out.safetensors")
+    assert_one_line_error(result, "convert", "out.safetensors' is a folder; name the .safetensors file to write")
+
+
 def test_a_checkpoint_of_another_model_lists_keys_and_a_guess(bad_files):
     result = kvideo("info", bad_files / "i3d.pt")
     assert_one_line_error(result, "info", "cannot tell which Kandinsky Video model", "Conv3d_1a_7x7.conv3d.weight",
@@ -123,16 +129,21 @@ def test_an_existing_folder_named_like_the_video_is_refused_before_work(tmp_path
 
 
 def test_read_only_output_folder_is_refused_before_work(tmp_path, monkeypatch, capsys):
-    from kvideo import generate_cli
+    from kvideo import checkpoint, generate_cli
     from kvideo.cli import main
 
     real_access = os.access
-    monkeypatch.setattr(generate_cli.os, "access",  # as a non-root user sees a read-only folder
+    monkeypatch.setattr(checkpoint.os, "access",  # as a non-root user sees a read-only folder
                         lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
     monkeypatch.setattr(generate_cli, "load_pipeline", lambda *a: pytest.fail("loaded the models"))
     assert main(["generate", "a cat", "-o", str(tmp_path / "clip.mp4")]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"kvideo generate: error: cannot write into {str(tmp_path)!r} (not a writable folder); choose another -o")
+        f"kvideo generate: error: output folder {str(tmp_path)!r} cannot be written ({str(tmp_path)!r} is not a "
+        "writable folder)")
+    (tmp_path / "prompts.txt").write_text("a cat\n")
+    assert main(["generate", "--prompts-file", str(tmp_path / "prompts.txt"), "-o", str(tmp_path / "out")]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
 
 
 def test_keyframe_weights_in_the_interpolation_slot_fail_before_sampling(weights, tmp_path):
@@ -237,8 +248,9 @@ def test_the_same_frames_give_the_same_mp4_bytes(tmp_path):
 def test_debug_flag_and_environment_show_the_traceback(bad_files):
     plain = kvideo("info", bad_files / "random.pt")
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
-    for result in (kvideo("info", bad_files / "random.pt", "--debug"), kvideo("--debug", "info", bad_files / "random.pt"),
-                   kvideo("info", bad_files / "random.pt", env={"KVIDEO_DEBUG": "1"})):
+    path = bad_files / "random.pt"
+    for result in (kvideo("info", path, "--debug"), kvideo("--debug", "info", path),
+                   kvideo("info", path, env={"KVIDEO_DEBUG": "1"})):
         assert "Traceback" in result.stderr and "UnreadableCheckpointError" in result.stderr
 
 

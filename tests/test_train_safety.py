@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,16 +55,20 @@ def test_overwrite_moves_the_old_run_aside(finished_run, tmp_path):
         Trainer(train_config(tmp_path, resume="latest", **values), DistEnv(), overwrite=True)
 
 
-def test_output_dir_that_is_a_file_or_read_only_is_refused_before_work(keyframe_setup, tmp_path):
+def test_output_dir_that_is_a_file_or_read_only_is_refused_before_work(keyframe_setup, tmp_path, monkeypatch):
+    from kvideo import checkpoint
+
     cache, unet_path = keyframe_setup
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is a file, not a folder"):
         Trainer(train_config(tmp_path, output_dir=str(tmp_path / "file"), model=str(unet_path), data=str(cache)),
                 DistEnv())
-    if os.geteuid() != 0:  # root writes anywhere
-        (tmp_path / "ro").mkdir(mode=0o555)
-        with pytest.raises(OutputError, match="cannot be written"):
-            Trainer(train_config(tmp_path / "ro", model=str(unet_path), data=str(cache)), DistEnv())
+    real_access = os.access
+    monkeypatch.setattr(checkpoint.os, "access",  # as a non-root user sees a read-only folder
+                        lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
+    with pytest.raises(OutputError, match="cannot be written"):
+        Trainer(train_config(tmp_path, model=str(unet_path), data=str(cache)), DistEnv())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_rotation_orders_by_step_number_and_keeps_latest(tmp_path):
@@ -131,3 +136,15 @@ def test_cli_refuses_a_folder_holding_a_run_with_one_line(finished_run, tmp_path
         f"kvideo train keyframe: error: {str(folder)!r} already holds a training run; pass --resume latest to "
         "continue it, --overwrite to move it aside and start again, or choose another --output-dir"]
     assert files(folder) == before
+
+
+def test_cli_resume_latest_falls_back_past_a_corrupt_checkpoint(finished_run):
+    values, folder = finished_run
+    (folder / "checkpoints/step-00000004" / ckpt.STATE_FILE).write_bytes(b"\x00" * 64)
+    result = train_cli("--preset", "tiny-keyframe", "--model", values["model"], "--data", values["data"],
+                       "--output-dir", str(folder), "--resume", "latest", "--steps", "4", "--save-every", "2",
+                       "--ema-decay", "0.5", "--progress", "false", "--tensorboard", "false")
+    assert result.returncode == 0, result.stderr
+    assert "kvideo train: skipped checkpoint" in result.stderr and "step-00000004" in result.stderr
+    assert "resuming from" in result.stderr and "trained 4 steps" in result.stdout
+    assert ckpt.load_state(folder / "checkpoints/step-00000004" / ckpt.STATE_FILE)["step"] == 4

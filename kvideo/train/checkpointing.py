@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from kvideo.checkpoint import (
-    CheckpointError, UnreadableCheckpointError, atomic_path, load_file, load_pickle, load_state_dict_strict,
-    save_safetensors,
+    CheckpointError, UnreadableCheckpointError, atomic_path, check_writable_folder, load_file, load_pickle,
+    load_state_dict_strict, save_safetensors,
 )
-from kvideo.errors import BadInputError, OutputError
+from kvideo.errors import BadInputError
 from kvideo.models.base import EXTRA_PREFIX
 from kvideo.models.temporal import load_temporal_state_dict
 
@@ -288,12 +288,7 @@ def check_output_dir(output_dir: str | Path, *, resume: str, overwrite: bool) ->
     if resume and overwrite:
         raise BadInputError("--resume and --overwrite contradict each other: resume continues the run in "
                             f"{str(folder)!r}, overwrite moves it aside; pick one")
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output_dir {str(folder)!r} is a file, not a folder; choose another --output-dir")
-    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"output_dir {str(folder)!r} cannot be written ({str(existing)!r} is not writable); "
-                          "choose another --output-dir")
+    check_writable_folder(folder, what="--output-dir")
     if holds_run(folder) and not resume and not overwrite:
         raise BadInputError(f"{str(folder)!r} already holds a training run; pass --resume latest to continue it, "
                             "--overwrite to move it aside and start again, or choose another --output-dir")

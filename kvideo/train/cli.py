@@ -5,12 +5,14 @@ import argparse
 import os
 import sys
 
+from kvideo.checkpoint import check_writable_folder
 from kvideo.train.config import (
     TASKS, CacheConfig, TrainConfig, add_config_arguments, config_from_args, read_config_file,
 )
 
 EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 256; --output_dir spellings work "
-          "too); flags override the --config file, which overrides the --preset. Launch several processes with torchrun, e.g. "
+          "too); flags override the --config file, which overrides the --preset. Launch several processes with "
+          "torchrun, e.g. "
           "torchrun --nproc_per_node 8 -m kvideo train keyframe --config configs/train/keyframe.json")
 
 
@@ -63,7 +65,10 @@ def run_train_command(args: argparse.Namespace) -> int:
 def run_cache_command(args: argparse.Namespace) -> int:
     from kvideo.train.cache import run_cache
 
-    folder = run_cache(config_from_args(CacheConfig, args))
+    config = config_from_args(CacheConfig, args)
+    if config.output:
+        check_writable_folder(config.output, what="--output")
+    folder = run_cache(config)
     print(f"cache written to {folder}")
     return 0
 
