@@ -21,6 +21,8 @@ MODELS = {
     "interpolation": ("kvideo.models.unet:UNet", "official-interpolation"),
     "movq": ("kvideo.models.movq:MoVQ", "official"),
     "video-movq": ("kvideo.models.movq:MoVQ", "official-video"),
+    "kv11-keyframe": ("kvideo.models.unet:UNet", "official-kv11-keyframe"),  # release 1.1 t2v.pt
+    "kv11-interpolation": ("kvideo.models.unet:UNet", "official-kv11-interpolation"),  # release 1.1 interpolation.pt
 }
 
 
@@ -35,10 +37,17 @@ def detect_model(contents: dict[str, Any]) -> str:
     """Which official checkpoint this is, from its keys."""
     if "unet" in contents and isinstance(contents["unet"], dict):
         keys = contents["unet"].keys()
+        if "image_in_layer.weight" in keys:
+            return "kv11-keyframe"
+        if any("temporal_projection_new" in k for k in keys):
+            return "kv11-interpolation"
         if any("skip_embeddings" in k for k in keys):
             return "interpolation"
         return "keyframe" if any("temporal_resnet_blocks" in k for k in keys) else "image"
     keys = contents.keys()
+    if "projection_base" in keys:
+        raise CheckpointError("this is release 1.1's t5_projections.pt (text projections, not a model): "
+                              "keep it beside t2v.pt in the weights folder; it needs no conversion")
     if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
         return "video-movq" if any("temporal" in k for k in keys) else "movq"
     guess = guess_checkpoint_kind(contents)

@@ -56,6 +56,7 @@ def register(subparsers) -> None:
     p.add_argument("--temporal-weights", action="append", default=[], metavar="FILE",
                    help="fine-tuned weights from `kvideo train` (trained.safetensors); repeatable (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+    add_release11_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -139,6 +140,8 @@ def run(args) -> int:
                    guidance_scale=args.guidance, interpolation_guidance_scale=args.interpolation_guidance,
                    decode_window=args.decode_window)
     GenerationOptions(**options)  # fail on bad options before loading anything
+    if wants_release11(args, tiny):  # --image / --motion / --first-frame-out, or 1.1 weights
+        options = release11_options(args, options)
     for path in args.temporal_weights:
         check_trained_weights(path)
     todo = []
@@ -162,6 +165,8 @@ def run(args) -> int:
             remove_leftovers(path)
             video = pipe(prompt.text, args.negative, seed=args.seed + index, **options)
             video.save(path)
+            if args.first_frame_out:
+                print(f"wrote {video.save_first_frame(args.first_frame_out)} (the first frame)")
             print(f"wrote {path} ({len(video.frames)} frames, {video.fps} fps)")
     return 0
 
@@ -188,6 +193,77 @@ def load_pipeline(args, tiny: bool):
     common = dict(device=args.device, dtype=dtype, offload=args.offload, progress=not args.quiet)
     if tiny:
         print(TINY_NOTICE, file=sys.stderr)
+        if wants_release11(args, tiny):
+            from kvideo.pipeline11 import KVideo11Pipeline
+
+            return KVideo11Pipeline.from_preset("tiny", **common)
         return KVideoPipeline.from_preset("tiny", **common)
     return KVideoPipeline.from_pretrained(args.weights, **common)
 
+
+# -- release 1.1: image-to-video ----------------------------------------------------------------
+def add_release11_arguments(p) -> None:
+    from kvideo.pipeline11 import MOTION_SCORES
+
+    p.add_argument("--image", metavar="FILE",
+                   help="picture to animate: it becomes the first frame (release 1.1 weights; default: none, "
+                        "the first frame is drawn from the prompt)")
+    p.add_argument("--motion", choices=list(MOTION_SCORES),
+                   help="how much the clip moves (release 1.1 weights; default: medium)")
+    p.add_argument("--first-frame-out", metavar="FILE",
+                   help="also save the first frame, drawn or given, as an image, e.g. first.png (release 1.1 "
+                        "weights; default: not saved)")
+
+
+def wants_release11(args, tiny: bool) -> bool:
+    """Whether this run uses the 1.1 pipeline: 1.1 weights, or the tiny preset with a 1.1 flag.
+
+    A 1.1 flag with other weights is refused here, before anything is loaded."""
+    from kvideo.pipeline11 import is_kv11_folder
+
+    flags = [flag for flag, value in (("--image", args.image), ("--motion", args.motion),
+                                      ("--first-frame-out", args.first_frame_out)) if value is not None]
+    if tiny:
+        return bool(flags)
+    if is_kv11_folder(args.weights):
+        return True
+    if flags:
+        raise BadInputError(f"{' / '.join(flags)} {'needs' if len(flags) == 1 else 'need'} release 1.1 weights "
+                            f"(t2v.pt, ...); --weights "
+                            f"{args.weights!r} holds no t2v.pt, and release 1.0 has no image conditioning")
+    return False
+
+
+def release11_options(args, options: dict) -> dict:
+    """The 1.1 pipeline's options from the command line, checked (and the picture read) before any model loads.
+
+    Interpolation keeps the release's own defaults (10 steps, guidance 0.5) unless
+    --interpolation-steps is given; 1.1 samples with ddpm only."""
+    from kvideo.pipeline11 import Generation11Options, image_format, load_image
+
+    for flag, value in (("--sampler", args.sampler), ("--interpolation-sampler", args.interpolation_sampler)):
+        if value != "ddpm":
+            raise BadInputError(f"{flag} {value}: release 1.1 samples with ddpm only")
+    kept = {name: options[name] for name in ("width", "height", "fps", "num_frames", "steps", "guidance_scale",
+                                             "decode_window")}
+    kept.update(first_frame_steps=options["steps"], motion=args.motion or "medium")
+    if args.interpolation_steps is not None:
+        kept["interpolation_steps"] = args.interpolation_steps
+    Generation11Options(**kept)
+    if args.first_frame_out is not None:
+        if args.prompts_file:
+            raise BadInputError("--first-frame-out names one file; it cannot be used with --prompts-file")
+        out = Path(args.first_frame_out)
+        try:
+            image_format(out)
+        except ValueError as error:
+            raise BadInputError(f"--first-frame-out {error}") from None
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--first-frame-out folder {str(out.parent)!r} does not exist; create it first")
+    if args.image is not None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            kept["image"] = load_image(args.image)
+        for warning in caught:
+            print(f"kvideo generate: {args.image}: {warning.message}", file=sys.stderr)
+    return kept

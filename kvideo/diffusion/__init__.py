@@ -35,6 +35,8 @@ from kvideo.diffusion.schedules import (
 )
 from kvideo.diffusion.wrappers import (
     PREDICTIONS,
+    ConditionChannels,
+    FirstFrameGuidance,
     KeyframeGuidance,
     TextGuidance,
     X0Denoiser,
@@ -43,7 +45,8 @@ from kvideo.diffusion.wrappers import (
 )
 
 __all__ = [
-    "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "KeyframeGuidance", "Schedule", "TextGuidance",
+    "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "ConditionChannels", "FirstFrameGuidance",
+    "KeyframeGuidance", "Schedule", "TextGuidance",
     "X0Denoiser", "add_noise", "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold",
     "get_sampler", "linear_schedule", "predict_x0", "q_sample", "randn_like", "rescale_zero_terminal_snr",
     "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "spaced_timesteps", "zero_snr_cosine_alphas_cumprod",

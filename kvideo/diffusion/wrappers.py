@@ -110,10 +110,15 @@ class _TwoBranchGuidance:
 
     def __init__(self, model: Callable[..., torch.Tensor], scale: float, context: torch.Tensor | None,
                  context_mask: torch.Tensor | None, batch_kwargs: Mapping[str, torch.Tensor] | None,
-                 model_kwargs: Mapping[str, Any]) -> None:
+                 model_kwargs: Mapping[str, Any],
+                 uncond_batch_kwargs: Mapping[str, torch.Tensor] | None = None) -> None:
         self.model, self.scale = model, float(scale)
         self.context, self.context_mask = context, context_mask
         self.batch_kwargs = dict(batch_kwargs or {})
+        self.uncond_batch_kwargs = dict(uncond_batch_kwargs or {})  # per-sample values of the unconditional branch
+        unknown = sorted(set(self.uncond_batch_kwargs) - set(self.batch_kwargs))
+        if unknown:
+            raise ValueError(f"uncond_batch_kwargs {unknown} have no conditional value in batch_kwargs")
         self.model_kwargs = dict(model_kwargs)
 
     def _forward(self, cond_x: torch.Tensor, uncond_x: torch.Tensor | None, time: torch.Tensor,
@@ -125,11 +130,12 @@ class _TwoBranchGuidance:
             context, mask = contexts[0]
             return self.model(cond_x, time, context, mask, **kwargs, **self.model_kwargs)
         (context, mask), (uncond_context, uncond_mask) = contexts
+        uncond_kwargs = {k: _batch(self.uncond_batch_kwargs.get(k, v), b, k) for k, v in kwargs.items()}
         output = self.model(
             torch.cat([cond_x, uncond_x]), torch.cat([time, time]),
             None if context is None else torch.cat([context, uncond_context]),
             None if mask is None else torch.cat([mask, uncond_mask]),
-            **{k: torch.cat([v, v]) for k, v in kwargs.items()}, **self.model_kwargs,
+            **{k: torch.cat([v, uncond_kwargs[k]]) for k, v in kwargs.items()}, **self.model_kwargs,
         )
         cond, uncond = output.chunk(2)
         return (1.0 + self.scale) * cond - self.scale * uncond
@@ -170,17 +176,23 @@ class KeyframeGuidance(_TwoBranchGuidance):
     The model input is [left keyframes | x | right keyframes] on the channel axis (dim 1); the
     unconditional branch has both keyframes zeroed. `left`/`right` are shaped like x except for
     the channels (e.g. (b, 4, g, h, w) around x (b, 12, g, h, w)). Both branches get the same
-    `context` / `context_mask` (the interpolation model's null context). With `scale == 0` only
-    the conditional branch runs.
+    `context` / `context_mask` (release 1.0: the interpolation model's null context) unless
+    `uncond_context` / `uncond_context_mask` are given (release 1.1: prompt vs null text);
+    `uncond_batch_kwargs` replace `batch_kwargs` entries in the unconditional branch (release 1.1:
+    temporal_mask 0). With `scale == 0` only the conditional branch runs.
     """
 
     def __init__(self, model: Callable[..., torch.Tensor], left: torch.Tensor, right: torch.Tensor,
                  scale: float = 0.25, *, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                 batch_kwargs: Mapping[str, torch.Tensor] | None = None, **model_kwargs: Any) -> None:
+                 uncond_context: torch.Tensor | None = None, uncond_context_mask: torch.Tensor | None = None,
+                 batch_kwargs: Mapping[str, torch.Tensor] | None = None,
+                 uncond_batch_kwargs: Mapping[str, torch.Tensor] | None = None, **model_kwargs: Any) -> None:
         if left.shape != right.shape:
             raise ValueError(f"left and right keyframes differ in shape: {tuple(left.shape)} vs {tuple(right.shape)}")
-        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs)
+        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs, uncond_batch_kwargs)
         self.left, self.right = left, right
+        self.uncond_context = context if uncond_context is None else uncond_context
+        self.uncond_context_mask = context_mask if uncond_context_mask is None else uncond_context_mask
 
     def __call__(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
@@ -194,4 +206,62 @@ class KeyframeGuidance(_TwoBranchGuidance):
         if self.scale == 0:
             return self._forward(cond_x, None, time, ((context, mask), None))
         uncond_x = torch.cat([torch.zeros_like(left), x, torch.zeros_like(right)], dim=1)
-        return self._forward(cond_x, uncond_x, time, ((context, mask), (context, mask)))
+        uncond_context = None if self.uncond_context is None else _batch(self.uncond_context, b, "uncond_context")
+        uncond_mask = None if self.uncond_context_mask is None else _batch(self.uncond_context_mask, b,
+                                                                             "uncond_context_mask")
+        return self._forward(cond_x, uncond_x, time, ((context, mask), (uncond_context, uncond_mask)))
+
+
+class ConditionChannels:
+    """`model(x, time, ...)` with fixed condition channels appended to x on dim 1 (batch of 1 expanded).
+
+    Release 1.1's keyframe UNet reads [noisy latent 4 | condition latent 4 | mask 1]; the first
+    frame is drawn with a zero condition and mask.
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], condition: torch.Tensor) -> None:
+        self.model, self.condition = model, condition
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        condition = _batch(self.condition, x.shape[0], "condition").to(x.dtype)
+        return self.model(torch.cat([x, condition], dim=1), *args, **kwargs)
+
+
+class FirstFrameGuidance:
+    """Release 1.1 keyframe guidance over three branches in one batched forward:
+
+    out = (1 - wi)·e(null text, no frame) + (wi - wt)·e(null text, frame) + wt·e(text, frame)
+
+    with wt = `text_scale` (prompt weight) and wi = `image_scale`. `condition` (b or 1, k, ...)
+    are the channels appended to x for the branches that see the first frame ([latent | mask]);
+    the third branch gets zeros. `batch_kwargs` are per-sample tensors repeated for every branch;
+    other keyword arguments go to the UNet unchanged.
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], condition: torch.Tensor, context: torch.Tensor,
+                 context_mask: torch.Tensor, uncond_context: torch.Tensor, uncond_context_mask: torch.Tensor, *,
+                 text_scale: float = 5.0, image_scale: float = 3.0,
+                 batch_kwargs: Mapping[str, torch.Tensor] | None = None, **model_kwargs: Any) -> None:
+        length = max(context.shape[1], uncond_context.shape[1])
+        self.context, self.context_mask = pad_context(context, context_mask, length)
+        self.uncond_context, self.uncond_context_mask = pad_context(uncond_context, uncond_context_mask, length)
+        self.model, self.condition = model, condition
+        self.text_scale, self.image_scale = float(text_scale), float(image_scale)
+        self.batch_kwargs, self.model_kwargs = dict(batch_kwargs or {}), model_kwargs
+
+    def __call__(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        condition = _batch(self.condition, b, "condition").to(x.dtype)
+        with_frame = torch.cat([x, condition], dim=1)
+        without = torch.cat([x, torch.zeros_like(condition)], dim=1)
+        context = _batch(self.context, b, "context")
+        uncond = _batch(self.uncond_context, b, "uncond_context")
+        mask, uncond_mask = _batch(self.context_mask, b, "context_mask"), _batch(self.uncond_context_mask, b,
+                                                                                 "uncond_context_mask")
+        kwargs = {k: torch.cat([_batch(v, b, k)] * 3) for k, v in self.batch_kwargs.items()}
+        output = self.model(torch.cat([with_frame, with_frame, without]), torch.cat([time] * 3),
+                            torch.cat([context, uncond, uncond]), torch.cat([mask, uncond_mask, uncond_mask]),
+                            **kwargs, **self.model_kwargs)
+        full, image_only, neither = output.chunk(3)
+        wt, wi = self.text_scale, self.image_scale
+        return (1.0 - wi) * neither + (wi - wt) * image_only + wt * full
