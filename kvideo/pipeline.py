@@ -134,6 +134,11 @@ class KVideoPipeline:
         """Load a weights folder holding the official files (or their kvideo conversions):
         text_encoder/ (a T5 encoder in Hugging Face format), kandinsky_video.pt,
         kandinsky_video_interpolation.pt and video_movq.pt."""
+        from kvideo.pipeline11 import KVideo11Pipeline, is_kv11_folder
+
+        if is_kv11_folder(weights_dir):  # release 1.1 files (t2v.pt, ...): the 1.1 pipeline
+            return KVideo11Pipeline.from_pretrained(weights_dir, device=device, dtype=dtype, offload=offload,
+                                                    progress=progress)
         paths = find_weights(weights_dir)
         keyframe = UNet.read_checkpoint(paths["keyframe"])
         interpolation = UNet.read_checkpoint(paths["interpolation"])
