@@ -7,12 +7,13 @@ import torch
 
 from kvideo.models.movq import MoVQ
 from kvideo.models.unet import UNet
+from kvideo.text import TextProjection
 from kvideo.train import checkpointing as ckpt
 from kvideo.train.config import ClipConfig, TrainConfig
 from kvideo.train.distributed import DistEnv
 from kvideo.train.movq import moment_penalty
 from kvideo.train.trainer import Trainer
-from test_train_helpers import keyframe_setup, one_thread, save_unet, videos  # noqa: F401 (fixtures)
+from test_train_helpers import keyframe_setup, make_cache, one_thread, save_unet, videos  # noqa: F401 (fixtures)
 
 BASE = dict(steps=3, save_every=3, progress=False, tensorboard=False, precision="fp32", num_workers=0, log_every=1)
 
@@ -63,7 +64,8 @@ def test_movq_and_image_tasks_refuse_temporal_training(videos, tmp_path):
         run(tmp_path, "movq", model_preset="tiny", train="temporal", data=str(videos.parent), captions=str(videos),
             clip=movq_clip())
     with pytest.raises(ValueError, match="no temporal layers; use train=all"):
-        run(tmp_path, "image", model_preset="tiny-image", train="temporal", data="unused", clip=ClipConfig(task="image"))
+        run(tmp_path, "image", model_preset="tiny-image", train="temporal", data="unused",
+            clip=ClipConfig(task="image"))
 
 
 def test_decoder_task_inflates_an_image_movq(image_movq, videos, tmp_path):
@@ -86,6 +88,10 @@ def image_unet(tmp_path_factory, keyframe_setup):
     cache, _ = keyframe_setup
     folder = tmp_path_factory.mktemp("image")
     start = save_unet(folder / "init.safetensors", kind="image")
+    checkpoint = UNet.read_checkpoint(start)  # add a text projection (T5 d_model 16), as `kvideo recipe` does
+    projection = TextProjection(16, checkpoint.config.context_dim).state_dict()
+    projection = {f"projections.{k}": v for k, v in projection.items()}
+    UNet.from_checkpoint(checkpoint).save_pretrained(start, extras={**checkpoint.extras, **projection})
     cfg = TrainConfig(task="image", model=str(start), train="all", data=str(cache), output_dir=str(folder / "run"),
                       clip=ClipConfig(task="image"), lr=1e-3, **BASE)
     trainer = Trainer(cfg, DistEnv())
@@ -115,7 +121,7 @@ def test_keyframe_task_inflates_an_image_unet(image_unet, keyframe_setup, tmp_pa
     info = ckpt.read_weights(trainer.output_dir / "keyframe-temporal.safetensors")[2]
     assert info.weights == "temporal" and info.task == "keyframe"
     # the interpolation task cannot start from an image UNet
-    with pytest.raises(ValueError, match="the model is an image UNet; task='interpolation' needs an interpolation UNet"):
+    with pytest.raises(ValueError, match="an image UNet; task='interpolation' needs an interpolation UNet"):
         run(tmp_path / "b", "interpolation", model=str(weights), train="all", data=str(cache),
             clip=ClipConfig(task="interpolation", keyframes=3, max_skip=2))
 
@@ -174,3 +180,33 @@ def test_movq_crops_are_windows_of_the_frames_and_sizes_are_checked(videos, tmp_
     trainer = run(tmp_path, "movq", model_preset="tiny", train="all", data=str(videos.parent), captions=str(videos),
                   clip=movq_clip(), crop_size=32)
     assert trainer.step == 3
+
+
+def test_recipe_assembles_a_model_folder_the_pipeline_loads(image_unet, image_movq, keyframe_setup, videos, tmp_path):
+    """The recipe's last stage on tiny stand-ins of every stage's output: full fp16 models + model card."""
+    from kvideo.pipeline import KVideoPipeline
+    from kvideo.shapes.recipe import assemble_model, write_model_card
+    from kvideo.text import write_word_t5
+
+    image, _, _ = image_unet
+    movq, _, _ = image_movq
+    cache, _ = keyframe_setup
+    keyframe = run(tmp_path, "keyframe", model=str(image), train="temporal", data=str(cache), steps=1,
+                   clip=ClipConfig(task="keyframe", keyframes=3, height=64, width=64)).task.model
+    interpolation_cache = make_cache(tmp_path / "icache", videos, task="interpolation")
+    run(tmp_path, "interpolation", model_preset="tiny-interpolation", train="all", data=str(interpolation_cache),
+        steps=1, clip=ClipConfig(task="interpolation", keyframes=3, max_skip=2, height=64, width=64))
+    run(tmp_path, "decoder", model=str(movq), model_preset="tiny-video", train="temporal", steps=1,
+        data=str(videos.parent), captions=str(videos), clip=movq_clip("decoder", frames=3))
+    write_word_t5(tmp_path / "t5", ["a", "red", "circle"], d_model=16, num_layers=1)
+    folder = assemble_model(tmp_path / "model", image=image, movq=movq, text_encoder=tmp_path / "t5",
+                            keyframe=tmp_path / "keyframe/keyframe-temporal.safetensors",
+                            interpolation=tmp_path / "interpolation/interpolation-all.safetensors",
+                            decoder=tmp_path / "decoder/decoder-temporal.safetensors")
+    write_model_card(folder)
+    pipe = KVideoPipeline.from_pretrained(folder, progress=False)
+    assert pipe.card["name"] == "shapes" and pipe.card["generation"]["width"] == 64
+    state = pipe.unet.state_dict()
+    assert all(torch.equal(v.half().float(), state[k]) for k, v in keyframe.state_dict().items())  # stored fp16
+    video = pipe("a red circle", fps="medium", seed=0, steps=2, interpolation_steps=2)  # 64x64 from the card
+    assert video.frames.shape == (57, 64, 64, 3)

@@ -150,7 +150,8 @@ class Recipe:
                            text_checkpoint=str(self.paths.text / "image-init.safetensors"))
 
     def stage_image(self) -> dict:
-        return self._train(self.train_config("shapes-image", self.paths.stage("image"), data=str(self.paths.stage("cache-keyframe")),
+        return self._train(self.train_config("shapes-image", self.paths.stage("image"),
+                                             data=str(self.paths.stage("cache-keyframe")),
                                              model=str(self.paths.text / "image-init.safetensors")))
 
     def stage_keyframe(self) -> dict:
