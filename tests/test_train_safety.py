@@ -71,6 +71,14 @@ def test_output_dir_that_is_a_file_or_read_only_is_refused_before_work(keyframe_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.parametrize("values", [dict(lr=float("inf")), dict(weight_decay=float("nan")),
+                                    dict(adam_betas=(0.9, float("nan")))])
+def test_non_finite_numbers_are_refused_before_work(tmp_path, values):
+    with pytest.raises(BadInputError, match="must be a finite number"):
+        Trainer(train_config(tmp_path, **values), DistEnv())
+    assert not any(tmp_path.iterdir())
+
+
 def test_rotation_orders_by_step_number_and_keeps_latest(tmp_path):
     for step in (5, 30, 200):  # names that sort differently by text (step-5 > step-200) than by number
         (tmp_path / ckpt.CHECKPOINTS / f"step-{step}").mkdir(parents=True)

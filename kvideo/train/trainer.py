@@ -16,7 +16,7 @@ from kvideo.checkpoint import atomic_path
 from kvideo.errors import KVideoError
 from kvideo.train import checkpointing as ckpt
 from kvideo.train import distributed
-from kvideo.train.config import TrainConfig
+from kvideo.train.config import TrainConfig, check_finite
 from kvideo.train.data import StreamSampler
 from kvideo.train.seeding import rng_state, seeded_generator, set_rng_state
 from kvideo.train.task import Task, build_task
@@ -69,6 +69,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, env: distributed.DistEnv, *, overwrite: bool = False) -> None:
         self.cfg, self.env, self.overwrite = cfg, env, overwrite
+        check_finite(cfg)
         self.output_dir = Path(cfg.output_dir)
         self._check_output_dir()
         self.task: Task = build_task(cfg)
