@@ -45,7 +45,7 @@ def test_a_folder_holding_a_run_is_refused_and_left_as_it_was(finished_run, tmp_
     assert files(folder) == before
 
 
-def test_overwrite_moves_the_old_run_aside(finished_run, tmp_path):
+def test_overwrite_moves_the_old_run_aside(finished_run, tmp_path, monkeypatch):
     values, folder = finished_run
     before = files(folder)
     run(train_config(tmp_path, **(values | {"steps": 2})), overwrite=True)
@@ -53,6 +53,9 @@ def test_overwrite_moves_the_old_run_aside(finished_run, tmp_path):
     assert ckpt.latest_folder(folder).name == "step-00000002" and ckpt.latest_folder(folder).is_dir()
     with pytest.raises(BadInputError, match="contradict"):
         Trainer(train_config(tmp_path, resume="latest", **values), DistEnv(), overwrite=True)
+    monkeypatch.chdir(folder)
+    with pytest.raises(BadInputError, match="while it holds the current folder"):
+        Trainer(train_config(tmp_path, **(values | {"output_dir": "."})), DistEnv(), overwrite=True)
 
 
 def test_output_dir_that_is_a_file_or_read_only_is_refused_before_work(keyframe_setup, tmp_path, monkeypatch):

@@ -289,6 +289,9 @@ def check_output_dir(output_dir: str | Path, *, resume: str, overwrite: bool) ->
         raise BadInputError("--resume and --overwrite contradict each other: resume continues the run in "
                             f"{str(folder)!r}, overwrite moves it aside; pick one")
     check_writable_folder(folder, what="--output-dir")
+    if overwrite and holds_run(folder) and Path.cwd().resolve().is_relative_to(folder.resolve()):
+        raise BadInputError(f"--overwrite cannot move {str(folder)!r} aside while it holds the current folder; "
+                            "run the command from outside it")
     if holds_run(folder) and not resume and not overwrite:
         raise BadInputError(f"{str(folder)!r} already holds a training run; pass --resume latest to continue it, "
                             "--overwrite to move it aside and start again, or choose another --output-dir")
