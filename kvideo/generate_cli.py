@@ -88,6 +88,8 @@ def jobs(args) -> list[tuple[Prompt, Path]]:
         if args.prompt is None:
             raise BadInputError("no prompt: give a PROMPT or --prompts-file")
         pairs = [(Prompt(args.prompt), Path(args.output))]
+    if args.negative is not None:
+        check_prompt(args.negative, "--negative")
     for prompt, path in pairs:
         try:
             check_prompt(prompt.text)

@@ -120,6 +120,12 @@ def test_guidance_nan_is_refused_before_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_an_empty_negative_prompt_is_refused_before_work(tmp_path):
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--negative", " ", *QUICK)
+    assert_one_line_error(result, "generate", "--negative is empty")
+    assert "RANDOM weights" not in result.stderr and not any(tmp_path.iterdir())
+
+
 def test_an_existing_folder_named_like_the_video_is_refused_before_work(tmp_path):
     (tmp_path / "existing.mp4").mkdir()
     result = kvideo("generate", "a cat", "-o", tmp_path / "existing.mp4", *QUICK)
@@ -184,8 +190,7 @@ def test_non_finite_latents_stop_sampling_and_nothing_is_written(weights, tmp_pa
     checkpoint = UNet.read_checkpoint(weights / "keyframe_unet.safetensors")
     unet = UNet.from_checkpoint(checkpoint, None)
     with torch.no_grad():
-        unet.out_layer[-1].weight.fill_(float("inf")) if isinstance(unet.out_layer, torch.nn.Sequential) else \
-            next(unet.parameters()).fill_(float("nan"))
+        unet.out_layer[-1].bias.fill_(float("nan"))  # every output NaN from the first step on
     unet.save_pretrained(folder / "keyframe_unet.safetensors", extras=checkpoint.extras)
     result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", folder, *QUICK)
     assert_one_line_error(result, "generate", "sampling diverged at step 1 of 2 of stage 'keyframes'",
