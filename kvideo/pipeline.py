@@ -230,15 +230,18 @@ class KVideoPipeline:
         schedule = diffusion.cosine_schedule(steps)
         denoise = diffusion.X0Denoiser(model, schedule, prediction)
         x = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
-
-        def report(info):  # every step: non-finite latents stop the run here, before any decoding
-            check_finite_latents(info["x"], stage, info["step"] + 1, steps)
-            if callback is not None:
-                callback(stage, info)
-
+        report = self._step_report(stage, steps, callback)
         with self._on_device(unet), self._autocast():
             return diffusion.get_sampler(sampler)(
                 denoise, x, schedule, generator=generator, callback=report, progress=self.progress and stage)
+
+    def _step_report(self, stage: str, steps: int, callback):
+        """A sampler's per-step callback: non-finite latents stop the run there, before any decoding."""
+        def report(info):
+            check_finite_latents(info["x"], stage, info["step"] + 1, steps)
+            if callback is not None:
+                callback(stage, info)
+        return report
 
     def _autocast(self):
         if self.dtype == torch.float32:

@@ -372,7 +372,7 @@ class KVideo11Pipeline(KVideoPipeline):
         schedule = diffusion.zero_snr_cosine_schedule(steps, spacing)
         denoise = diffusion.X0Denoiser(model, schedule, prediction, percentile=0.995, max_value=1.0)
         x = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
-        report = None if callback is None else (lambda info: callback(stage, info))
+        report = self._step_report(stage, steps, callback)
         with self._on_device(unet), self._autocast():
             return diffusion.sample_ddpm(denoise, x, schedule, generator=generator, callback=report,
                                          progress=self.progress and stage)

@@ -278,3 +278,14 @@ def test_every_train_flag_has_help_and_its_default_and_both_spellings_work(tmp_p
     result = kvideo("train", "keyframe", "--lr", "inf", "--output-dir", tmp_path / "run")
     assert_one_line_error(result, "train keyframe", "argument --lr: expected a finite number, got 'inf'")
     assert not (tmp_path / "run").exists()
+
+
+def test_release_11_sampling_stops_on_non_finite_latents_too():
+    from kvideo.errors import SamplingDivergedError
+    from kvideo.pipeline11 import KVideo11Pipeline
+
+    pipe = KVideo11Pipeline.from_preset("tiny", seed=0, progress=False)
+    with torch.no_grad():
+        pipe.unet.out_layer[-1].bias.fill_(float("nan"))
+    with pytest.raises(SamplingDivergedError, match="sampling diverged at step 1 of 2 of stage 'first frame'"):
+        pipe("a cat", fps="low", seed=0, width=64, height=64, steps=2, first_frame_steps=2, interpolation_steps=2)
