@@ -159,3 +159,12 @@ def test_cli_resume_latest_falls_back_past_a_corrupt_checkpoint(finished_run):
     assert "kvideo train: skipped checkpoint" in result.stderr and "step-00000004" in result.stderr
     assert "resuming from" in result.stderr and "trained 4 steps" in result.stdout
     assert ckpt.load_state(folder / "checkpoints/step-00000004" / ckpt.STATE_FILE)["step"] == 4
+
+
+def test_cache_output_that_is_a_file_is_refused_before_work(tmp_path, capsys):
+    from kvideo.cli import main
+
+    (tmp_path / "cache").write_text("x")
+    assert main(["train", "cache", "--output", str(tmp_path / "cache"), "--videos", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"kvideo train cache: error: --output {str(tmp_path / 'cache')!r} is a file, not a folder")
