@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="JSON config for non-official sizes (default: the official preset)")
     p.set_defaults(func=_convert)
     p = subparsers.add_parser("info", help="config and parameter counts of a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a kvideo .safetensors file or an official .pt checkpoint")
     p.set_defaults(func=_info)
 
 
