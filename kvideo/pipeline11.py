@@ -67,7 +67,8 @@ class Generation11Options:
     keyframes' three-branch guidance; first_frame_guidance_scale guides the drawn first frame,
     interpolation_guidance_scale the interpolation ((w + 1)·cond - w·uncond). The defaults are
     the release's (its `__call__` passes wi = 2.0 to a function whose own default is 3.0; kvideo
-    uses 3.0, the 1.1 description's value). `upscale_image=False` keeps the release's handling of
+    uses 3.0, the 1.1 description's value). `fps` defaults to 'medium' as everywhere in kvideo (the
+    release's `__call__` defaults to 'low'). `upscale_image=False` keeps the release's handling of
     pictures smaller than the video: they are not enlarged, and the crop pads them with black.
     """
 
@@ -107,7 +108,7 @@ class Generation11Options:
                 raise ValueError(f"{name}={value!r}: must be a finite number")
         if not isinstance(self.noise_augmentation, int) or not 0 <= self.noise_augmentation < 1000:
             raise ValueError(f"noise_augmentation={self.noise_augmentation!r}: must be an integer in 0..999")
-        if self.num_frames is not None and (self.num_frames < 2 or not isinstance(self.num_frames, int)):
+        if self.num_frames is not None and (not isinstance(self.num_frames, int) or self.num_frames < 2):
             raise ValueError(f"num_frames={self.num_frames!r}: needs at least 2 keyframes (frame 0 is the first frame)")
         if self.decode_window is not None and self.decode_window < 1:
             raise ValueError(f"decode_window={self.decode_window}: must be >= 1")
@@ -288,7 +289,9 @@ class KVideo11Pipeline(KVideoPipeline):
                  callback: Callable[[str, dict], None] | None = None, **options) -> Video11Output:
         """Generate one clip; with `image` (PIL image, uint8 array or path) animate that picture.
 
-        Options: see `Generation11Options` (width, height, fps, motion, steps, ...).
+        Options: see `Generation11Options` (width, height, fps, motion, steps, ...). A negative
+        prompt replaces the null text of the first frame's and the keyframes' unconditional
+        branches (the release has none); interpolation keeps the null text, as the release.
         """
         check_prompt(prompt)
         if negative_prompt is not None:
@@ -330,7 +333,8 @@ class KVideo11Pipeline(KVideoPipeline):
         cfg = self.unet.config
         frames = opts.num_frames or cfg.num_frames
         context, mask, uncond, uncond_mask = text
-        noise = torch.rand(first.shape, generator=generator, device=generator.device).to(first)  # uniform: the release's
+        # uniform noise, as the release draws it (torch.rand_like), not Gaussian
+        noise = torch.rand(first.shape, generator=generator, device=generator.device).to(first)
         augmented = diffusion.add_noise(first, noise, opts.noise_augmentation)
         condition = torch.zeros(1, cfg.num_channels - cfg.out_channels, frames, *first.shape[-2:], device=self.device)
         condition[:, :first.shape[1], 0] = augmented[0]

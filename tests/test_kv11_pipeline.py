@@ -1,4 +1,4 @@
-"""Release 1.1 pipeline on the tiny 1.1 preset: fps modes, image-to-video, determinism, weights folders, CLI, bad input."""
+"""Release 1.1 pipeline on the tiny 1.1 preset: fps modes, image-to-video, determinism, weights, CLI, bad input."""
 from __future__ import annotations
 
 import json
