@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from kvideo import diffusion
 from kvideo.models.movq import MoVQ, MoVQConfig
@@ -307,7 +308,7 @@ class KVideo11Pipeline(KVideoPipeline):
         latents = self.keyframes_from(self.encode_first_frame(frame), text, opts, generator, callback)
         for skip in FPS_MODES[opts.fps]:
             latents = self.interpolate_with_text(latents, skip, text, opts, generator, callback)
-        frames = self.decode(latents, opts.decode_window)
+        frames = self.decode_clip(latents, opts.decode_window)
         return Video11Output(frames=frames, fps=NOMINAL_FPS[opts.fps], latents=latents.float().cpu(),
                              first_frame=np.asarray(frame, dtype=np.uint8))
 
@@ -352,8 +353,6 @@ class KVideo11Pipeline(KVideoPipeline):
                               generator, callback) -> torch.Tensor:
         """(1, c, T, h, w) -> (1, c, 4T - 3, h, w); the unconditional branch has null text, zeroed
         keyframes and a temporal mask of 0."""
-        from einops import rearrange
-
         cfg = self.interpolation_unet.config
         b, c, t, h, w = latents.shape
         context, mask = text[0], text[1]
@@ -370,6 +369,13 @@ class KVideo11Pipeline(KVideoPipeline):
         middle = self._sample_11(f"interpolation (skip {skip_frames})", self.interpolation_unet, model, "v", shape,
                                  opts.interpolation_steps, "trailing", generator, callback)
         return weave(latents, rearrange(middle, "b (k c) g h w -> b c g k h w", c=c))
+
+    def decode_clip(self, latents: torch.Tensor, window: int | None) -> np.ndarray:
+        """(1, 4, f, h, w) latents -> uint8 frames (f, H, W, 3) through the video MoVQ."""
+        with self._on_device(self.decoder), self._autocast():
+            video = self.decoder.decode(latents.to(self.device), window=window)  # (1, 3, f, H, W)
+        video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return rearrange(video[0], "c f h w -> f h w c").cpu().numpy()
 
     def _sample_11(self, stage, unet, model, prediction, shape, steps, spacing, generator, callback):
         """Ancestral DDPM on the zero-SNR cosine schedule, x0 clipped to [-1, 1] (the release's thresholding)."""
