@@ -4,9 +4,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ NOMINAL_FPS = {"low": 2, "medium": 8, "high": 32}
 SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OFFLOAD = ("none", "model")
+BUILTIN_MODELS = ("shapes",)  # models shipped in the package, loadable by name
+MODEL_CARD = "model.json"
 
 # Files of a weights directory: official names first, kvideo conversions second.
 WEIGHT_FILES = {
@@ -119,6 +122,7 @@ class KVideoPipeline:
             raise ValueError("fp16 needs a GPU; use fp32 or bf16 on the CPU")
         self.offload = offload
         self.progress = progress
+        self.card: dict = {}  # the weights folder's model.json: name, prompt grammar, generation defaults
         self.text_encoder = text_encoder
         self.unet, self.interpolation_unet, self.decoder = unet, interpolation_unet, decoder
         self.interpolation_null_embedding = interpolation_null_embedding.to(self.device)
@@ -133,12 +137,15 @@ class KVideoPipeline:
                         ) -> "KVideoPipeline":
         """Load a weights folder holding the official files (or their kvideo conversions):
         text_encoder/ (a T5 encoder in Hugging Face format), kandinsky_video.pt,
-        kandinsky_video_interpolation.pt and video_movq.pt."""
+        kandinsky_video_interpolation.pt and video_movq.pt; or a built-in model by name ("shapes",
+        kvideo's own model trained on rendered shapes: see `BUILTIN_MODELS`). A `model.json` card in
+        the folder gives the model's generation defaults (size, steps, ...) and its prompt grammar."""
         from kvideo.pipeline11 import KVideo11Pipeline, is_kv11_folder
 
         if is_kv11_folder(weights_dir):  # release 1.1 files (t2v.pt, ...): the 1.1 pipeline
             return KVideo11Pipeline.from_pretrained(weights_dir, device=device, dtype=dtype, offload=offload,
                                                     progress=progress)
+        weights_dir = resolve_weights(weights_dir)
         paths = find_weights(weights_dir)
         keyframe = UNet.read_checkpoint(paths["keyframe"])
         interpolation = UNet.read_checkpoint(paths["interpolation"])
@@ -152,8 +159,10 @@ class KVideoPipeline:
         projection = TextProjection.from_state_dict(sub_state_dict(keyframe.extras, "projections"))
         encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe.extras["null_embedding"],
                                               device=device, offload=offload == "model")
-        return cls(encoder, unet, interp, interpolation.extras["null_embedding"], decoder,
+        pipe = cls(encoder, unet, interp, interpolation.extras["null_embedding"], decoder,
                    device=device, dtype=dtype, offload=offload, progress=progress)
+        pipe.card = read_model_card(weights_dir)
+        return pipe
 
     @classmethod
     def from_preset(cls, name: str = "tiny", *, seed: int = 0, **kwargs) -> "KVideoPipeline":
@@ -171,40 +180,56 @@ class KVideoPipeline:
 
     # -- generation --------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, prompt: str, negative_prompt: str | None = None, *,
-                 callback: Callable[[str, int, torch.Tensor], None] | None = None, **options) -> VideoOutput:
-        """Generate one clip. Options: see `GenerationOptions` (width, height, fps, steps, ...)."""
-        check_prompt(prompt)
+    def __call__(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *,
+                 callback: Callable[[str, int, torch.Tensor], None] | None = None,
+                 **options) -> VideoOutput | list[VideoOutput]:
+        """Generate a clip, or one clip per prompt of a list (denoised together as one batch).
+
+        Options: see `GenerationOptions` (width, height, fps, steps, ...). `seed` is an int (prompt i
+        of a list gets seed + i) or one seed per prompt; each clip draws its noise from a generator of
+        its own, so a clip of a batch is the clip its prompt and seed give alone. (Prompts of a batch
+        are padded to the longest; the attention pooling averages over padding rows too, so prompts of
+        different token lengths move each other slightly, as in the release's batched calls.)
+        """
+        single = not isinstance(prompt, (list, tuple))
+        prompts = [prompt] if single else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given: pass a string or a non-empty list of strings")
+        for text in prompts:
+            check_prompt(text)
         if negative_prompt is not None:
             check_prompt(negative_prompt, "negative_prompt")
-        opts = GenerationOptions(**options)
-        generator = torch.Generator(self.device)
-        generator.manual_seed(opts.seed if opts.seed is not None else int(torch.seed() % 2**63))
-        context, mask, uncond, uncond_mask = self.encode_prompt(prompt, negative_prompt)
+        seeds = batch_seeds(options.pop("seed", None), len(prompts))
+        opts = GenerationOptions(**{**self.card.get("generation", {}), **options})
+        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        generator = generators[0] if single else generators
+        context, mask, uncond, uncond_mask = self.encode_prompt(prompts, negative_prompt)
         latents = self.keyframes(context, mask, uncond, uncond_mask, opts, generator, callback)
         for skip in FPS_MODES[opts.fps]:
             latents = self.interpolate(latents, skip, opts, generator, callback)
         frames = self.decode(latents, opts.decode_window)
-        return VideoOutput(frames=frames, fps=NOMINAL_FPS[opts.fps], latents=latents.float().cpu())
+        outputs = [VideoOutput(frames=clip, fps=NOMINAL_FPS[opts.fps], latents=latents[i:i + 1].float().cpu())
+                   for i, clip in enumerate(frames)]
+        return outputs[0] if single else outputs
 
-    def encode_prompt(self, prompt: str, negative_prompt: str | None):
+    def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str | None):
         """(context, mask) of the prompt and of the unconditional branch (negative prompt or null)."""
         cond, uncond = self.text_encoder.encode_pair(prompt, negative_prompt)
         cond, uncond = cond.to(self.device), uncond.to(self.device)
         return cond.context, cond.mask, uncond.context, uncond.mask
 
     def keyframes(self, context, mask, uncond, uncond_mask, opts: GenerationOptions, generator, callback):
-        """Denoise all keyframes as one (1, 4, T, h, w) tensor with text guidance (eps-prediction)."""
+        """Denoise all keyframes of each prompt as one (b, 4, T, h, w) tensor with text guidance (eps)."""
         cfg = self.unet.config
         frames = opts.num_frames or cfg.num_frames
-        shape = (1, cfg.out_channels, frames, opts.height // 8, opts.width // 8)
+        shape = (context.shape[0], cfg.out_channels, frames, opts.height // 8, opts.width // 8)
         positions = torch.arange(frames, device=self.device) * cfg.frame_stride
         model = diffusion.TextGuidance(self.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
                                        frame_positions=positions)
         return self._sample("keyframes", self.unet, model, "eps", shape, opts.steps, opts.sampler, generator, callback)
 
     def interpolate(self, latents: torch.Tensor, skip_frames: int, opts: GenerationOptions, generator, callback):
-        """(1, c, T, h, w) -> (1, c, 4T - 3, h, w): 3 new frames between each pair (v-prediction)."""
+        """(b, c, T, h, w) -> (b, c, 4T - 3, h, w): 3 new frames between each pair (v-prediction)."""
         cfg = self.interpolation_unet.config
         b, c, t, h, w = latents.shape
         context, mask = interpolation_context(self.interpolation_null_embedding, self.device, self.dtype)
@@ -220,16 +245,16 @@ class KVideoPipeline:
         return weave(latents, rearrange(middle, "b (k c) g h w -> b c g k h w", c=c))
 
     def decode(self, latents: torch.Tensor, window: int | None) -> np.ndarray:
-        """(1, 4, f, h, w) latents -> uint8 frames (f, H, W, 3)."""
+        """(b, 4, f, h, w) latents -> uint8 frames (b, f, H, W, 3)."""
         with self._on_device(self.decoder), self._autocast():
-            video = self.decoder.decode(latents.to(self.device), window=window)  # (1, 3, f, H, W)
+            video = self.decoder.decode(latents.to(self.device), window=window)  # (b, 3, f, H, W)
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return rearrange(video[0], "c f h w -> f h w c").cpu().numpy()
+        return rearrange(video, "b c f h w -> b f h w c").cpu().numpy()
 
     def _sample(self, stage, unet, model, prediction, shape, steps, sampler, generator, callback):
         schedule = diffusion.cosine_schedule(steps)
         denoise = diffusion.X0Denoiser(model, schedule, prediction)
-        x = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
+        x = diffusion.randn_like(torch.empty(shape, device=self.device), generator)
         report = self._step_report(stage, steps, callback)
         with self._on_device(unet), self._autocast():
             return diffusion.get_sampler(sampler)(
@@ -260,6 +285,18 @@ class KVideoPipeline:
             model.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def batch_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
+    """One seed per prompt: `seed + i` for an int, the given ones for a sequence, random for None."""
+    if seed is None:
+        seed = int(torch.seed() % 2**62)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return [int(seed) + i for i in range(count)]
+    seeds = list(seed) if isinstance(seed, Sequence) else None
+    if seeds is None or len(seeds) != count or not all(isinstance(s, (int, np.integer)) for s in seeds):
+        raise ValueError(f"seed={seed!r}: give an int or a list of {count} ints (one per prompt)")
+    return [int(s) for s in seeds]
 
 
 def check_finite_latents(x: torch.Tensor, stage: str, step: int, steps: int) -> None:
@@ -306,6 +343,37 @@ def interpolation_context(null_embedding: torch.Tensor, device, dtype):
     """
     context, mask = null_context(null_embedding.to(device), batch=1, length=2)
     return context.to(dtype=dtype), mask
+
+
+def builtin_model_dir(name: str) -> Path:
+    """The folder of a model shipped inside the package (`kvideo/weights/<name>`)."""
+    return Path(__file__).resolve().parent / "weights" / name
+
+
+def resolve_weights(weights: str | Path) -> Path:
+    """A weights folder, or the folder of the built-in model `weights` names ("shapes")."""
+    if str(weights) in BUILTIN_MODELS and not Path(weights).exists():
+        folder = builtin_model_dir(str(weights))
+        if not (folder / MODEL_CARD).is_file():
+            raise FileNotFoundError(f"the built-in {weights!r} model is missing from this installation "
+                                    f"({str(folder)!r}); reinstall kvideo or train it: kvideo recipe {weights} OUT")
+        return folder
+    return Path(weights)
+
+
+def read_model_card(folder: str | Path) -> dict:
+    """The folder's `model.json` (name, description, prompt grammar, generation defaults), or {}."""
+    path = Path(folder) / MODEL_CARD
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from error
+    if not isinstance(card, dict) or not isinstance(card.get("generation", {}), dict):
+        raise ValueError(f"{str(path)!r} must hold an object whose 'generation' entry is an object")
+    GenerationOptions(**card.get("generation", {}))  # a bad default fails here, not mid-generation
+    return card
 
 
 def find_weights(weights_dir: str | Path) -> dict[str, Path]:

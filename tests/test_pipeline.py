@@ -195,3 +195,24 @@ def test_unknown_dtype_and_offload_are_refused():
         KVideoPipeline.from_preset("tiny", offload="disk")
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         KVideoPipeline.from_preset("tiny", dtype="fp16")
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_a_batch_of_prompts_gives_each_prompt_its_own_clip(pipe, sampler):
+    prompts = ["a red cat", "a big dog"]  # equal token counts: the batch pads nothing
+    options = dict(QUICK, fps="medium", sampler=sampler, interpolation_sampler=sampler)
+    batch = pipe(prompts, seed=[3, 7], **options)
+    alone = [pipe(p, seed=s, **options) for p, s in zip(prompts, (3, 7))]
+    assert len(batch) == 2 and batch[0].frames.shape == (57, 64, 64, 3)
+    for together, single in zip(batch, alone):
+        assert torch.allclose(together.latents, single.latents, atol=1e-4)
+    assert not torch.allclose(batch[0].latents, batch[1].latents)
+    assert [torch.equal(a.latents, b.latents) for a, b in zip(pipe(prompts, seed=3, **options), batch)] == [True, False]
+
+
+@pytest.mark.parametrize("seed, needle", [([1], "list of 2 ints"), ("x", "give an int"), ([1, 2.5], "list of 2 ints")])
+def test_bad_batch_seeds_and_empty_batches(pipe, seed, needle):
+    with pytest.raises(ValueError, match=needle):
+        pipe(["a cat", "a dog"], seed=seed, **QUICK)
+    with pytest.raises(ValueError, match="no prompt given"):
+        pipe([], **QUICK)

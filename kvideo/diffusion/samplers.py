@@ -10,7 +10,7 @@ step (0-based), t, x (the new latent), x0 (the denoiser's prediction). Samplers 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -21,8 +21,16 @@ from kvideo.diffusion.wrappers import Denoiser
 Callback = Callable[[dict[str, Any]], None]
 
 
-def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` (on its own device) or the global RNG."""
+def randn_like(x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Standard normal noise shaped like x, drawn from `generator` (on its own device) or the global RNG.
+
+    A sequence of generators gives each sample (row of x) its own: row i is drawn from generator i
+    exactly as a batch of one would be, so a batched run reproduces the runs of its samples alone.
+    """
+    if isinstance(generator, Sequence):
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}; give one per sample")
+        return torch.cat([randn_like(row, g) for row, g in zip(x.split(1), generator)])
     device = generator.device if generator is not None else x.device
     noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
     return noise.to(device=x.device, dtype=x.dtype)
