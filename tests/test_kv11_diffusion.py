@@ -82,3 +82,53 @@ def test_sampling_reaches_a_fixed_target(steps, spacing, prediction):
     out = sample_ddpm(denoise, x, schedule, generator=torch.Generator().manual_seed(3), progress=False)
     torch.testing.assert_close(out, target)
     assert times == schedule.timesteps.flip(0).tolist()
+
+
+# -- release 1.1 guidance wrappers ---------------------------------------------------------------------
+def test_first_frame_guidance_is_three_branches_in_one_forward():
+    from kvideo.diffusion import FirstFrameGuidance
+
+    calls = []
+
+    def model(x, time, context, mask, **kwargs):  # answers a different constant per branch
+        calls.append((x, time, context, mask, kwargs))
+        return torch.stack([torch.full_like(x[0, :4], float(context[i, 0, 0]) + float(x[i, 4:].sum()))
+                            for i in range(x.shape[0])])
+
+    x = torch.zeros(1, 4, 3, 2, 2)
+    condition = torch.zeros(1, 5, 3, 2, 2)
+    condition[:, 4, 0] = 1.0  # mask on frame 0: 4 ones, so branches with the frame add 4
+    text, null = torch.full((1, 2, 8), 10.0), torch.full((1, 1, 8), 1.0)
+    guide = FirstFrameGuidance(model, condition, text, torch.ones(1, 2, dtype=torch.bool), null,
+                               torch.ones(1, 1, dtype=torch.bool), text_scale=5.0, image_scale=3.0,
+                               batch_kwargs={"motion_score": torch.tensor([50])}, mode="video")
+    out = guide(x, torch.tensor([980]))
+    assert len(calls) == 1
+    x_in, time, context, mask, kwargs = calls[0]
+    assert x_in.shape == (3, 9, 3, 2, 2) and time.tolist() == [980] * 3 and context.shape == (3, 2, 8)
+    assert not bool(mask[1:, 1].any())  # the null text is padded with masked tokens
+    assert kwargs["motion_score"].tolist() == [50] * 3 and kwargs["mode"] == "video"
+    full, image_only, neither = 10.0 + 4, 1.0 + 4, 1.0
+    expected = (1 - 3.0) * neither + (3.0 - 5.0) * image_only + 5.0 * full
+    torch.testing.assert_close(out, torch.full_like(x, expected))
+
+
+def test_keyframe_guidance_with_release_11_unconditional_branch():
+    from kvideo.diffusion import KeyframeGuidance
+
+    seen = {}
+
+    def model(x, time, context, mask, **kwargs):
+        seen.update(context=context, mask=kwargs["temporal_mask"], x=x)
+        return torch.zeros(x.shape[0], 4, *x.shape[2:])
+
+    left, right = torch.ones(1, 2, 3, 2, 2), torch.ones(1, 2, 3, 2, 2)
+    text, null = torch.full((1, 2, 8), 7.0), torch.zeros(1, 2, 8)
+    guide = KeyframeGuidance(model, left, right, 0.5, context=text, context_mask=torch.ones(1, 2, dtype=torch.bool),
+                             uncond_context=null, uncond_context_mask=torch.ones(1, 2, dtype=torch.bool),
+                             batch_kwargs={"temporal_mask": torch.ones(1)},
+                             uncond_batch_kwargs={"temporal_mask": torch.zeros(1)})
+    guide(torch.zeros(1, 4, 3, 2, 2), torch.tensor([999]))
+    assert seen["mask"].tolist() == [1.0, 0.0]
+    assert float(seen["context"][0].mean()) == 7.0 and float(seen["context"][1].abs().sum()) == 0.0
+    assert float(seen["x"][1, :2].abs().sum()) == 0.0 and float(seen["x"][0, :2].sum()) > 0  # keyframes zeroed
