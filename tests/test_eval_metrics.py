@@ -130,3 +130,50 @@ def test_is_rejects_non_probabilities():
         inception_score(np.random.default_rng(0).normal(size=(20, 5)), splits=2)
     with pytest.raises(ValueError, match="splits"):
         inception_score(np.full((3, 2), 0.5), splits=10)
+
+
+# -- the issue's cases -------------------------------------------------------------------------
+def ill_conditioned_features(seed: int, n: int = 2048, d: int = 400, decades: float = 8) -> np.ndarray:
+    """n samples whose covariance spans `decades` orders of magnitude (condition ~10^(2·decades))."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return (rng.normal(size=(n, d)) * np.logspace(0, -decades / 2, d)) @ rotation.T + rng.normal(size=d)
+
+
+def scipy_frechet(mu1, s1, mu2, s2) -> float:
+    scipy_linalg = pytest.importorskip("scipy.linalg", reason="scipy is a test dependency")
+    root = scipy_linalg.sqrtm(s1 @ s2)
+    return float(np.real(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * root)))
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+@pytest.mark.parametrize("decades", [8, 16])
+def test_frechet_equals_scipy_on_ill_conditioned_covariances(ddof, decades):
+    x, y = ill_conditioned_features(0, decades=decades), 1.1 * ill_conditioned_features(1, decades=decades)
+    (m1, s1), (m2, s2) = (FeatureStats(400).update(f).mean_cov(ddof) for f in (x, y))
+    assert np.linalg.cond(s1) > 10 ** (0.9 * decades)
+    expected = scipy_frechet(m1, s1, m2, s2)
+    assert abs(frechet_distance(m1, s1, m2, s2) - expected) <= 1e-6 * abs(expected)
+
+
+def test_frechet_equals_scipy_on_rank_deficient_features():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2048, 360)) @ rng.normal(size=(360, 400))  # rank 360 of 400
+    y = 0.9 * x[:, ::-1] + 0.1
+    (m1, s1), (m2, s2) = (FeatureStats(400).update(f).mean_cov(1) for f in (x, y))
+    expected = scipy_frechet(m1, s1, m2, s2)
+    assert abs(frechet_distance(m1, s1, m2, s2) - expected) <= 1e-6 * abs(expected)
+
+
+def test_frechet_of_identical_sets_is_exactly_zero():
+    mu, sigma = FeatureStats(400).update(ill_conditioned_features(2)).mean_cov()
+    assert frechet_distance(mu, sigma, mu.copy(), sigma.copy()) == 0.0
+
+
+def test_covariance_normalisation_follows_ddof():
+    x = np.random.default_rng(8).normal(size=(50, 6))
+    stats = FeatureStats(6).update(x)
+    np.testing.assert_allclose(stats.mean_cov(0)[1], np.cov(x, rowvar=False, bias=True), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(stats.mean_cov(1)[1], np.cov(x, rowvar=False), rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="ddof"):
+        stats.mean_cov(2)

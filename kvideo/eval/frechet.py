@@ -13,20 +13,10 @@ def _as_matrix(sigma: np.ndarray, name: str) -> np.ndarray:
     return (sigma + sigma.T) / 2
 
 
-def _numerical_zero(eigenvalues: np.ndarray) -> np.ndarray:
-    """Eigenvalues below the numerical-rank tolerance (as `matrix_rank` uses) set to 0.
-
-    Round-off leaves ~1e-16·λmax in the null space of a rank-deficient covariance; its square
-    root (~1e-8·√λmax per dimension) would otherwise add up over hundreds of dimensions.
-    """
-    tolerance = np.abs(eigenvalues).max(initial=0.0) * eigenvalues.size * np.finfo(np.float64).eps
-    return np.where(eigenvalues > tolerance, eigenvalues, 0.0)
-
-
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a PSD matrix (round-off eigenvalues count as 0)."""
+    """Symmetric square root of a PSD matrix (round-off negative eigenvalues count as 0)."""
     eigenvalues, eigenvectors = np.linalg.eigh(sigma)
-    return (eigenvectors * np.sqrt(_numerical_zero(eigenvalues))) @ eigenvectors.T
+    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
@@ -34,12 +24,14 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
     sigma1 @ sigma2 has the eigenvalues of the symmetric PSD matrix s @ sigma2 @ s with
     s = sigma1^{1/2}, so the trace is the sum of the square roots of its eigenvalues: no
-    general `sqrtm`, no complex round-off, and singular covariances need no epsilon.
+    general `sqrtm`, no complex round-off, and singular covariances need no epsilon. No
+    eigenvalue is dropped by a rank tolerance (only round-off negatives are set to 0): that
+    keeps the result equal to SciPy's `sqrtm` formula on ill-conditioned covariances.
     """
     root = _psd_sqrt(_as_matrix(sigma1, "sigma1"))
     inner = root @ _as_matrix(sigma2, "sigma2") @ root
     eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)
-    return float(np.sqrt(_numerical_zero(eigenvalues)).sum())
+    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -52,6 +44,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(
             f"covariances {sigma1.shape} and {sigma2.shape} do not match the mean size {mu1.size}"
         )
+    if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
+        return 0.0  # identical Gaussians: exactly 0, not the round-off of the trace formula
     mean_term = float(np.sum((mu1 - mu2) ** 2))
     trace_term = float(np.trace(sigma1) + np.trace(sigma2)) - 2.0 * trace_sqrt_product(sigma1, sigma2)
     return mean_term + trace_term

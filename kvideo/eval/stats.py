@@ -52,12 +52,16 @@ class FeatureStats:
             self.num_features, self.count + other.count, self.total + other.total, self.outer + other.outer
         )
 
-    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance (normalised by n, as StyleGAN-V's FVD does)."""
+    def mean_cov(self, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance normalised by n - ddof: 0 as StyleGAN-V's FVD (np.cov(bias=True)),
+        1 as VideoGPT, TF-GAN and the TensorFlow FVD. The protocol chooses."""
+        if ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 (divide by n) or 1 (by n - 1), got {ddof}")
         if self.count < 2:
             raise ValueError(f"need at least 2 samples for a covariance, have {self.count}")
         mean = self.total / self.count
-        return mean, self.outer / self.count - np.outer(mean, mean)
+        scatter = self.outer - self.count * np.outer(mean, mean)
+        return mean, scatter / (self.count - ddof)
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path, protocol: Mapping[str, Any]) -> None:
@@ -81,15 +85,27 @@ class FeatureStats:
         return stats, json.loads(meta["protocol"])
 
 
-def inception_score(probs: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
+def inception_score(probs: np.ndarray | torch.Tensor, splits: int = 10, *,
+                    shuffle_seed: int | None = None) -> tuple[float, float]:
     """Mean and std over `splits` consecutive parts of exp(E_x KL(p(y|x) ‖ p(y))).
 
-    `probs` are class probabilities, shape (n, classes); 0·log 0 counts as 0.
+    `probs` are class probabilities, shape (n, classes); 0·log 0 counts as 0. With `shuffle_seed`
+    the rows are first shuffled by `np.random.RandomState(shuffle_seed)` (StyleGAN-V: 42).
     """
-    p = probs.detach().cpu().double().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs, np.float64)
+    return _mean_std(split_scores(probs, splits, shuffle_seed=shuffle_seed))
+
+
+def split_scores(probs: np.ndarray | torch.Tensor, splits: int, *, shuffle_seed: int | None = None) -> list[float]:
+    """The IS of each of `splits` consecutive parts (after the optional seeded shuffle)."""
+    p = probs.detach().cpu().double().numpy() if isinstance(probs, torch.Tensor) else np.array(probs, np.float64)
     _check_probabilities(p, splits)
+    if shuffle_seed is not None:
+        p = p[np.random.RandomState(shuffle_seed).permutation(p.shape[0])]
     n = p.shape[0]
-    scores = [_split_score(p[i * n // splits:(i + 1) * n // splits]) for i in range(splits)]
+    return [_split_score(p[i * n // splits:(i + 1) * n // splits]) for i in range(splits)]
+
+
+def _mean_std(scores: list[float]) -> tuple[float, float]:
     return float(np.mean(scores)), float(np.std(scores))
 
 
