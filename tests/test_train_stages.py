@@ -210,3 +210,15 @@ def test_recipe_assembles_a_model_folder_the_pipeline_loads(image_unet, image_mo
     assert all(torch.equal(v.half().float(), state[k]) for k, v in keyframe.state_dict().items())  # stored fp16
     video = pipe("a red circle", fps="medium", seed=0, steps=2, interpolation_steps=2)  # 64x64 from the card
     assert video.frames.shape == (57, 64, 64, 3)
+
+
+def test_learning_rate_schedules():
+    from kvideo.train.trainer import lr_factor
+
+    assert [lr_factor(s, 100, 10, "constant", 0.1) for s in (0, 4, 9, 10, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    cosine = [lr_factor(s, 110, 10, "cosine", 0.1) for s in range(110)]
+    assert cosine[:10] == [(s + 1) / 10 for s in range(10)] and cosine[10] == 1.0
+    assert all(a >= b for a, b in zip(cosine[10:], cosine[11:]))  # decays monotonically
+    assert abs(cosine[60] - 0.55) < 1e-9 and abs(lr_factor(110, 110, 10, "cosine", 0.1) - 0.1) < 1e-9
+    with pytest.raises(ValueError, match="lr_schedule='linear'"):
+        TrainConfig(lr_schedule="linear")

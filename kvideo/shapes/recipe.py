@@ -1,6 +1,6 @@
 """`kvideo recipe shapes OUT`: the whole shapes model from an empty folder, stage by stage, resumable.
 
-data -> movq -> text -> cache-keyframe -> image -> keyframe (temporal; and `all` for comparison)
+data -> movq (crops, then whole frames) -> text -> cache-keyframe -> image -> keyframe (temporal; and `all` for comparison)
 -> cache-interpolation -> interpolation -> decoder -> model (the pipeline folder, fp16).
 Each stage is kvideo's own command with a `configs/train/shapes-*.json` preset; a finished stage is
 skipped, an interrupted one resumes from its latest checkpoint. `OUT/records/<stage>.json` records
@@ -117,6 +117,17 @@ class Recipe:
         return self._train(self.train_config("shapes-movq", self.paths.stage("movq"), data=str(self.paths.data),
                                              captions=str(self.paths.captions)))
 
+    def stage_movq_frames(self) -> dict:
+        """The MoVQ again, on whole frames (the first stage trains faster on crops)."""
+        return self._train(self.train_config("shapes-movq-frames", self.paths.stage("movq-frames"),
+                                             data=str(self.paths.data), captions=str(self.paths.captions),
+                                             model=str(self.paths.weights("movq", "movq", "all"))))
+
+    @property
+    def movq(self) -> Path:
+        """The finished image MoVQ."""
+        return self.paths.weights("movq-frames", "movq", "all")
+
     def stage_text(self) -> dict:
         """The text encoder (a random word-level T5 over the grammar, frozen: the UNets' cross-attention
         learns to read it) and the image UNet's starting point, which carries the text projection and
@@ -139,7 +150,7 @@ class Recipe:
         from kvideo.train.cache import run_cache
 
         cfg = CacheConfig.preset(preset, videos=str(self.paths.data), captions=str(self.paths.captions),
-                                 output=str(output), movq=str(self.paths.weights("movq", "movq", "all")),
+                                 output=str(output), movq=str(self.movq),
                                  device=self.device, seed=self.seed, progress=self.progress, **values)
         run_cache(cfg)
         return {}
@@ -174,7 +185,7 @@ class Recipe:
     def stage_decoder(self) -> dict:
         return self._train(self.train_config("shapes-decoder", self.paths.stage("decoder"), data=str(self.paths.data),
                                              captions=str(self.paths.captions),
-                                             model=str(self.paths.weights("movq", "movq", "all"))))
+                                             model=str(self.movq)))
 
     def stage_model(self) -> dict:
         """The pipeline folder: full keyframe UNet, interpolation UNet, video MoVQ (fp16) + the text encoder."""
@@ -182,7 +193,7 @@ class Recipe:
         assemble_model(folder, image=self.paths.weights("image", "image", "all"),
                        keyframe=self.paths.weights("keyframe", "keyframe", "temporal"),
                        interpolation=self.paths.weights("interpolation", "interpolation", "all"),
-                       movq=self.paths.weights("movq", "movq", "all"),
+                       movq=self.movq,
                        decoder=self.paths.weights("decoder", "decoder", "temporal"),
                        text_encoder=self.paths.text / "text_encoder")
         write_model_card(folder)

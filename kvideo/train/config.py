@@ -123,6 +123,8 @@ class TrainConfig(Config):
     grad_accum: int = 2
     lr: float = 1e-4
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine (after the warm-up)
+    min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
     weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
@@ -167,6 +169,9 @@ class TrainConfig(Config):
         check(0 <= self.max_perturbation < self.num_train_timesteps,
               f"max_perturbation={self.max_perturbation} must lie in [0, num_train_timesteps)")
         check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
+        check(self.lr_schedule in ("constant", "cosine"),
+              f"lr_schedule={self.lr_schedule!r}; expected 'constant' or 'cosine'")
+        check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
         check(self.num_workers >= 0 and self.warmup_steps >= 0, "num_workers and warmup_steps must be >= 0")
         check(self.device in ("auto", "cpu", "cuda"), f"device={self.device!r}; expected auto, cpu or cuda")
 
@@ -199,20 +204,23 @@ TrainConfig.register_preset("image", task="image", model_preset="official-image"
 
 # -- the shapes recipe (`kvideo recipe shapes`): 64x64 clips, sized for a 2-core CPU ------------------
 _SHAPES = dict(precision="fp32", num_workers=1, log_every=25, tensorboard=False, warmup_steps=100,
-               weight_decay=0.0, max_grad_norm=1.0)
+               lr_schedule="cosine", weight_decay=0.0, max_grad_norm=1.0)
 _SHAPES_KEYFRAMES = ClipConfig(task="keyframe", keyframes=15, keyframe_step=12, height=64, width=64)
 TrainConfig.register_preset(
     "shapes-movq", task="movq", model_preset="shapes", train="all", steps=2000, batch_size=4, grad_accum=1,
     lr=1e-3, save_every=250, crop_size=32,
     clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64), **_SHAPES)
+TrainConfig.register_preset(  # the second MoVQ stage: whole frames, from the cropped stage's weights
+    "shapes-movq-frames", task="movq", train="all", steps=2500, batch_size=2, grad_accum=1, lr=1e-3, save_every=250,
+    clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64), **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-image", task="image", train="all", steps=3500, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
+    "shapes-image", task="image", train="all", steps=3000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
     save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe", task="keyframe", train="temporal", steps=2500, batch_size=2, grad_accum=1, lr=5e-4,
+    "shapes-keyframe", task="keyframe", train="temporal", steps=2000, batch_size=2, grad_accum=1, lr=5e-4,
     ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe-all", task="keyframe", train="all", steps=2500, batch_size=2, grad_accum=1, lr=3e-4,
+    "shapes-keyframe-all", task="keyframe", train="all", steps=2000, batch_size=2, grad_accum=1, lr=3e-4,
     ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
     "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=2000,
@@ -318,6 +326,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "grad_accum": "micro-steps accumulated per optimizer step",
         "lr": "AdamW learning rate (finite, > 0)",
         "warmup_steps": "linear learning-rate warm-up steps (0: none)",
+        "lr_schedule": "learning rate after the warm-up: constant, or cosine (decays to min_lr_ratio * lr at the end)",
+        "min_lr_ratio": "cosine schedule: the last step's learning rate as a fraction of lr",
         "weight_decay": "AdamW weight decay",
         "adam_betas": "AdamW betas, two comma-separated numbers",
         "adam_eps": "AdamW epsilon",

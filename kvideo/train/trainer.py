@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import json
 import sys
 import time
@@ -96,8 +97,8 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
-        """Constant learning rate after an optional linear warm-up."""
-        return min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
+        """An optional linear warm-up, then a constant learning rate or a cosine decay to `min_lr_ratio`."""
+        return lr_factor(step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.lr_schedule, self.cfg.min_lr_ratio)
 
     def _check_output_dir(self) -> None:
         """Rank 0 checks the run folder (before any rank writes to it) and every rank raises what it found."""
@@ -270,6 +271,16 @@ class Trainer:
             self._write_weights(path, state)
         distributed.barrier(self.env)
         return path
+
+
+def lr_factor(step: int, steps: int, warmup: int, schedule: str, min_ratio: float) -> float:
+    """The learning rate of `step` as a fraction of the configured one."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _trained_keys(task: Task, train: str) -> list[str]:
