@@ -14,10 +14,15 @@ from kvideo.export import check_output_path
 from kvideo.pipeline import DTYPES, FPS_MODES, OFFLOAD, SAMPLERS, GenerationOptions, check_prompt
 from kvideo.prompts import Prompt, read_prompts_file, report_truncated
 
-TINY_DEFAULTS = dict(size=(64, 64), steps=10)  # random weights: small and quick, it only shows the stages run
+DEFAULT_WEIGHTS = "tiny"  # what `--weights` means when it is not given: a built-in model name or "tiny"
+# Generation defaults of a weights folder without a model card (the official release) and of the tiny preset
+# (random weights: small and quick, it only shows the stages run); a folder's model.json overrides them.
+OFFICIAL_DEFAULTS = dict(width=512, height=512, steps=50, interpolation_steps=None, sampler="ddpm",
+                         interpolation_sampler="ddpm")
+TINY_DEFAULTS = dict(OFFICIAL_DEFAULTS, width=64, height=64, steps=10)
 TINY_NOTICE = (
-    "kvideo: no --weights given, so the built-in tiny preset with RANDOM weights is used: the video is "
-    "noise and only shows that every stage runs. Pass --weights DIR (official files) for real videos."
+    "kvideo: --weights tiny: the tiny preset with RANDOM weights is used: the video is noise and only shows "
+    "that every stage runs. Pass --weights DIR (official files) or shapes for real videos."
 )
 
 
@@ -29,16 +34,20 @@ def register(subparsers) -> None:
     p.add_argument("--prompts-file", metavar="FILE",
                    help="UTF-8 text, one prompt a line, one video each; finished outputs are skipped (default: none)")
     p.add_argument("--weights", metavar="DIR",
-                   help="folder with the official (or converted) weights (default: the tiny random preset)")
+                   help="folder with the official (or converted) weights, or a built-in model: shapes (kvideo's "
+                        f"own small model), tiny (random weights, for tests) (default: {DEFAULT_WEIGHTS})")
     p.add_argument("--fps", default="medium", choices=sorted(FPS_MODES),
                    help="low 15 / medium 57 / high 225 frames (default: medium)")
-    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 64 (default: 512x512; 64x64 for the tiny preset)")
+    p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 64 (default: the model's; 512x512 for the "
+                                  "official weights, 64x64 for shapes and tiny)")
     p.add_argument("--frames", type=parse_int, help="number of keyframes (default: the model's, 15)")
-    p.add_argument("--steps", type=parse_int, help="keyframe sampling steps (default: 50; 10 for the tiny preset)")
-    p.add_argument("--interpolation-steps", type=parse_int, help="interpolation sampling steps (default: --steps)")
-    p.add_argument("--sampler", default="ddpm", choices=SAMPLERS, help="keyframe sampler (default: ddpm)")
-    p.add_argument("--interpolation-sampler", default="ddpm", choices=SAMPLERS,
-                   help="interpolation sampler (default: ddpm)")
+    p.add_argument("--steps", type=parse_int, help="keyframe sampling steps (default: the model's; 50 official, "
+                                                   "10 tiny)")
+    p.add_argument("--interpolation-steps", type=parse_int,
+                   help="interpolation sampling steps (default: the model's, else --steps)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="keyframe sampler (default: the model's; ddpm official)")
+    p.add_argument("--interpolation-sampler", choices=SAMPLERS,
+                   help="interpolation sampler (default: the model's; ddpm official)")
     p.add_argument("--guidance", type=parse_float, default=5.0,
                    help="text guidance scale w: (w+1)·cond - w·uncond (default: 5.0)")
     p.add_argument("--interpolation-guidance", type=parse_float, default=0.25,
@@ -133,15 +142,14 @@ def slug(text: str, length: int = 40) -> str:
 
 def run(args) -> int:
     pairs = jobs(args)
-    tiny = args.weights is None
-    width, height = parse_size(args.size, TINY_DEFAULTS["size"] if tiny else (512, 512))
-    steps = args.steps if args.steps is not None else (TINY_DEFAULTS["steps"] if tiny else 50)
-    options = dict(width=width, height=height, fps=args.fps, num_frames=args.frames, steps=steps,
-                   interpolation_steps=steps if args.interpolation_steps is None else args.interpolation_steps,
-                   sampler=args.sampler, interpolation_sampler=args.interpolation_sampler,
-                   guidance_scale=args.guidance, interpolation_guidance_scale=args.interpolation_guidance,
-                   decode_window=args.decode_window)
+    weights = args.weights or DEFAULT_WEIGHTS
+    tiny = weights == "tiny"
+    args.weights = None if tiny else weights
+    card = {} if tiny else model_card(weights)
+    options = generation_options(args, TINY_DEFAULTS if tiny else {**OFFICIAL_DEFAULTS, **card.get("generation", {})})
     GenerationOptions(**options)  # fail on bad options before loading anything
+    if card:
+        describe_model(card, [prompt.text for prompt, _ in pairs])
     if wants_release11(args, tiny):  # --image / --motion / --first-frame-out, or 1.1 weights
         options = release11_options(args, options)
     for path in args.temporal_weights:
@@ -171,6 +179,41 @@ def run(args) -> int:
                 print(f"wrote {video.save_first_frame(args.first_frame_out)} (the first frame)")
             print(f"wrote {path} ({len(video.frames)} frames, {video.fps} fps)")
     return 0
+
+
+def generation_options(args, defaults: dict) -> dict:
+    """The pipeline options: each flag given, else the model's default."""
+    def pick(flag, name):
+        return flag if flag is not None else defaults[name]
+
+    width, height = parse_size(args.size, (defaults["width"], defaults["height"]))
+    steps = pick(args.steps, "steps")
+    interpolation_steps = args.interpolation_steps or defaults["interpolation_steps"] or steps
+    return dict(width=width, height=height, fps=args.fps, num_frames=args.frames, steps=steps,
+                interpolation_steps=interpolation_steps, sampler=pick(args.sampler, "sampler"),
+                interpolation_sampler=pick(args.interpolation_sampler, "interpolation_sampler"),
+                guidance_scale=args.guidance, interpolation_guidance_scale=args.interpolation_guidance,
+                decode_window=args.decode_window)
+
+
+def model_card(weights: str) -> dict:
+    """The model card (model.json) of a weights folder or built-in model; {} for folders without one."""
+    from kvideo.pipeline import read_model_card, resolve_weights
+
+    return read_model_card(resolve_weights(weights))
+
+
+def describe_model(card: dict, prompts: list[str]) -> None:
+    """One line naming the model and its prompt grammar; one notice for prompts outside the grammar."""
+    grammar = card.get("prompt_grammar")
+    say(f"model {card.get('name', '?')!r}: {card.get('description', '')}"
+        + (f"; prompts: {grammar!r}" if grammar else ""))
+    pattern, words = card.get("prompt_pattern"), card.get("prompt_words", {})
+    outside = [p for p in prompts if pattern and not re.fullmatch(pattern, p.strip().lower())]
+    if outside:
+        choices = "; ".join(f"{name}: {'/'.join(values)}" for name, values in words.items())
+        say(f"note: {len(outside)} prompt(s) outside the grammar the model was trained on (e.g. {outside[0]!r}); "
+            f"it does what it can. The grammar: {grammar!r} with {choices}")
 
 
 def check_trained_weights(path: str):

@@ -216,3 +216,31 @@ def test_bad_batch_seeds_and_empty_batches(pipe, seed, needle):
         pipe(["a cat", "a dog"], seed=seed, **QUICK)
     with pytest.raises(ValueError, match="no prompt given"):
         pipe([], **QUICK)
+
+
+def test_cli_uses_the_model_card_defaults_and_names_the_grammar(tmp_path, capsys):
+    from kvideo.shapes.recipe import write_model_card
+
+    write_tiny_weights(tmp_path / "model")
+    write_model_card(tmp_path / "model")
+    out = tmp_path / "clip.mp4"
+    common = ["--weights", str(tmp_path / "model"), "--steps", "2", "--interpolation-steps", "2", "--quiet"]
+    assert main(["generate", "a red circle moving left on a black background", "-o", str(out), *common]) == 0
+    err = capsys.readouterr().err
+    assert "model 'shapes'" in err and "a {color} {shape} moving" in err and "outside the grammar" not in err
+    info = video_info(out)
+    assert (info.num_frames, info.width, info.height) == (57, 64, 64)  # size from the card, not 512x512
+    assert main(["generate", "a red cat", "-o", str(tmp_path / "cat.mp4"), *common]) == 0
+    assert "1 prompt(s) outside the grammar" in capsys.readouterr().err
+
+
+def test_builtin_model_names_resolve_to_the_package(tmp_path):
+    from kvideo.pipeline import builtin_model_dir, resolve_weights
+
+    assert resolve_weights(tmp_path) == tmp_path
+    folder = builtin_model_dir("shapes")
+    if (folder / "model.json").is_file():
+        assert resolve_weights("shapes") == folder
+    else:
+        with pytest.raises(FileNotFoundError, match="kvideo recipe shapes"):
+            resolve_weights("shapes")
