@@ -45,12 +45,15 @@ def test_fvd_on_ucf101_with_cached_real_statistics(data, tmp_path, capsys):
               "--num-videos", 6, "--real-stats", cache, "--quiet"]
     assert run(*common, "--report", out) == 0
     first = report(out)
-    assert first["metric"] == "fvd" and first["protocol"]["name"] == "fvd6_16f" and first["value"] > 0
+    assert first["metric"] == "fvd" and first["protocol"]["name"] == "fvd-styleganv" and first["value"] > 0
+    assert first["protocol"]["changed_from_preset"] == {"num_videos": 6} and first["protocol"]["covariance_ddof"] == 0
+    assert first["comparability"]["comparable"] is False  # a tiny detector, and N = 6
     assert first["num_videos"] == {"real": 6, "fake": 6} and first["real"]["cached_statistics"] is False
     assert first["detector"]["sha256"] and first["real"]["split"] == "all"
     reasons = sorted(s["reason"].split(":")[0] for s in first["real"]["skipped"])
     assert first["real"]["used"] == 6 and set(reasons) <= {"too short", "unreadable"}
-    assert "fvd6_16f" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "fvd-styleganv" in captured.out and "not comparable" in captured.err
     assert run(*common, "--report", out) == 0  # the real side now comes from the cache
     second = report(out)
     assert second["real"]["cached_statistics"] is True and second["value"] == pytest.approx(first["value"], rel=1e-9)

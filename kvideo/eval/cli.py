@@ -59,13 +59,65 @@ def _fake_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fake-captions", help="captions CSV/JSONL for a --fake folder without manifest")
 
 
+def _protocol_arg(p: argparse.ArgumentParser, metric: str) -> None:
+    from kvideo.eval.protocol import PROTOCOLS
+
+    cls = PROTOCOLS[metric]
+    default = cls().name
+    p.add_argument("--protocol", choices=cls.presets(), default=default,
+                   help=f"named frozen protocol, written whole into the report (default {default}); "
+                        "docs/evaluation.md says which papers used which")
+
+
+def _protocol(metric: str, args, **overrides):
+    """The named preset with the flags the user gave on top (reported as changed_from_preset)."""
+    from kvideo.eval.protocol import PROTOCOLS
+
+    return PROTOCOLS[metric].preset(args.protocol, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _detector_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-detector", action="store_true",
+                   help="load a TorchScript detector whose hash is not a published one (it runs code from the file)")
+
+
+def _i3d_convention_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector-range", type=_value_range, metavar="LOW,HIGH",
+                   help="input range of an I3D file kvideo does not know, e.g. --detector-range=-1,1 (with =, as it starts with -); default: the file's own")
+    p.add_argument("--detector-bn-eps", type=float, metavar="EPS",
+                   help="BatchNorm eps of an I3D file kvideo does not know (e.g. 1e-3); default: the file's own")
+
+
+def _value_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. -1,1), got {text!r}") from None
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
+    return low, high
+
+
+def _check_outputs(*paths: tuple[str | None, str]) -> None:
+    """Every output file checked (type, folder, writability) before any detector or video is loaded."""
+    from kvideo.eval.protocol import check_output_file
+
+    for path, what in paths:
+        if path is not None:
+            check_output_file(path, what=what)
+
+
+def _report_path(args, protocol_name: str) -> Path:
+    return Path(args.report) if args.report else Path(args.fake) / f"{protocol_name}.json"
+
+
 def _run_args(p: argparse.ArgumentParser, report: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips per detector call (default 8)")
     p.add_argument("--device", help="torch device (default: this rank's GPU if any, else cpu)")
     p.add_argument("--allow-fewer", action="store_true", help="compute with fewer videos than requested (reported)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if report:
-        p.add_argument("--report", help="JSON report path (default: <fake>/<protocol>.json)")
+        p.add_argument("--report", help="JSON report path (default: <fake>/<protocol name>.json)")
 
 
 def _load_real(args):
@@ -89,13 +141,19 @@ def _options(args, shard):
 
 
 def _finish(report: dict, args, shard) -> int:
+    import sys
+
     from kvideo.eval.protocol import format_table, write_report
 
     if shard.is_main:
-        path = Path(args.report) if args.report else Path(args.fake) / f"{report['protocol']['name']}.json"
+        path = _report_path(args, report["protocol"]["name"])
         write_report(path, report)
         print(format_table(report))
         print(f"report: {path}")
+        comparable = report.get("comparability", {"comparable": True})
+        if not comparable["comparable"]:
+            print(f"kvideo eval {args.eval_command}: warning: not comparable to the published "
+                  f"{report['protocol']['name']} numbers: {'; '.join(comparable['reasons'])}", file=sys.stderr)
     return 0
 
 
@@ -153,17 +211,26 @@ def _pipeline(args, shard):
 
 # -- metrics -----------------------------------------------------------------------------------
 def _fvd_protocol_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", required=True, help="I3D file: i3d_torchscript.pt, rgb_imagenet.pt, i3d_pretrained_400.pt")
-    p.add_argument("--num-videos", type=int, default=2048, help="N on each side (default 2048)")
-    p.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16)")
-    p.add_argument("--stride", type=int, default=1, help="take every stride-th frame (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the real videos' order and offsets")
+    p.add_argument("--detector", required=True, help="I3D file: i3d_torchscript.pt, i3d_pretrained_400.pt, rgb_imagenet.pt")
+    _protocol_arg(p, "fvd")
+    p.add_argument("--num-videos", type=int, help="N on each side (default: the protocol's, 2048)")
+    p.add_argument("--num-frames", type=int, help="frames per clip (default: the protocol's, 16)")
+    p.add_argument("--stride", type=int, help="take every stride-th frame (default: the protocol's, 1)")
+    p.add_argument("--seed", type=int, help="seed of the real clips' offsets (and order) (default: the protocol's, 0)")
+    _detector_args(p)
+    _i3d_convention_args(p)
 
 
 def _fvd_protocol(args):
-    from kvideo.eval.protocol import FVDProtocol
+    return _protocol("fvd", args, num_videos=args.num_videos, num_frames=args.num_frames, stride=args.stride,
+                     seed=args.seed)
 
-    return FVDProtocol(num_videos=args.num_videos, num_frames=args.num_frames, stride=args.stride, seed=args.seed)
+
+def _i3d(args, shard):
+    from kvideo.eval.detectors import load_i3d_detector
+
+    return load_i3d_detector(args.detector, shard.device(args.device), trust=args.trust_detector,
+                             input_range=args.detector_range, bn_eps=args.detector_bn_eps)
 
 
 def _stats_parser(commands) -> None:
@@ -176,13 +243,14 @@ def _stats_parser(commands) -> None:
 
 
 def _stats(args) -> int:
-    from kvideo.eval.detectors import load_i3d_detector
     from kvideo.eval.distributed import init_shard
     from kvideo.eval.protocol import real_fvd_statistics
 
+    protocol = _fvd_protocol(args)
+    _check_outputs((args.out, "--out"))
     shard = init_shard()
-    detector = load_i3d_detector(args.detector, shard.device(args.device))
-    stats, extraction, cached = real_fvd_statistics(_load_real(args), detector, _fvd_protocol(args),
+    detector = _i3d(args, shard)
+    stats, extraction, cached = real_fvd_statistics(_load_real(args), detector, protocol,
                                                     _options(args, shard), args.out)
     if shard.is_main:
         state = "already cached" if cached else "written"
@@ -191,7 +259,7 @@ def _stats(args) -> int:
 
 
 def _fvd_parser(commands) -> None:
-    p = commands.add_parser("fvd", help="Fréchet Video Distance (StyleGAN-V protocol, I3D)")
+    p = commands.add_parser("fvd", help="Fréchet Video Distance (I3D; protocols fvd-styleganv, fvd-videogpt, fvd-tf)")
     _real_args(p)
     _fake_args(p)
     _fvd_protocol_args(p)
@@ -201,23 +269,27 @@ def _fvd_parser(commands) -> None:
 
 
 def _fvd(args) -> int:
-    from kvideo.eval.detectors import load_i3d_detector
     from kvideo.eval.distributed import init_shard
     from kvideo.eval.protocol import compute_fvd
 
+    protocol = _fvd_protocol(args)
+    _check_outputs((str(_report_path(args, protocol.name)), "--report"), (args.real_stats, "--real-stats"))
     shard = init_shard()
-    detector = load_i3d_detector(args.detector, shard.device(args.device))
-    report = compute_fvd(_load_real(args), _load_fake(args), detector, _fvd_protocol(args),
+    detector = _i3d(args, shard)
+    report = compute_fvd(_load_real(args), _load_fake(args), detector, protocol,
                          _options(args, shard), args.real_stats)
     return _finish(report, args, shard)
 
 
 def _is_parser(commands) -> None:
-    p = commands.add_parser("is", help="Inception Score with the UCF-101 C3D (TGAN protocol)")
+    p = commands.add_parser("is", help="Inception Score with the UCF-101 C3D (protocols is-styleganv, is-tganv2, is-tganv1)")
     _fake_args(p)
     p.add_argument("--detector", required=True, help="C3D file: c3d_ucf101.pt or a kvideo C3D safetensors")
-    p.add_argument("--num-videos", type=int, default=2048, help="videos (default 2048)")
-    p.add_argument("--splits", type=int, default=10, help="splits for the mean / std (default 10)")
+    _protocol_arg(p, "is")
+    p.add_argument("--num-videos", type=int, help="videos per run (default: the protocol's)")
+    p.add_argument("--splits", type=int, help="splits of each run (default: the protocol's)")
+    p.add_argument("--runs", type=int, help="runs of --num-videos further videos each (default: the protocol's)")
+    _detector_args(p)
     _dataset_args(p)
     _run_args(p)
     p.set_defaults(func=_is)
@@ -226,18 +298,20 @@ def _is_parser(commands) -> None:
 def _is(args) -> int:
     from kvideo.eval.detectors import load_c3d_detector
     from kvideo.eval.distributed import init_shard
-    from kvideo.eval.protocol import ISProtocol, compute_is
+    from kvideo.eval.protocol import compute_is
 
+    protocol = _protocol("is", args, num_videos=args.num_videos, splits=args.splits, runs=args.runs)
+    _check_outputs((str(_report_path(args, protocol.name)), "--report"))
     shard = init_shard()
-    protocol = ISProtocol(num_videos=args.num_videos, splits=args.splits)
-    detector = load_c3d_detector(args.detector, shard.device(args.device))
+    detector = load_c3d_detector(args.detector, shard.device(args.device), trust=args.trust_detector)
     return _finish(compute_is(_load_fake(args), detector, protocol, _options(args, shard)), args, shard)
 
 
 def _clipsim_parser(commands) -> None:
-    p = commands.add_parser("clipsim", help="CLIPSIM: CLIP ViT-B/32 frame-caption cosine")
+    p = commands.add_parser("clipsim", help="CLIPSIM: CLIP ViT-B/32 frame-caption cosine (protocol clipsim)")
     _fake_args(p)
     p.add_argument("--clip", required=True, help="local CLIP folder (transformers format)")
+    _protocol_arg(p, "clipsim")
     p.add_argument("--num-videos", type=int, help="videos (default: all)")
     p.add_argument("--max-frames", type=int, help="frames per video (default: all)")
     _dataset_args(p)
@@ -248,9 +322,10 @@ def _clipsim_parser(commands) -> None:
 def _clipsim(args) -> int:
     from kvideo.eval.clipsim import ClipScorer
     from kvideo.eval.distributed import init_shard
-    from kvideo.eval.protocol import CLIPSIMProtocol, compute_clipsim
+    from kvideo.eval.protocol import compute_clipsim
 
+    protocol = _protocol("clipsim", args, num_videos=args.num_videos, max_frames=args.max_frames)
+    _check_outputs((str(_report_path(args, protocol.name)), "--report"))
     shard = init_shard()
-    protocol = CLIPSIMProtocol(num_videos=args.num_videos, max_frames=args.max_frames)
-    scorer = ClipScorer(args.clip, shard.device(args.device))
+    scorer = ClipScorer(args.clip, shard.device(args.device), context_length=protocol.context_length)
     return _finish(compute_clipsim(_load_fake(args), scorer, protocol, _options(args, shard)), args, shard)

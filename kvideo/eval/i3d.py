@@ -22,24 +22,31 @@ MIXED_4 = (
     ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
 )
 MIXED_5 = (("Mixed_5b", (256, 160, 320, 32, 128, 128)), ("Mixed_5c", (384, 192, 384, 48, 128, 128)))
-BN_EPS = 1e-3
+BN_EPS = 1e-3  # piergiaj / TensorFlow I3D; VideoGPT's i3d_pretrained_400.pt was trained with 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
 class I3DConfig(Config):
     """Inception-I3D. The official network takes 224 x 224 frames (its final average pool is
-    2 x 7 x 7); `width_divisor` > 1 and a smaller `input_size` make tiny test detectors."""
+    2 x 7 x 7); `width_divisor` > 1 and a smaller `input_size` make tiny test detectors.
+    `bn_eps` and `input_range` are the conventions the weights were trained with (they differ
+    between the circulating files: see kvideo.eval.detectors.KNOWN_DETECTORS)."""
 
     num_classes: int = 400
     in_channels: int = 3
     width_divisor: int = 1
     input_size: int = 224
+    bn_eps: float = BN_EPS
+    input_range: tuple[float, float] = (-1.0, 1.0)
 
     def validate(self) -> None:
         check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
         check(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
         check(self.width_divisor in (1, 2, 4, 8), f"width_divisor must be 1, 2, 4 or 8, got {self.width_divisor}")
         check(self.input_size >= 32 and self.input_size % 32 == 0, f"input_size must be a multiple of 32, got {self.input_size}")
+        check(0 < self.bn_eps < 1, f"bn_eps must be in (0, 1), got {self.bn_eps}")
+        check(len(self.input_range) == 2 and self.input_range[0] < self.input_range[1],
+              f"input_range must be (low, high) with low < high, got {self.input_range}")
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "I3DConfig":
@@ -70,10 +77,11 @@ def pad_same(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, i
 
 
 class BatchNorm3d(nn.Module):
-    """Batch norm (eps 1e-3) with the four tensors of the official checkpoints."""
+    """Batch norm (eps from the config) with the four tensors of the official checkpoints."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, eps: float = BN_EPS) -> None:
         super().__init__()
+        self.eps = eps
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
@@ -81,17 +89,18 @@ class BatchNorm3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # in training mode (a detector trained by kvideo) batch statistics, which update the running ones
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.1, BN_EPS)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.1, self.eps)
 
 
 class Unit3D(nn.Module):
     """'SAME'-padded Conv3d -> BatchNorm -> ReLU (the logits unit: conv with bias only)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, *, classifier: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, *,
+                 classifier: bool = False, eps: float = BN_EPS):
         super().__init__()
         self.kernel, self.stride = (kernel,) * 3, (stride,) * 3
         self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride, padding=0, bias=classifier)
-        self.bn = None if classifier else BatchNorm3d(out_channels)
+        self.bn = None if classifier else BatchNorm3d(out_channels, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv3d(pad_same(x, self.kernel, self.stride))
@@ -154,6 +163,9 @@ class InceptionI3d(PretrainedModel):
         final = config.input_size // 32
         self.avg_pool = nn.AvgPool3d((2, final, final), stride=1)
         self.logits = Unit3D(self.num_features, config.num_classes, classifier=True)
+        for module in self.modules():
+            if isinstance(module, BatchNorm3d):
+                module.eps = config.bn_eps
 
     def _add(self, name: str, module: nn.Module) -> None:
         self.add_module(name, module)

@@ -15,61 +15,113 @@ from kvideo.config import Config, check
 from kvideo.eval.datasets import SkipVideo, VideoDataset, VideoItem, read_clip, read_video
 from kvideo.eval.distributed import Shard
 from kvideo.eval.frechet import frechet_distance
-from kvideo.eval.stats import FeatureStats, inception_score
+from kvideo.eval.stats import FeatureStats, split_scores
 
 
 @dataclasses.dataclass(frozen=True)
 class FVDProtocol(Config):
-    """StyleGAN-V's FVD: `num_frames` consecutive frames (`stride` apart), real clips from a seeded
-    random offset, generated clips from frame 0, `num_videos` videos on each side."""
+    """One FVD protocol, every choice named: which clips, which frame geometry, how the detector is called,
+    and the covariance normalisation. Use the presets (`FVDProtocol.preset("fvd-styleganv")`)."""
 
+    name: str = "fvd-styleganv"
     num_videos: int = 2048
     num_frames: int = 16
     stride: int = 1
     seed: int = 0
+    real_selection: str = "first-sorted"  # the first N of the sorted real videos, or "random" (seeded)
+    real_offset: str = "random"  # real clips start at a seeded random frame, or "first"; generated: frame 0
+    geometry: str = "lanczos-crop"  # see kvideo.eval.preprocess.GEOMETRIES
+    size: int = 256
+    detector_call: str = "own"  # "own": the detector rescales and resizes; "prepared": the frames are its input
+    covariance_ddof: int = 0  # 0: covariance / N; 1: / (N - 1)
+    reference_detector: str = "styleganv-i3d"  # the detector convention the published numbers used
 
     def validate(self) -> None:
+        from kvideo.eval.preprocess import GEOMETRIES
+
         check(self.num_videos >= 2, f"num_videos must be >= 2 (a covariance needs 2 samples), got {self.num_videos}")
         check(self.num_frames >= 9, f"num_frames must be >= 9 (the I3D temporal pooling), got {self.num_frames}")
         check(self.stride >= 1, f"stride must be >= 1, got {self.stride}")
+        check(self.real_selection in ("first-sorted", "random"), f"real_selection: first-sorted or random, got {self.real_selection!r}")
+        check(self.real_offset in ("random", "first"), f"real_offset: random or first, got {self.real_offset!r}")
+        check(self.geometry in GEOMETRIES, f"geometry must be one of {sorted(GEOMETRIES)}, got {self.geometry!r}")
+        check(self.size >= 32, f"size must be >= 32, got {self.size}")
+        check(self.detector_call in ("own", "prepared"), f"detector_call: own or prepared, got {self.detector_call!r}")
+        check(self.covariance_ddof in (0, 1), f"covariance_ddof must be 0 or 1, got {self.covariance_ddof}")
 
-    @property
-    def name(self) -> str:
-        return f"fvd{self.num_videos}_{self.num_frames}f" + (f"_stride{self.stride}" if self.stride > 1 else "")
+
+def _register(cls: type[Config], **values: Any) -> None:
+    """A preset keyed by its own `name` field (Config.register_preset's first argument is also called name)."""
+    cls._presets[values["name"]] = values
+
+
+_register(FVDProtocol, name="fvd-styleganv")
+_register(
+    FVDProtocol, name="fvd-videogpt", real_selection="random", geometry="bilinear-crop", size=224,
+    detector_call="prepared", covariance_ddof=1, reference_detector="videogpt-i3d",
+)
+_register(
+    FVDProtocol, name="fvd-tf", real_selection="random", geometry="tf1-bilinear", size=224,
+    detector_call="prepared", covariance_ddof=1, reference_detector="styleganv-i3d",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class ISProtocol(Config):
-    """TGAN's IS: the first 16 frames of `num_videos` videos through the UCF-101 C3D, `splits` parts."""
+    """One IS protocol: `runs` sets of `num_videos` consecutive videos (first 16 frames each) through the
+    UCF-101 C3D; each set is cut into `splits` parts (after a seeded shuffle where the protocol has one);
+    mean and std over the runs (runs > 1) or over the splits (runs = 1)."""
 
+    name: str = "is-styleganv"
     num_videos: int = 2048
     splits: int = 10
+    runs: int = 1
+    shuffle_seed: int | None = 42
     num_frames: int = 16
 
     def validate(self) -> None:
         check(self.num_frames == 16, f"the UCF-101 C3D takes 16 frames, got num_frames={self.num_frames}")
-        check(self.splits >= 1, f"splits must be >= 1, got {self.splits}")
+        check(self.splits >= 1 and self.runs >= 1, f"splits and runs must be >= 1, got {self.splits}, {self.runs}")
+        check(self.runs == 1 or self.splits == 1, f"either runs or splits must be 1, got runs={self.runs} splits={self.splits}")
         check(self.num_videos >= self.splits, f"num_videos ({self.num_videos}) must be >= splits ({self.splits})")
 
     @property
-    def name(self) -> str:
-        return f"is{self.num_videos}_c3d_ucf101"
+    def total_videos(self) -> int:
+        return self.num_videos * self.runs
+
+
+_register(ISProtocol, name="is-styleganv")
+_register(ISProtocol, name="is-tganv2", num_videos=2048, splits=1, runs=10, shuffle_seed=None)
+_register(ISProtocol, name="is-tganv1", num_videos=10000, splits=1, runs=1, shuffle_seed=None)
 
 
 @dataclasses.dataclass(frozen=True)
 class CLIPSIMProtocol(Config):
-    """CLIPSIM: per-frame CLIP cosine to the caption, averaged over frames, then over videos."""
+    """CLIPSIM: per-frame CLIP cosine to the caption (OpenAI CLIP preprocessing, captions cut to
+    `context_length` tokens as clip.tokenize(truncate=True)), averaged over frames, then over videos."""
 
+    name: str = "clipsim"
     num_videos: int | None = None  # None: every video of the set
     max_frames: int | None = None  # None: every frame
+    context_length: int = 77
+    image_preprocessing: str = "openai-clip"  # bicubic shorter side (floored), center crop (rounded), normalize
 
     def validate(self) -> None:
         check(self.num_videos is None or self.num_videos >= 1, f"num_videos must be >= 1, got {self.num_videos}")
         check(self.max_frames is None or self.max_frames >= 1, f"max_frames must be >= 1, got {self.max_frames}")
+        check(self.context_length >= 2, f"context_length must be >= 2, got {self.context_length}")
 
-    @property
-    def name(self) -> str:
-        return "clipsim" + (f"{self.num_videos}" if self.num_videos else "")
+
+_register(CLIPSIMProtocol, name="clipsim")
+
+PROTOCOLS = {"fvd": FVDProtocol, "is": ISProtocol, "clipsim": CLIPSIMProtocol}
+
+
+def protocol_report(protocol: Config, **overrides: Any) -> dict[str, Any]:
+    """The protocol as written into a report: every setting, and those changed from the named preset."""
+    preset = type(protocol).preset(protocol.name).to_dict()
+    changed = {k: v for k, v in protocol.to_dict().items() if preset.get(k) != v}
+    return {**protocol.to_dict(), "changed_from_preset": changed, **overrides}
 
 
 @dataclass
@@ -171,17 +223,52 @@ def _clip_tensor(frames: np.ndarray) -> torch.Tensor:
 
 # -- FVD ---------------------------------------------------------------------------------------
 def fvd_candidates(dataset: VideoDataset, protocol: FVDProtocol, real: bool) -> list[tuple[int, VideoItem]]:
-    """Real videos in a seeded random order; generated videos in their own order."""
-    order = np.random.default_rng(protocol.seed).permutation(len(dataset.items)) if real else range(len(dataset.items))
-    return [(int(i), dataset.items[int(i)]) for i in order]
+    """Real videos: the sorted set in order (first-sorted) or a seeded random order; generated: their order."""
+    if real and protocol.real_selection == "random":
+        order = [int(i) for i in np.random.default_rng(protocol.seed).permutation(len(dataset.items))]
+    elif real:
+        order = sorted(range(len(dataset.items)), key=lambda i: dataset.items[i].key)
+    else:
+        order = list(range(len(dataset.items)))
+    return [(i, dataset.items[i]) for i in order]
+
+
+def fvd_clip_loader(protocol: FVDProtocol, *, real: bool) -> Load:
+    """index, item -> prepared clip (3, f, size, size): the same geometry for real and generated clips."""
+    from kvideo.eval.preprocess import prepare_clip
+
+    def load(index: int, item: VideoItem) -> torch.Tensor:
+        random_offset = real and protocol.real_offset == "random"
+        rng = np.random.default_rng([protocol.seed, index]) if random_offset else None
+        frames = read_clip(item.path, protocol.num_frames, stride=protocol.stride, rng=rng)
+        return prepare_clip(frames, protocol.geometry, protocol.size)
+
+    return load
+
+
+def detector_runner(detector, protocol: FVDProtocol) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The detector call the protocol prescribes (its own rescale/resize, or the prepared frames as input)."""
+    if protocol.detector_call == "own":
+        return detector.run
+    if detector.run_prepared is None:
+        raise ValueError(f"protocol {protocol.name} feeds prepared frames, which detector {detector.path.name} cannot take")
+    return detector.run_prepared
+
+
+def comparability(detector, protocol: FVDProtocol) -> dict[str, Any]:
+    """Whether numbers from this detector and settings can be set beside the protocol's published ones."""
+    reasons = []
+    used = detector.convention.name if detector.convention else "unknown"
+    if used != protocol.reference_detector:
+        reasons.append(f"detector {detector.path.name} ({used}) is not the protocol's {protocol.reference_detector}")
+    changed = protocol_report(protocol)["changed_from_preset"]
+    if changed:
+        reasons.append("settings changed from the preset: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+    return {"comparable": not reasons, "reasons": reasons}
 
 
 def fvd_statistics(dataset: VideoDataset, detector, protocol: FVDProtocol, *, real: bool, options: RunOptions):
     """(FeatureStats over all ranks, Extraction) of one side of the FVD."""
-    def load(index: int, item: VideoItem) -> torch.Tensor:
-        rng = np.random.default_rng([protocol.seed, index]) if real else None
-        return _clip_tensor(read_clip(item.path, protocol.num_frames, stride=protocol.stride, rng=rng))
-
     local: list[FeatureStats] = []
 
     def sink(indices: list[int], features: torch.Tensor) -> None:
@@ -189,9 +276,11 @@ def fvd_statistics(dataset: VideoDataset, detector, protocol: FVDProtocol, *, re
             local.append(FeatureStats(features.shape[1]))
         local[0].update(features)
 
-    infer = lambda clips: detector.run(_stack_clips(clips))  # noqa: E731
-    used, skipped = extract(fvd_candidates(dataset, protocol, real), protocol.num_videos, load, infer, sink,
-                            options, desc="real videos" if real else "generated videos")
+    run = detector_runner(detector, protocol)
+    infer = lambda clips: run(_stack_clips(clips))  # noqa: E731
+    used, skipped = extract(fvd_candidates(dataset, protocol, real), protocol.num_videos,
+                            fvd_clip_loader(protocol, real=real), infer, sink, options,
+                            desc="real videos" if real else "generated videos")
     stats = _merge_stats(local, options.shard)
     return stats, Extraction(used, protocol.num_videos, skipped, dataset.missing)
 
@@ -207,7 +296,10 @@ def _merge_stats(local: list[FeatureStats], shard: Shard) -> FeatureStats:
 
 def real_fvd_settings(dataset: VideoDataset, detector, protocol: FVDProtocol) -> dict[str, Any]:
     """Everything the real-set statistics depend on: a cache is only reused when these match."""
-    return {"protocol": protocol.name, **protocol.to_dict(), "real": dataset.describe(), "detector_sha256": detector.sha256}
+    convention = detector.convention.describe() if detector.convention else None
+    settings = {"protocol": protocol.name, **protocol.to_dict(), "real": dataset.describe(),
+                "detector_sha256": detector.sha256, "detector_convention": convention}
+    return json.loads(json.dumps(settings))  # as a cache file gives them back (tuples become lists)
 
 
 def real_fvd_statistics(dataset, detector, protocol, options: RunOptions, cache: str | Path | None = None):
@@ -243,9 +335,11 @@ def compute_fvd(real: VideoDataset, fake: VideoDataset, detector, protocol: FVDP
     real_stats, real_ext, cached = real_fvd_statistics(real, detector, protocol, options, real_cache)
     fake_stats, fake_ext = fvd_statistics(fake, detector, protocol, real=False, options=options)
     _check_count(fake_ext, options, "generated videos")
-    value = frechet_distance(*real_stats.mean_cov(), *fake_stats.mean_cov())
+    ddof = protocol.covariance_ddof
+    value = frechet_distance(*real_stats.mean_cov(ddof), *fake_stats.mean_cov(ddof))
     return {
-        "metric": "fvd", "value": value, "protocol": {"name": protocol.name, **protocol.to_dict()},
+        "metric": "fvd", "value": value, "protocol": protocol_report(protocol, geometry_description=_geometry(protocol)),
+        "comparability": comparability(detector, protocol),
         "num_videos": {"real": real_stats.count, "fake": fake_stats.count}, "detector": detector.describe(),
         "real": {**real.describe(), **real_ext.summary(), "cached_statistics": cached},
         "fake": {**fake.describe(), **fake_ext.summary()}, "world_size": options.shard.world_size,
@@ -264,15 +358,37 @@ def per_video_outputs(dataset: VideoDataset, wanted: int, load: Load, infer: Inf
     return [merged[k] for k in sorted(merged)], Extraction(used, wanted, skipped, dataset.missing)
 
 
+def _geometry(protocol: FVDProtocol) -> str:
+    from kvideo.eval.preprocess import GEOMETRIES
+
+    return GEOMETRIES[protocol.geometry]
+
+
+def protocol_inception_score(probs: np.ndarray | torch.Tensor, protocol: ISProtocol) -> tuple[float, float, list[float]]:
+    """(mean, std, scores): the protocol's runs of `num_videos` consecutive rows, each cut into its splits."""
+    p = np.asarray(probs.double().cpu().numpy() if isinstance(probs, torch.Tensor) else probs, np.float64)
+    n = p.shape[0] // protocol.runs
+    scores = []
+    for run in range(protocol.runs):
+        part = split_scores(p[run * n:(run + 1) * n], protocol.splits, shuffle_seed=protocol.shuffle_seed)
+        scores.extend(part if protocol.runs == 1 else [float(np.mean(part))])
+    return float(np.mean(scores)), float(np.std(scores)), scores
+
+
 def compute_is(fake: VideoDataset, detector, protocol: ISProtocol, options: RunOptions) -> dict[str, Any]:
-    """The IS report: mean and std over splits of exp(E KL(p(y|x) ‖ p(y)))."""
+    """The IS report: exp(E KL(p(y|x) ‖ p(y))), mean and std over the protocol's runs or splits."""
     load = lambda index, item: _clip_tensor(read_clip(item.path, protocol.num_frames))  # noqa: E731
     infer = lambda clips: detector.run(_stack_clips(clips)).double().cpu()  # noqa: E731
-    probs, extraction = per_video_outputs(fake, protocol.num_videos, load, infer, options, "IS videos")
+    probs, extraction = per_video_outputs(fake, protocol.total_videos, load, infer, options, "IS videos")
     _check_count(extraction, options, "generated videos")
-    mean, std = inception_score(torch.stack(probs), protocol.splits)
+    per_run = len(probs) // protocol.runs  # smaller than num_videos only with --allow-fewer
+    if per_run < protocol.splits:
+        raise ValueError(f"{len(probs)} videos cannot make {protocol.runs} run(s) of {protocol.splits} split(s)")
+    mean, std, scores = protocol_inception_score(torch.stack(probs[:per_run * protocol.runs]), protocol)
+    changed = protocol_report(protocol)["changed_from_preset"]
     return {
-        "metric": "is", "value": mean, "std": std, "protocol": {"name": protocol.name, **protocol.to_dict()},
+        "metric": "is", "value": mean, "std": std, "scores": scores, "protocol": protocol_report(protocol),
+        "comparability": {"comparable": not changed, "reasons": [f"settings changed from the preset: {changed}"] if changed else []},
         "num_videos": {"fake": len(probs)}, "detector": detector.describe(),
         "fake": {**fake.describe(), **extraction.summary()}, "world_size": options.shard.world_size,
     }
@@ -293,13 +409,27 @@ def compute_clipsim(fake: VideoDataset, scorer, protocol: CLIPSIMProtocol, optio
     _check_count(extraction, options, "captioned videos")
     return {
         "metric": "clipsim", "value": float(np.mean(scores)), "std_over_videos": float(np.std(scores)),
-        "protocol": {"name": protocol.name, **protocol.to_dict(), "clip": scorer.name},
+        "protocol": protocol_report(protocol, clip=scorer.name), "captions_truncated": scorer.truncated,
         "num_videos": {"fake": len(scores)}, "fake": {**fake.describe(), **extraction.summary()},
         "world_size": options.shard.world_size,
     }
 
 
 # -- reports -----------------------------------------------------------------------------------
+def check_output_file(path: str | Path, *, what: str) -> Path:
+    """Raise OutputError, before any work, unless `path` can be written as a file (atomically, beside itself)."""
+    from kvideo.checkpoint import check_writable_folder
+    from kvideo.errors import OutputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a folder; give a file path")
+    if not path.parent.is_dir():
+        raise OutputError(f"{what} {str(path)!r} cannot be written: folder {str(path.parent)!r} does not exist")
+    check_writable_folder(path.parent, what=f"the folder of {what}")
+    return path
+
+
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
     """Write the JSON report atomically."""
     from kvideo.checkpoint import atomic_path
@@ -317,6 +447,11 @@ def format_table(report: dict[str, Any]) -> str:
             ("videos", ", ".join(f"{k} {v}" for k, v in sides.items())),
             ("skipped", ", ".join(f"{k} {v}" for k, v in skipped.items()))]
     if "detector" in report:
-        rows.append(("detector", f"{report['detector']['file']} (sha256 {report['detector']['sha256'][:12]})"))
+        known = report["detector"].get("known_file")
+        rows.append(("detector", f"{report['detector']['file']} (sha256 {report['detector']['sha256'][:12]}"
+                                 + (f", the published {known})" if known else ")")))
+    if "comparability" in report:
+        comparable = report["comparability"]
+        rows.append(("comparable", "yes" if comparable["comparable"] else "NO: " + "; ".join(comparable["reasons"])))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
