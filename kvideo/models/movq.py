@@ -108,7 +108,7 @@ MoVQConfig.register_preset("tiny", **_TINY)
 MoVQConfig.register_preset("tiny-video", **_TINY, **_VIDEO)
 # `kvideo recipe shapes`: 64x64 frames; narrow full-resolution levels and (3,1,1) temporal convs keep CPU
 # decoding of a 57-frame clip near a second
-_SHAPES = dict(channels=16, channel_mult=(1, 2, 4, 4), num_res_blocks=1, groups=8)
+_SHAPES = dict(channels=16, channel_mult=(1, 2, 4, 4), num_res_blocks=1, groups=8, latent_channels=8)
 MoVQConfig.register_preset("shapes", **_SHAPES)
 MoVQConfig.register_preset("shapes-video", **_SHAPES, **_VIDEO, temporal_kernel_size=(3, 1, 1))
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kvideo.checkpoint import atomic_path
-from kvideo.eval.generate import PromptJob, generate_videos
+from kvideo.eval.generate import PromptJob
 from kvideo.shapes.grammar import all_captions
 
 QUALITY_BAR = {"object_color": 0.90, "background": 0.95, "direction": 0.80, "shape": 0.70, "found": 0.95}
@@ -47,21 +47,69 @@ def write_captions(folder: Path, jobs: list[PromptJob]) -> Path:
     return path
 
 
-def measure_quality(pipe, out: str | Path, *, prompts: int = 96, seeds: int = 2, progress: bool = True,
-                    **options: Any) -> dict[str, Any]:
+def generate_set(pipe, jobs: list[PromptJob], out: Path, *, batch_size: int = 8, progress: bool = True,
+                 **options: Any) -> int:
+    """Generate the clips of `jobs` that `out` lacks, `batch_size` prompts per batched pipeline call
+    (each clip with its own seed, as alone); returns how many were made."""
+    from tqdm.auto import tqdm
+
+    from kvideo.export import write_video
+
+    todo = [job for job in jobs if not (out / job.file).is_file()]
+    bar = tqdm(total=len(todo), desc="generating", unit="clip", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        videos = pipe([job.prompt for job in chunk], seed=[job.seed for job in chunk], **options)
+        for job, video in zip(chunk, videos):
+            write_video(out / job.file, video.frames, video.fps, progress=False)  # atomic
+        bar.update(len(chunk))
+    bar.close()
+    return len(todo)
+
+
+def measure_quality(pipe, out: str | Path, *, prompts: int = 96, seeds: int = 2, batch_size: int = 8,
+                    progress: bool = True, **options: Any) -> dict[str, Any]:
     """Generate the quality set with `pipe` into `out` (existing clips are kept) and score it."""
-    from kvideo.shapes.score import score_folder
+    from kvideo.shapes.score import score_folder, write_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = quality_jobs(quality_prompts(prompts), seeds)
     captions = write_captions(out, jobs)
-    generate_videos(pipe, jobs, out, options={"fps": "medium", **options}, progress=progress)
-    report = score_folder(out, captions)
+    options = {"fps": "medium", **options}
+    generate_set(pipe, jobs, out, batch_size=batch_size, progress=progress, **options)
+    report = score_folder(out, captions, progress=progress)
     report["settings"] = {"prompts": prompts, "seeds": seeds, **options}
-    with atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1))
+    write_report(out / "report.json", report)
     return report
+
+
+def clip_features(detector, folder: str | Path, frames: int = 16, batch_size: int = 16) -> np.ndarray:
+    """Time-averaged I3D logits of the first `frames` frames of every mp4 in `folder` (sorted by name)."""
+    import torch
+
+    from kvideo.eval.detectors import i3d_input
+    from kvideo.video_io import read_frames
+
+    paths = sorted(Path(folder).glob("*.mp4")) or sorted(Path(folder).glob("videos/*.mp4"))
+    if not paths:
+        raise FileNotFoundError(f"no mp4 clips in {str(folder)!r}")
+    features = []
+    for start in range(0, len(paths), batch_size):
+        clips = np.stack([read_frames(p, list(range(frames))) for p in paths[start:start + batch_size]])
+        clips = torch.from_numpy(clips).permute(0, 4, 1, 2, 3)  # (b, 3, f, h, w) uint8
+        with torch.no_grad():
+            features.append(detector.logits_mean(i3d_input(clips, detector.config.input_size)).double().numpy())
+    return np.concatenate(features)
+
+
+def fvd(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance of the Gaussians of two feature sets (covariance / N, as StyleGAN-V)."""
+    from kvideo.eval.frechet import frechet_distance
+    from kvideo.eval.stats import FeatureStats
+
+    stats = [FeatureStats(f.shape[1]).update(f).mean_cov() for f in (features_a, features_b)]
+    return frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
 
 
 def passes_bar(totals: dict[str, float]) -> dict[str, bool]:

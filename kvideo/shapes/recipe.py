@@ -1,6 +1,6 @@
 """`kvideo recipe shapes OUT`: the whole shapes model from an empty folder, stage by stage, resumable.
 
-data -> movq (crops, then whole frames) -> text -> cache-keyframe -> image -> keyframe (temporal; and `all` for comparison)
+data -> movq -> text -> cache-keyframe -> image -> keyframe (temporal; and `all` for comparison)
 -> cache-interpolation -> interpolation -> decoder -> model (the pipeline folder, fp16).
 Each stage is kvideo's own command with a `configs/train/shapes-*.json` preset; a finished stage is
 skipped, an interrupted one resumes from its latest checkpoint. `OUT/records/<stage>.json` records
@@ -117,16 +117,10 @@ class Recipe:
         return self._train(self.train_config("shapes-movq", self.paths.stage("movq"), data=str(self.paths.data),
                                              captions=str(self.paths.captions)))
 
-    def stage_movq_frames(self) -> dict:
-        """The MoVQ again, on whole frames (the first stage trains faster on crops)."""
-        return self._train(self.train_config("shapes-movq-frames", self.paths.stage("movq-frames"),
-                                             data=str(self.paths.data), captions=str(self.paths.captions),
-                                             model=str(self.paths.weights("movq", "movq", "all"))))
-
     @property
     def movq(self) -> Path:
         """The finished image MoVQ."""
-        return self.paths.weights("movq-frames", "movq", "all")
+        return self.paths.weights("movq", "movq", "all")
 
     def stage_text(self) -> dict:
         """The text encoder (a random word-level T5 over the grammar, frozen: the UNets' cross-attention

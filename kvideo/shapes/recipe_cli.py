@@ -1,7 +1,7 @@
 """`kvideo recipe shapes OUT`: argument parsing only; the stages are in kvideo.shapes.recipe."""
 from __future__ import annotations
 
-STAGE_NAMES = ("data", "movq", "movq-frames", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
+STAGE_NAMES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
                "interpolation", "decoder", "model")  # the recipe's stages, in order (here: no torch import)
 
 

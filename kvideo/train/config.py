@@ -207,12 +207,9 @@ _SHAPES = dict(precision="fp32", num_workers=1, log_every=25, tensorboard=False,
                lr_schedule="cosine", weight_decay=0.0, max_grad_norm=1.0)
 _SHAPES_KEYFRAMES = ClipConfig(task="keyframe", keyframes=15, keyframe_step=12, height=64, width=64)
 TrainConfig.register_preset(
-    "shapes-movq", task="movq", model_preset="shapes", train="all", steps=2000, batch_size=4, grad_accum=1,
-    lr=1e-3, save_every=250, crop_size=32,
-    clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64), **_SHAPES)
-TrainConfig.register_preset(  # the second MoVQ stage: whole frames, from the cropped stage's weights
-    "shapes-movq-frames", task="movq", train="all", steps=2500, batch_size=2, grad_accum=1, lr=1e-3, save_every=250,
-    clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64), **_SHAPES)
+    "shapes-movq", task="movq", model_preset="shapes", train="all", steps=3000, batch_size=2, grad_accum=1,
+    lr=2e-3, save_every=250, clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64),
+    **_SHAPES)
 TrainConfig.register_preset(
     "shapes-image", task="image", train="all", steps=3000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
     save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
