@@ -211,7 +211,8 @@ def _pipeline(args, shard):
 
 # -- metrics -----------------------------------------------------------------------------------
 def _fvd_protocol_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", required=True, help="I3D file: i3d_torchscript.pt, i3d_pretrained_400.pt, rgb_imagenet.pt")
+    p.add_argument("--detector", required=True, help="I3D file: i3d_torchscript.pt, i3d_pretrained_400.pt, rgb_imagenet.pt; "
+                        "fvd-videomae: vit_g_hybrid_pt_1200e_ssv2_ft.pth")
     _protocol_arg(p, "fvd")
     p.add_argument("--num-videos", type=int, help="N on each side (default: the protocol's, 2048)")
     p.add_argument("--num-frames", type=int, help="frames per clip (default: the protocol's, 16)")
@@ -226,9 +227,12 @@ def _fvd_protocol(args):
                      seed=args.seed)
 
 
-def _i3d(args, shard):
-    from kvideo.eval.detectors import load_i3d_detector
+def _i3d(args, shard, protocol=None):
+    """The protocol's feature network: I3D, or VideoMAE-v2 for fvd-videomae."""
+    from kvideo.eval.detectors import load_i3d_detector, load_videomae_detector
 
+    if protocol is not None and protocol.features == "videomae-v2":
+        return load_videomae_detector(args.detector, shard.device(args.device))
     return load_i3d_detector(args.detector, shard.device(args.device), trust=args.trust_detector,
                              input_range=args.detector_range, bn_eps=args.detector_bn_eps)
 
@@ -249,7 +253,7 @@ def _stats(args) -> int:
     protocol = _fvd_protocol(args)
     _check_outputs((args.out, "--out"))
     shard = init_shard()
-    detector = _i3d(args, shard)
+    detector = _i3d(args, shard, protocol)
     stats, extraction, cached = real_fvd_statistics(_load_real(args), detector, protocol,
                                                     _options(args, shard), args.out)
     if shard.is_main:
@@ -259,7 +263,7 @@ def _stats(args) -> int:
 
 
 def _fvd_parser(commands) -> None:
-    p = commands.add_parser("fvd", help="Fréchet Video Distance (I3D; protocols fvd-styleganv, fvd-videogpt, fvd-tf)")
+    p = commands.add_parser("fvd", help="Fréchet Video Distance (I3D: fvd-styleganv, fvd-videogpt, fvd-tf; VideoMAE-v2: fvd-videomae)")
     _real_args(p)
     _fake_args(p)
     _fvd_protocol_args(p)
@@ -275,7 +279,7 @@ def _fvd(args) -> int:
     protocol = _fvd_protocol(args)
     _check_outputs((str(_report_path(args, protocol.name)), "--report"), (args.real_stats, "--real-stats"))
     shard = init_shard()
-    detector = _i3d(args, shard)
+    detector = _i3d(args, shard, protocol)
     report = compute_fvd(_load_real(args), _load_fake(args), detector, protocol,
                          _options(args, shard), args.real_stats)
     return _finish(report, args, shard)

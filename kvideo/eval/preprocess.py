@@ -14,6 +14,8 @@ GEOMETRIES = {
                     "(offsets floored), uint8 frames (StyleGAN-V's dataset preparation)",
     "bilinear-crop": "bilinear resize (half-pixel, no antialias) of the shorter side to `size` (longer side rounded "
                      "up), then a center crop (offsets floored) (VideoGPT's preprocess)",
+    "bilinear-squash": "bilinear resize (half-pixel, no antialias) of the whole frame to size x size, no crop "
+                       "(content-debiased FVD's preprocess_videomae)",
     "tf1-bilinear": "TensorFlow 1 `resize_bilinear` of the whole frame to size x size (corner-anchored, no "
                     "half-pixel centers, no crop) (the original TensorFlow FVD)",
 }
@@ -84,7 +86,12 @@ def prepare_clip(frames: np.ndarray, geometry: str, size: int) -> torch.Tensor:
     if geometry not in GEOMETRIES:
         raise ValueError(f"unknown frame geometry {geometry!r}; choose one of {sorted(GEOMETRIES)}")
     x = rearrange(torch.from_numpy(np.ascontiguousarray(frames)).float(), "f h w c -> f c h w")
-    x = bilinear_crop(x, size) if geometry == "bilinear-crop" else tf1_bilinear(x, size)
+    if geometry == "bilinear-crop":
+        x = bilinear_crop(x, size)
+    elif geometry == "bilinear-squash":
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    else:
+        x = tf1_bilinear(x, size)
     return rearrange(x, "f c h w -> c f h w").contiguous()
 
 

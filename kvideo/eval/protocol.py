@@ -35,12 +35,14 @@ class FVDProtocol(Config):
     detector_call: str = "own"  # "own": the detector rescales and resizes; "prepared": the frames are its input
     covariance_ddof: int = 0  # 0: covariance / N; 1: / (N - 1)
     reference_detector: str = "styleganv-i3d"  # the detector convention the published numbers used
+    features: str = "i3d-logits"  # "i3d-logits" (400-d) or "videomae-v2" (fc_norm of the mean token)
 
     def validate(self) -> None:
         from kvideo.eval.preprocess import GEOMETRIES
 
         check(self.num_videos >= 2, f"num_videos must be >= 2 (a covariance needs 2 samples), got {self.num_videos}")
-        check(self.num_frames >= 9, f"num_frames must be >= 9 (the I3D temporal pooling), got {self.num_frames}")
+        least = 9 if self.features == "i3d-logits" else 2  # the I3D temporal pooling; a VideoMAE tubelet
+        check(self.num_frames >= least, f"num_frames must be >= {least} for {self.features} features, got {self.num_frames}")
         check(self.stride >= 1, f"stride must be >= 1, got {self.stride}")
         check(self.real_selection in ("first-sorted", "random"), f"real_selection: first-sorted or random, got {self.real_selection!r}")
         check(self.real_offset in ("random", "first"), f"real_offset: random or first, got {self.real_offset!r}")
@@ -48,6 +50,7 @@ class FVDProtocol(Config):
         check(self.size >= 32, f"size must be >= 32, got {self.size}")
         check(self.detector_call in ("own", "prepared"), f"detector_call: own or prepared, got {self.detector_call!r}")
         check(self.covariance_ddof in (0, 1), f"covariance_ddof must be 0 or 1, got {self.covariance_ddof}")
+        check(self.features in ("i3d-logits", "videomae-v2"), f"features: i3d-logits or videomae-v2, got {self.features!r}")
 
 
 def _register(cls: type[Config], **values: Any) -> None:
@@ -63,6 +66,11 @@ _register(
 _register(
     FVDProtocol, name="fvd-tf", real_selection="random", geometry="tf1-bilinear", size=224,
     detector_call="prepared", covariance_ddof=1, reference_detector="styleganv-i3d",
+)
+
+_register(  # content-debiased FVD (Ge et al., CVPR 2024): cdfvd's preprocess_videomae and FeatureStats (/N)
+    FVDProtocol, name="fvd-videomae", real_selection="random", geometry="bilinear-squash", size=224,
+    detector_call="prepared", covariance_ddof=0, reference_detector="videomae-v2-vitg-ssv2", features="videomae-v2",
 )
 
 
