@@ -312,3 +312,27 @@ def test_untrusted_torchscript_detector_is_refused_on_the_command_line(data, tmp
     assert run("is", "--fake", data["fake"], "--detector", tmp_path / "c3d_ucf101.pt", "--num-videos", 6,
                "--splits", 1, "--quiet", "--report", out) == 2
     assert "--trust-detector" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "stats", "fvd", "is", "clipsim"])
+def test_every_flag_says_its_default_and_takes_the_underscore_spelling(command):
+    import argparse
+
+    from kvideo.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["eval"]._subparsers._group_actions[0].choices[command]
+    shown = [a for a in sub._actions if a.option_strings and a.help != argparse.SUPPRESS and a.dest != "help"]
+    assert shown and all(("default" in a.help) or ("required" in a.help) for a in shown), \
+        [a.option_strings for a in shown if "default" not in a.help and "required" not in a.help]
+    dashed = [f for a in shown for f in a.option_strings if f.startswith("--") and "-" in f[2:]]
+    assert dashed and all(f"--{f[2:].replace('-', '_')}" in sub._option_string_actions for f in dashed)
+
+
+def test_underscore_flags_parse_like_dashed_ones(data):
+    from kvideo.cli import build_parser
+
+    common = ["eval", "is", "--fake", str(data["fake"]), "--detector", "c3d.pt"]
+    dashed = build_parser().parse_args([*common, "--num-videos", "6", "--allow-fewer", "--fake-format", "folder"])
+    underscored = build_parser().parse_args([*common, "--num_videos", "6", "--allow_fewer", "--fake_format", "folder"])
+    assert vars(dashed) == vars(underscored) and dashed.batch_size == 8 and dashed.num_videos == 6

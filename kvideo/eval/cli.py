@@ -17,12 +17,38 @@ def register(subparsers) -> None:
     _fvd_parser(commands)
     _is_parser(commands)
     _clipsim_parser(commands)
+    for name in ("generate", "stats", "fvd", "is", "clipsim"):
+        _one_voice(commands.choices[name])
     from kvideo.shapes.cli import register_eval
 
     register_eval(commands)  # kvideo eval shapes
 
 
 # -- shared arguments --------------------------------------------------------------------------
+def _one_voice(parser: argparse.ArgumentParser) -> None:
+    """Every flag's help shows its default, and each --dashed-flag also answers to --dashed_flag (hidden)."""
+    for action in list(parser._actions):
+        if action.help in (None, argparse.SUPPRESS) or not action.option_strings or action.dest == "help":
+            continue
+        if action.required and "required" not in action.help:
+            action.help += " (required)"
+        elif "default" not in action.help and not action.required:
+            shown = ("off" if action.default is False else "none") if action.default in (None, False) else action.default
+            action.help += f" (default: {shown})"
+        for flag in action.option_strings:
+            if flag.startswith("--") and "-" in flag[2:]:
+                _hidden_alias(parser, action, "--" + flag[2:].replace("-", "_"))
+
+
+def _hidden_alias(parser: argparse.ArgumentParser, action: argparse.Action, flag: str) -> None:
+    if isinstance(action, argparse._StoreTrueAction):
+        parser.add_argument(flag, dest=action.dest, action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return
+    parser.add_argument(flag, dest=action.dest, type=action.type, choices=action.choices, metavar=action.metavar,
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+
 def _dataset_args(p: argparse.ArgumentParser, prefix: str | None = None) -> None:
     group = p.add_argument_group("dataset layout")
     group.add_argument("--split", help="ucf101: all (default) / train / test; msrvtt: test (default) / train / validate")
@@ -160,7 +186,7 @@ def _finish(report: dict, args, shard) -> int:
 # -- generate ----------------------------------------------------------------------------------
 def _generate_parser(commands) -> None:
     p = commands.add_parser("generate", help="generate one mp4 per benchmark prompt (sharded under torchrun)")
-    p.add_argument("--benchmark", choices=("ucf101", "msrvtt"), required=True)
+    p.add_argument("--benchmark", choices=("ucf101", "msrvtt"), required=True, help="whose prompts to use (required)")
     p.add_argument("--data", required=True, help="the benchmark's dataset folder (for its prompts)")
     p.add_argument("--out", required=True, help="output folder (videos + manifest.json); reruns resume")
     p.add_argument("--num-videos", type=int, help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
@@ -168,10 +194,10 @@ def _generate_parser(commands) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="Kandinsky Video weights folder")
     source.add_argument("--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
-    p.add_argument("--fps", choices=("low", "medium", "high"), default="medium")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--fps", choices=("low", "medium", "high"), default="medium", help="frame rate of the interpolation (default medium)")
+    p.add_argument("--width", type=int, default=512, help="video width in pixels (default 512)")
+    p.add_argument("--height", type=int, default=512, help="video height in pixels (default 512)")
+    p.add_argument("--steps", type=int, default=50, help="keyframe sampling steps (default 50)")
     p.add_argument("--dtype", default="fp32", help="fp32 / bf16 / fp16 (GPU)")
     p.add_argument("--device", help="torch device (default: this rank's GPU if any, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
