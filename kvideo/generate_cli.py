@@ -287,7 +287,7 @@ def release11_options(args, options: dict) -> dict:
     from kvideo.pipeline11 import Generation11Options, image_format, load_image
 
     for flag, value in (("--sampler", args.sampler), ("--interpolation-sampler", args.interpolation_sampler)):
-        if value != "ddpm":
+        if value not in (None, "ddpm"):
             raise BadInputError(f"{flag} {value}: release 1.1 samples with ddpm only")
     kept = {name: options[name] for name in ("width", "height", "fps", "num_frames", "steps", "guidance_scale",
                                              "decode_window")}

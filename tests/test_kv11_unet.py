@@ -190,3 +190,12 @@ def test_reference_config_checks():
                                   kind="interpolation")
     with pytest.raises(ValueError, match="motion_score=True needs"):
         UNetConfig.preset("tiny-keyframe", motion_score=True)
+
+
+def test_conditions_a_model_cannot_use_are_refused():
+    model = UNet(UNetConfig.preset("tiny-keyframe"))  # release 1.0: no motion or augmentation embedding
+    x, time, context, mask = keyframe_inputs()
+    with pytest.raises(ValueError, match="motion_score was given"):
+        model(x[:, :4], time, context, mask, motion_score=torch.tensor([50, 50]))
+    with pytest.raises(ValueError, match="temporal_mask was given"):
+        model(x[:, :4], time, context, mask, temporal_mask=torch.ones(2))

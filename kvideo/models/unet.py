@@ -187,11 +187,13 @@ for _size, _values in (("official", _OFFICIAL), ("tiny", _TINY)):
     UNetConfig.register_preset(f"{_size}-kv11-interpolation", kind="interpolation", release="1.1", num_channels=20,
                                out_channels=12, **_values)
 # The model kvideo trains on its own rendered shapes (`kvideo recipe shapes`): 64x64 videos, 8x8 latents.
+# 8 latent channels: with 4, an 8x8 latent pixel cannot hold an edge of the object and both colours.
 _SHAPES = dict(model_channels=32, init_channels=32, time_embed_dim=128, context_dim=64, groups=8, head_dim=16,
-               dim_mult=(1, 2, 4, 4), num_blocks=(2, 2, 2, 2))
+               dim_mult=(1, 2, 4, 4), num_blocks=(2, 2, 2, 2), latent_channels=8, num_channels=8, out_channels=8)
 UNetConfig.register_preset("shapes-image", kind="image", **_SHAPES)
 UNetConfig.register_preset("shapes-keyframe", kind="keyframe", **_SHAPES)
-UNetConfig.register_preset("shapes-interpolation", kind="interpolation", num_channels=20, out_channels=12, **_SHAPES)
+UNetConfig.register_preset("shapes-interpolation", kind="interpolation", **{**_SHAPES, "num_channels": 40,
+                                                                              "out_channels": 24})
 
 
 class LevelBuilder:
@@ -459,6 +461,7 @@ class UNet(PretrainedModel):
                        temporal_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The reference layout: x ((b f), c, h, w) with every condition given per row (b f)."""
         mode = self._mode(mode)
+        self._check_unused(noise_aug_time=noise_aug_time, motion_score=motion_score, temporal_mask=temporal_mask)
         if x.shape[0] % num_frames:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of num_frames={num_frames}")
         self._check_input(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames), context, context_mask)
@@ -471,6 +474,16 @@ class UNet(PretrainedModel):
             self._add_temporal_conditioning(cond, frame_positions, noise_aug_time, motion_score, temporal_mask)
         image_layer = mode == "image" and hasattr(self, "image_in_layer")
         return self._unet(x, cond, self.image_in_layer if image_layer else self.in_layer)
+
+    def _check_unused(self, **given) -> None:
+        """Refuse a condition this model has no input for (it would be ignored silently)."""
+        cfg = self.config
+        takes = {"noise_aug_time": cfg.noise_augmentation, "motion_score": cfg.motion_score,
+                 "temporal_mask": cfg.kind == "interpolation"}
+        for name, value in given.items():
+            if value is not None and not takes[name]:
+                raise ValueError(f"{name} was given, but this {cfg.kind} UNet (release {cfg.release}) has no "
+                                 f"input for it")
 
     def _mode(self, mode: str | None) -> str:
         if mode is None:
