@@ -176,3 +176,28 @@ def test_two_process_torchrun_gives_the_statistics_of_one_process(data, tmp_path
     # equal up to float32 round-off of the detector (other batches, other thread counts)
     np.testing.assert_allclose(two.total, one.total, rtol=1e-4, atol=1e-5 * np.abs(one.total).max())
     np.testing.assert_allclose(two.outer, one.outer, rtol=1e-4, atol=1e-5 * np.abs(one.outer).max())
+
+
+def test_generate_redoes_empty_outputs_and_removes_leftovers(data, tmp_path, monkeypatch, capsys):
+    import kvideo.eval.cli as eval_cli
+
+    pipe = StandInPipeline()
+    monkeypatch.setattr(eval_cli, "_pipeline", lambda args, shard: pipe)
+    out = tmp_path / "gen"
+    args = ["generate", "--benchmark", "ucf101", "--data", data.ucf, "--split", "test", "--out", out,
+            "--num-videos", 3, "--preset", "tiny", "--quiet"]
+    assert run(*args) == 0 and len(pipe.calls) == 3
+    (out / "00001.mp4").write_bytes(b"")  # a 0-byte file, e.g. from a full disk
+    (out / "00002.mp4").write_bytes(b"not a video")
+    (out / ".00000.mp4.abcd.tmp.mp4").write_bytes(b"half")  # a killed run's temp file
+    assert run(*args) == 0
+    assert [c[1] for c in pipe.calls[3:]] == [1, 2]  # made again, not skipped
+    assert not list(out.glob(".*.tmp*"))
+    from kvideo.eval.datasets import load_dataset
+
+    (out / ".00000.mp4.efgh.tmp.mp4").write_bytes(b"half")
+    assert [i.key for i in load_dataset("folder", out).items] == ["00000.mp4", "00001.mp4", "00002.mp4"]
+    (tmp_path / "file").write_text("x")
+    assert run("generate", "--benchmark", "ucf101", "--data", tmp_path / "no-data", "--out", tmp_path / "file",
+               "--preset", "tiny", "--quiet") == 2  # refused before the (missing) dataset is read
+    assert "--out" in capsys.readouterr().err

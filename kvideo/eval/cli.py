@@ -210,6 +210,9 @@ def _generate(args) -> int:
     from kvideo.eval.distributed import init_shard
     from kvideo.eval.generate import benchmark_prompts, generate_videos, manifest_for, write_manifest
 
+    from kvideo.checkpoint import check_writable_folder
+
+    check_writable_folder(args.out, what="--out")  # before the dataset, the model and any video
     shard = init_shard()
     dataset = load_dataset(args.benchmark, args.data, **_dataset_options(args.benchmark, args, None))
     num = args.num_videos if args.num_videos is not None else (2048 if args.benchmark == "ucf101" else None)

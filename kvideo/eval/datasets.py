@@ -50,7 +50,9 @@ def _require_dir(root: str | Path, what: str) -> Path:
 
 
 def _video_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    """Video files under `root`, sorted; hidden ones (temp files of an interrupted write) are not videos."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 # -- UCF-101 -----------------------------------------------------------------------------------

@@ -73,13 +73,15 @@ def generate_videos(
     from tqdm.auto import tqdm
 
     from kvideo.export import write_video
+    from kvideo.generate_cli import is_finished, remove_leftovers
 
     out_dir = Path(out_dir)
     counts = {"generated": 0, "existing": 0}
     mine = shard.take(jobs)
     for job in tqdm(mine, desc=f"generating (rank {shard.rank})", unit="video", disable=not progress):
         path = out_dir / job.file
-        if path.is_file():
+        remove_leftovers(path)  # hidden temp files of a killed run
+        if is_finished(path):  # a 0-byte or unreadable file is made again
             counts["existing"] += 1
             continue
         video = generator(job.prompt, seed=job.seed, **(options or {}))
