@@ -336,3 +336,32 @@ def test_underscore_flags_parse_like_dashed_ones(data):
     dashed = build_parser().parse_args([*common, "--num-videos", "6", "--allow-fewer", "--fake-format", "folder"])
     underscored = build_parser().parse_args([*common, "--num_videos", "6", "--allow_fewer", "--fake_format", "folder"])
     assert vars(dashed) == vars(underscored) and dashed.batch_size == 8 and dashed.num_videos == 6
+
+
+def bilinear_corner_aligned(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize with the corners aligned (chainer's resize_images), written out by hand."""
+    h, w = image.shape[:2]
+    ys, xs = np.arange(size) * (h - 1) / (size - 1), np.arange(size) * (w - 1) / (size - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    top = image[y0][:, x0] * (1 - wx) + image[y0][:, x1] * wx
+    bottom = image[y1][:, x0] * (1 - wx) + image[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+@pytest.mark.parametrize("h, w", SHAPES)
+def test_is_input_is_tgans_bgr_128x_plus_128_corner_aligned_112(h, w):
+    from kvideo.eval.detectors import c3d_input
+
+    clip = random_clip(h, w, f=2)
+    x = clip.astype(np.float64) / 127.5 - 1.0
+    expected = np.stack([bilinear_corner_aligned(128 * frame[..., ::-1] + 128, 112) for frame in x])  # BGR
+    got = c3d_input(torch.from_numpy(clip).permute(3, 0, 1, 2)[None])[0].permute(1, 2, 3, 0).double().numpy()
+    np.testing.assert_allclose(got, expected, atol=5e-3)
+
+
+@pytest.mark.parametrize("h, w", SHAPES)
+def test_clip_preprocessing_equals_openai_on_other_sizes(h, w):
+    frame = random_clip(h, w, f=1)[0]
+    np.testing.assert_allclose(clip_pixels(frame[None])[0].numpy(), openai_clip_transform(frame), atol=1e-6)

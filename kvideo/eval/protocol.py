@@ -372,6 +372,10 @@ def _geometry(protocol: FVDProtocol) -> str:
     return GEOMETRIES[protocol.geometry]
 
 
+C3D_INPUT = ("the first num_frames frames, RGB -> BGR, 128·x + 128 with x in [-1, 1], corner-aligned bilinear "
+             "resize to 112 x 112, minus the C3D pixel mean (TGAN); a TorchScript C3D gets the uint8 clips")
+
+
 def protocol_inception_score(probs: np.ndarray | torch.Tensor, protocol: ISProtocol) -> tuple[float, float, list[float]]:
     """(mean, std, scores): the protocol's runs of `num_videos` consecutive rows, each cut into its splits."""
     p = np.asarray(probs.double().cpu().numpy() if isinstance(probs, torch.Tensor) else probs, np.float64)
@@ -395,7 +399,8 @@ def compute_is(fake: VideoDataset, detector, protocol: ISProtocol, options: RunO
     mean, std, scores = protocol_inception_score(torch.stack(probs[:per_run * protocol.runs]), protocol)
     changed = protocol_report(protocol)["changed_from_preset"]
     return {
-        "metric": "is", "value": mean, "std": std, "scores": scores, "protocol": protocol_report(protocol),
+        "metric": "is", "value": mean, "std": std, "scores": scores,
+        "protocol": protocol_report(protocol, detector_input=C3D_INPUT),
         "comparability": {"comparable": not changed, "reasons": [f"settings changed from the preset: {changed}"] if changed else []},
         "num_videos": {"fake": len(probs)}, "detector": detector.describe(),
         "fake": {**fake.describe(), **extraction.summary()}, "world_size": options.shard.world_size,
