@@ -135,3 +135,15 @@ def test_state_dict_detectors_and_bad_files(tmp_path):
     torch.save({"conv1a.weight": torch.zeros(1)}, tmp_path / "broken.pt")
     with pytest.raises(ValueError, match="C3D"):
         load_c3d_detector(tmp_path / "broken.pt")
+
+
+def test_trusted_unknown_torchscript_needs_its_range_for_prepared_frames(tmp_path):
+    from kvideo.eval.protocol import FVDProtocol, detector_runner
+
+    torch.jit.script(ScriptedI3D()).save(str(tmp_path / "mine.pt"))
+    detector = load_i3d_detector(tmp_path / "mine.pt", trust=True)
+    assert detector_runner(detector, FVDProtocol.preset("fvd-styleganv")) is detector.run  # it rescales itself
+    with pytest.raises(ValueError, match="--detector-range"):
+        detector_runner(detector, FVDProtocol.preset("fvd-tf"))
+    stated = load_i3d_detector(tmp_path / "mine.pt", trust=True, input_range=(-1.0, 1.0))
+    assert detector_runner(stated, FVDProtocol.preset("fvd-tf")) is stated.run_prepared

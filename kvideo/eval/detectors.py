@@ -185,7 +185,10 @@ def load_i3d_detector(path: str | Path, device: str | torch.device = "cpu", *, t
     if is_torchscript(path):
         module = _load_torchscript(path, known, trust, device)
         convention = known.convention if known else _stated("stated (TorchScript)", input_range, None, True)
-        return _torchscript_i3d(path, sha256, blob, module, convention, known, device)
+        detector = _torchscript_i3d(path, sha256, blob, module, convention, known, device)
+        if known is None and input_range is None:
+            detector.run_prepared = None  # its input range for prepared frames is unknown until stated
+        return detector
     from kvideo.eval.i3d import InceptionI3d
 
     checkpoint = _read_model_file(InceptionI3d, path, I3D_HINT)

@@ -259,7 +259,8 @@ def detector_runner(detector, protocol: FVDProtocol) -> Callable[[torch.Tensor],
     if protocol.detector_call == "own":
         return detector.run
     if detector.run_prepared is None:
-        raise ValueError(f"protocol {protocol.name} feeds prepared frames, which detector {detector.path.name} cannot take")
+        raise ValueError(f"protocol {protocol.name} feeds the detector prepared frames, and the input range of "
+                         f"{detector.path.name} is unknown: state it with --detector-range=LOW,HIGH")
     return detector.run_prepared
 
 
