@@ -222,3 +222,16 @@ def test_learning_rate_schedules():
     assert abs(cosine[60] - 0.55) < 1e-9 and abs(lr_factor(110, 110, 10, "cosine", 0.1) - 0.1) < 1e-9
     with pytest.raises(ValueError, match="lr_schedule='linear'"):
         TrainConfig(lr_schedule="linear")
+
+
+def test_detail_weights_emphasise_pixels_far_from_the_median_colour():
+    from kvideo.train.movq import detail_weights
+
+    images = torch.full((1, 3, 8, 8), -0.5)
+    images[0, :, 2:4, 2:4] = torch.tensor([0.5, -0.5, 1.0])[:, None, None]  # a small object
+    weights = detail_weights(images, 10.0)
+    assert weights.shape == (1, 1, 8, 8)
+    assert torch.allclose(weights[0, 0, 2:4, 2:4], torch.full((2, 2), 16.0))  # 1 + 10 * max(1, 0, 1.5)
+    assert torch.equal(weights[0, 0, 5:, 5:], torch.ones(3, 3))  # the background keeps weight 1
+    with pytest.raises(ValueError, match="detail_weight=-1"):
+        TrainConfig(task="movq", detail_weight=-1, clip=movq_clip())

@@ -258,3 +258,33 @@ def write_model_card(folder: Path) -> Path:
     with atomic_path(folder / "model.json") as tmp:
         tmp.write_text(json.dumps(card, indent=1) + "\n")
     return folder / "model.json"
+
+
+def plot_loss_curves(root: str | Path, path: str | Path) -> Path:
+    """One panel per training stage of a recipe folder: loss against step, from each stage's log.jsonl."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError("plotting needs matplotlib: pip install 'kvideo[train]' (or matplotlib)") from error
+    from kvideo.train.tracking import read_log
+
+    root = Path(root)
+    stages = [s for s in STAGES if (root / s / "log.jsonl").is_file()]
+    if not stages:
+        raise FileNotFoundError(f"{str(root)!r} holds no training logs (<stage>/log.jsonl); run kvideo recipe first")
+    figure, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 2.8), squeeze=False)
+    for axis, stage in zip(axes[0], stages):
+        log = read_log(root / stage)
+        axis.plot([r["step"] for r in log], [r["loss"] for r in log], linewidth=1)
+        axis.set_title(stage, fontsize=10)
+        axis.set_xlabel("step")
+        axis.set_yscale("log")
+    axes[0][0].set_ylabel("training loss")
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+    return Path(path)

@@ -137,6 +137,7 @@ class TrainConfig(Config):
     max_perturbation: int = 250
     decoder_loss: str = "l1"  # l1 | mse
     crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
+    detail_weight: float = 0.0  # movq: extra loss weight of pixels far from their frame's median colour
     strategy: str = "ddp"  # ddp | fsdp
     zero: bool = True  # ZeroRedundancyOptimizer under DDP (ZeRO-1, as in the paper)
     device: str = "auto"
@@ -169,6 +170,7 @@ class TrainConfig(Config):
         check(0 <= self.max_perturbation < self.num_train_timesteps,
               f"max_perturbation={self.max_perturbation} must lie in [0, num_train_timesteps)")
         check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
+        check(self.detail_weight >= 0, f"detail_weight={self.detail_weight} must be >= 0")
         check(self.lr_schedule in ("constant", "cosine"),
               f"lr_schedule={self.lr_schedule!r}; expected 'constant' or 'cosine'")
         check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
@@ -208,7 +210,7 @@ _SHAPES = dict(precision="fp32", num_workers=1, log_every=25, tensorboard=False,
 _SHAPES_KEYFRAMES = ClipConfig(task="keyframe", keyframes=15, keyframe_step=12, height=64, width=64)
 TrainConfig.register_preset(
     "shapes-movq", task="movq", model_preset="shapes", train="all", steps=3000, batch_size=2, grad_accum=1,
-    lr=2e-3, save_every=250, clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64),
+    lr=2e-3, save_every=250, detail_weight=10.0, clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64),
     **_SHAPES)
 TrainConfig.register_preset(
     "shapes-image", task="image", train="all", steps=3000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
@@ -337,6 +339,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "max_perturbation": "interpolation: largest noise timestep added to the conditioning keyframes",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",
         "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
+        "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour "
+                         "(emphasises small objects; 0: plain loss)",
         "strategy": "multi-GPU strategy: ddp or fsdp",
         "zero": "ddp: shard the optimizer state across processes (ZeRO-1)",
         "device": "auto, cpu or cuda",
