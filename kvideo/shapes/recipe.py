@@ -232,7 +232,7 @@ def full_keyframe_unet(image: Path, keyframe: Path):
 
 
 # Generation defaults of the shapes model (its training size; steps sized for a 2-core CPU).
-GENERATION = {"width": 64, "height": 64, "steps": 50, "interpolation_steps": 25, "sampler": "ddim",
+GENERATION = {"width": 64, "height": 64, "steps": 25, "interpolation_steps": 10, "sampler": "ddim",
               "interpolation_sampler": "ddim"}
 
 
