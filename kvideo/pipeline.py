@@ -376,18 +376,20 @@ def read_model_card(folder: str | Path) -> dict:
     return card
 
 
-def find_weights(weights_dir: str | Path) -> dict[str, Path]:
+def find_weights(weights_dir: str | Path, files: dict[str, tuple[str, ...]] = WEIGHT_FILES,
+                 what: str = "weights folder") -> dict[str, Path]:
+    """The path of each part of a weights folder: the first of its accepted file names that exists."""
     folder = Path(weights_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"weights folder {str(folder)!r} does not exist")
+        raise FileNotFoundError(f"{what} {str(folder)!r} does not exist")
     found, missing = {}, []
-    for part, names in WEIGHT_FILES.items():
+    for part, names in files.items():
         hit = next((folder / n for n in names if (folder / n).exists()), None)
         if hit is None:
             missing.append(" or ".join(names))
         else:
             found[part] = hit
     if missing:
-        raise FileNotFoundError(f"weights folder {str(folder)!r} lacks: {'; '.join(missing)}")
+        raise FileNotFoundError(f"{what} {str(folder)!r} lacks: {'; '.join(missing)}")
     return found
 

@@ -35,6 +35,7 @@ from kvideo.pipeline import (
     tiny_text_encoder,
     weave,
 )
+from kvideo.pipeline import find_weights as find_weights_in
 from kvideo.text import TextEncoder, TextProjection, null_context
 
 MOTION_SCORES = {"low": 1, "medium": 10, "high": 50, "extreme": 100}
@@ -404,19 +405,8 @@ def check_models(unet: UNet, interpolation_unet: UNet) -> None:
 
 # -- weights folder ------------------------------------------------------------------------------
 def find_weights(weights_dir: str | Path) -> dict[str, Path]:
-    folder = Path(weights_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"weights folder {str(folder)!r} does not exist")
-    found, missing = {}, []
-    for part, names in WEIGHT_FILES.items():
-        hit = next((folder / n for n in names if (folder / n).exists()), None)
-        if hit is None:
-            missing.append(" or ".join(names))
-        else:
-            found[part] = hit
-    if missing:
-        raise FileNotFoundError(f"1.1 weights folder {str(folder)!r} lacks: {'; '.join(missing)}")
-    return found
+    """The files of a release 1.1 weights folder (see `WEIGHT_FILES`)."""
+    return find_weights_in(weights_dir, WEIGHT_FILES, what="1.1 weights folder")
 
 
 def read_configs(weights_dir: str | Path, paths: dict[str, Path]) -> dict[str, Any]:
