@@ -21,8 +21,8 @@ OFFICIAL_DEFAULTS = dict(width=512, height=512, steps=50, interpolation_steps=No
                          interpolation_sampler="ddpm")
 TINY_DEFAULTS = dict(OFFICIAL_DEFAULTS, width=64, height=64, steps=10)
 TINY_NOTICE = (
-    "kvideo: --weights tiny: the tiny preset with RANDOM weights is used: the video is noise and only shows "
-    "that every stage runs. Pass --weights DIR (official files) or shapes for real videos."
+    "kvideo: the tiny preset with RANDOM weights is used (--weights tiny): the video is noise and only shows "
+    "that every stage runs. Pass --weights DIR (official files, or a `kvideo recipe shapes` model) for real videos."
 )
 
 
