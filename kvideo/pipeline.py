@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import json
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 
 from kvideo import diffusion
 from kvideo.checkpoint import CheckpointError, sub_state_dict

@@ -1,7 +1,6 @@
 """`kvideo convert` / `kvideo info`: official pickles to safetensors with the config in metadata."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from kvideo.checkpoint import read_metadata

@@ -7,7 +7,6 @@ keyframe UNet whose temporal layers are switched off (each keyframe then drawn o
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
