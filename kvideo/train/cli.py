@@ -1,4 +1,7 @@
-"""`kvideo train cache|keyframe|interpolation|decoder`: parse a config (file, preset, flags) and call the library."""
+"""`kvideo train STEP`: parse a config (file, preset, flags) for one training task and call the library.
+
+Steps: cache, movq, image, keyframe, interpolation, decoder, detector.
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +20,8 @@ EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="fine-tune the temporal layers (cache, keyframe, interpolation, "
-                                                 "decoder)", description=__doc__)
+    parser = subparsers.add_parser("train", help="train or fine-tune a model (cache, movq, image, keyframe, "
+                                                 "interpolation, decoder, detector)", description=__doc__)
     commands = parser.add_subparsers(dest="train_command", metavar="STEP", required=True)
     cache = commands.add_parser("cache", help="encode videos and captions once: MoVQ latents + text embeddings",
                                 epilog=EPILOG)
