@@ -1,0 +1,65 @@
+"""The shapes quality measurement: grammar prompts x seeds, batched resumable generation, scoring, FVD helpers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kvideo.shapes.grammar import parse_caption
+from kvideo.shapes.quality import fvd, measure_quality, passes_bar, quality_jobs, quality_prompts, temporal_off
+
+
+def test_quality_prompts_are_distinct_grammar_captions_and_jobs_give_each_its_seeds():
+    prompts = quality_prompts(96)
+    assert len(set(prompts)) == 96 and all(parse_caption(p) is not None for p in prompts)
+    assert quality_prompts(5) == prompts[:5]
+    jobs = quality_jobs(prompts[:3], seeds=2, first_seed=10)
+    assert [(j.prompt, j.seed) for j in jobs] == [(p, 10 + i) for i, p in enumerate(prompts[:3] * 2)]
+    with pytest.raises(ValueError, match="choose 1..216"):
+        quality_prompts(217)
+    with pytest.raises(ValueError, match="seeds=0"):
+        quality_jobs(prompts, 0)
+
+
+def test_measure_quality_generates_in_batches_resumes_and_scores(tmp_path):
+    from kvideo.pipeline import KVideoPipeline
+
+    torch.set_num_threads(1)
+    pipe = KVideoPipeline.from_preset("tiny", progress=False)
+    options = dict(width=64, height=64, steps=2, interpolation_steps=2, fps="low")
+    report = measure_quality(pipe, tmp_path, prompts=3, seeds=1, batch_size=2, progress=False, **options)
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["00000.mp4", "00001.mp4", "00002.mp4"]
+    assert report["totals"]["scored"] == 3 and report["settings"]["prompts"] == 3
+    assert (tmp_path / "report.json").is_file() and (tmp_path / "captions.csv").is_file()
+    before = (tmp_path / "00001.mp4").stat().st_mtime_ns
+    measure_quality(pipe, tmp_path, prompts=3, seeds=1, batch_size=2, progress=False, **options)
+    assert (tmp_path / "00001.mp4").stat().st_mtime_ns == before  # kept, not generated again
+
+
+def test_quality_bar_and_frechet_helper():
+    totals = {"object_color": 0.9, "background": 0.95, "direction": 0.8, "shape": 0.69, "found": 1.0}
+    assert passes_bar(totals) == {"object_color": True, "background": True, "direction": True, "shape": False,
+                                  "found": True}
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(500, 4)), rng.normal(size=(500, 4))
+    assert fvd(a, a) == 0.0 and 0 < fvd(a, b) < 0.2 and fvd(a, b + 3) > 30  # mean shift 3 in 4 dims: ~36
+
+
+def test_temporal_off_keeps_spatial_weights_and_resets_the_temporal_ones():
+    from kvideo.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig.preset("tiny-keyframe"))
+    with torch.no_grad():
+        for p in unet.temporal_parameters():
+            p.normal_()
+    off = temporal_off(unet)
+    temporal = set(unet.temporal_state_dict())
+    state, off_state = unet.state_dict(), off.state_dict()
+    assert all(torch.equal(state[k], off_state[k]) for k in state if k not in temporal)
+    x, t = torch.randn(1, 4, 3, 8, 8), torch.tensor([500])
+    context, mask = torch.randn(1, 3, 24), torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():  # temporal parts at their identity: each frame denoised alone
+        whole = off(x, t, context, mask)
+        alone = torch.cat([off(x[:, :, i:i + 1], t, context, mask) for i in range(3)], dim=2)
+    assert torch.allclose(whole, alone, atol=1e-5)
