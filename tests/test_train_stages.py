@@ -2,6 +2,7 @@
 from it, video decoder inflated from an image MoVQ, and the word-level text encoder."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -235,3 +236,37 @@ def test_detail_weights_emphasise_pixels_far_from_the_median_colour():
     assert torch.equal(weights[0, 0, 5:, 5:], torch.ones(3, 3))  # the background keeps weight 1
     with pytest.raises(ValueError, match="detail_weight=-1"):
         TrainConfig(task="movq", detail_weight=-1, clip=movq_clip())
+
+
+def test_latent_scale_scales_the_latents_and_nothing_else():
+    from kvideo.models.movq import MoVQConfig
+
+    torch.manual_seed(0)
+    plain = MoVQ(MoVQConfig.preset("tiny")).eval()
+    scaled = MoVQ(MoVQConfig.preset("tiny", latent_scale=0.25)).eval()
+    scaled.load_state_dict(plain.state_dict())
+    frames = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(scaled.encode(frames), 0.25 * plain.encode(frames))
+        assert torch.allclose(scaled.decode(scaled.encode(frames)), plain.decode(plain.encode(frames)), atol=1e-5)
+    with pytest.raises(ValueError, match="latent_scale=0"):
+        MoVQConfig(latent_scale=0)
+
+
+def test_recipe_calibrates_the_movq_latents_to_the_samplers_range(image_movq, shapes_set, tmp_path):
+    import shutil
+
+    from kvideo.shapes.recipe import calibrate_latent_scale
+    from kvideo.train.data import read_captions, resize_center_crop
+    from kvideo.video_io import read_frames
+
+    weights = tmp_path / "movq.safetensors"
+    shutil.copy(image_movq[0], weights)
+    scale = calibrate_latent_scale(weights, shapes_set, clips=4, target_std=0.4)
+    movq = MoVQ.from_pretrained(weights)
+    assert movq.config.latent_scale == scale != 1.0
+    frames = np.concatenate([read_frames(p, [0, 20, 40]) for p, _ in read_captions(shapes_set)[:4]])
+    with torch.no_grad():
+        std = float(movq.encode(resize_center_crop(frames, 64, 64).transpose(0, 1)).std())
+    assert abs(std - 0.4) < 0.1  # other frames of the same clips than the calibration's
+    assert calibrate_latent_scale(weights, shapes_set) == scale  # calibrated once

@@ -52,6 +52,9 @@ class MoVQConfig(Config):
     temporal_kernel_size: tuple[int, int, int] = (3, 3, 3)
     temporal_attention: bool = False
     attention_latent: str = "frame"
+    # encode multiplies its latents by this, decode divides: it puts the diffusion latents where the
+    # samplers' thresholding expects them (|x0| mostly <= 1). The released MoVQs use 1.
+    latent_scale: float = 1.0
 
     def validate(self) -> None:
         levels = len(self.channel_mult)
@@ -63,6 +66,8 @@ class MoVQConfig(Config):
         check(self.num_res_blocks >= 1, f"MoVQConfig.num_res_blocks={self.num_res_blocks} must be >= 1")
         check(len(self.temporal_kernel_size) == 3 and all(k >= 1 and k % 2 for k in self.temporal_kernel_size),
               f"MoVQConfig.temporal_kernel_size={self.temporal_kernel_size} must be three odd sizes (f, h, w)")
+        check(self.latent_scale > 0 and math.isfinite(self.latent_scale),
+              f"MoVQConfig.latent_scale={self.latent_scale} must be a finite number > 0")
         check(self.attention_latent in ATTENTION_LATENTS,
               f"MoVQConfig.attention_latent={self.attention_latent!r}; expected one of {ATTENTION_LATENTS}")
 
@@ -428,6 +433,7 @@ class MoVQ(PretrainedModel):
         rows = rows.to(self._dtype)
         step = batch_size or rows.shape[0]
         latents = torch.cat([self.quant_conv(self.encoder(chunk)) for chunk in rows.split(step)]).float()
+        latents = latents * self.config.latent_scale
         if frames.dim() == 5:
             return rearrange(latents, "(b f) c h w -> b c f h w", b=frames.shape[0])
         return latents
@@ -449,6 +455,7 @@ class MoVQ(PretrainedModel):
         clamp: clip to [-1, 1] (False returns the decoder's raw output). progress: a tqdm bar.
         """
         self._check_latents(latents)
+        latents = latents / self.config.latent_scale if self.config.latent_scale != 1 else latents
         tile_size = self._check_decode_options(latents, window, tile, tile_overlap, windows_per_batch)
         video = latents.dim() == 5
         clips = latents if video else latents[:, :, None]  # (b, z, f, h, w)

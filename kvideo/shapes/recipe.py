@@ -8,12 +8,14 @@ each stage's wall time, final loss and peak memory.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from kvideo.checkpoint import atomic_path
@@ -23,6 +25,7 @@ from kvideo.train.config import CacheConfig, TrainConfig
 
 TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
 TEXT_DIM = 64  # d_model of the shapes text encoder
+LATENT_STD = 0.4  # std of the diffusion latents: |x0| then stays within the samplers' [-1, 1] thresholding
 MODEL_FILES = ("keyframe_unet.safetensors", "interpolation_unet.safetensors", "video_movq.safetensors",
                "text_encoder")
 
@@ -114,8 +117,10 @@ class Recipe:
         return {"videos": self.videos}
 
     def stage_movq(self) -> dict:
-        return self._train(self.train_config("shapes-movq", self.paths.stage("movq"), data=str(self.paths.data),
-                                             captions=str(self.paths.captions)))
+        record = self._train(self.train_config("shapes-movq", self.paths.stage("movq"), data=str(self.paths.data),
+                                               captions=str(self.paths.captions)))
+        record["latent_scale"] = calibrate_latent_scale(self.movq, self.paths.captions)
+        return record
 
     @property
     def movq(self) -> Path:
@@ -288,3 +293,33 @@ def plot_loss_curves(root: str | Path, path: str | Path) -> Path:
         figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
     return Path(path)
+
+
+def calibrate_latent_scale(weights: Path, captions: Path, *, clips: int = 32, target_std: float = LATENT_STD) -> float:
+    """Set the trained MoVQ's `latent_scale` so that its latents of `clips` training clips have std
+    `target_std`, rewriting `weights` in place (atomically); a MoVQ already calibrated is left alone.
+
+    The release's samplers clip (or rescale) predicted x0 to about [-1, 1] each step; latents trained
+    to unit variance would be squashed by that, and sampling collapses.
+    """
+    from kvideo.models.movq import MoVQ, MoVQConfig
+    from kvideo.train.checkpointing import read_weights, save_weights
+    from kvideo.train.data import read_captions, resize_center_crop
+    from kvideo.video_io import read_frames, video_info
+
+    state, extras, info = read_weights(weights)
+    config = MoVQConfig.from_json(info.model_config)
+    if config.latent_scale != 1.0:
+        return config.latent_scale
+    movq = MoVQ(config)
+    movq.load_state_dict(state)
+    paths = [path for path, _ in read_captions(captions)[:clips]]
+    frames = [read_frames(p, np.linspace(0, video_info(p).num_frames - 1, 4).round().astype(int).tolist())
+              for p in paths]  # 4 frames spread over each clip
+    images = resize_center_crop(np.concatenate(frames), 64, 64).transpose(0, 1)  # (n, 3, 64, 64)
+    with torch.no_grad():
+        std = float(movq.eval().encode(images).std())
+    scale = round(target_std / std, 6)
+    config = dataclasses.replace(config, latent_scale=scale)
+    save_weights(weights, state, dataclasses.replace(info, model_config=config.to_json()), extras)
+    return scale

@@ -33,7 +33,7 @@ class Autoencoder(nn.Module):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, 3, H, W) in [-1, 1] -> (reconstruction (n, 3, H, W), latents (n, z, h, w))."""
-        latents = self.movq.quant_conv(self.movq.encoder(images))  # (n, z, h, w)
+        latents = self.movq.quant_conv(self.movq.encoder(images)) * self.movq.config.latent_scale  # (n, z, h, w)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         return self.movq.decode(latents + LATENT_NOISE * noise, clamp=False), latents
 
