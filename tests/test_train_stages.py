@@ -270,3 +270,15 @@ def test_recipe_calibrates_the_movq_latents_to_the_samplers_range(image_movq, sh
         std = float(movq.encode(resize_center_crop(frames, 64, 64).transpose(0, 1)).std())
     assert abs(std - 0.4) < 0.1  # other frames of the same clips than the calibration's
     assert calibrate_latent_scale(weights, shapes_set) == scale  # calibrated once
+
+
+def test_the_calibrated_latent_std_survives_the_samplers_thresholding():
+    from kvideo.diffusion import dynamic_threshold
+    from kvideo.shapes.recipe import LATENT_STD
+
+    generator = torch.Generator().manual_seed(0)
+    calibrated = torch.randn(4, 8, 8, 8, generator=generator) * LATENT_STD
+    unit = torch.randn(4, 8, 8, 8, generator=generator)
+    clipped = dynamic_threshold(calibrated)
+    assert (clipped != calibrated).float().mean() < 0.02 and clipped.std() > 0.97 * calibrated.std()  # the tails only
+    assert dynamic_threshold(unit).std() < 0.6 * unit.std()  # unit-variance latents are squashed
