@@ -1,6 +1,7 @@
 """Sharding under torchrun: rank / world size from the environment, sums and gathers across ranks."""
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
@@ -66,4 +67,12 @@ def init_shard() -> Shard:
         return Shard()
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
+        atexit.register(_leave_process_group)
     return Shard(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group before the interpreter exits: left alive, gloo's threads can end a
+    rank with `terminate called without an active exception` (SIGABRT) after its work is done."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
