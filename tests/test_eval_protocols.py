@@ -215,7 +215,7 @@ def test_a_known_file_brings_its_conventions(tmp_path, monkeypatch):
     clips = torch.zeros(1, 3, 16, 64, 64)
     clips[:, :, :, :, 32:] = 255
     detector.run_prepared(clips)
-    assert (seen[0].min().item(), seen[0].max().item()) == (-0.5, 0.5)  # VideoGPT feeds [-0.5, 0.5]
+    assert (seen[0].min().item(), seen[0].max().item()) == pytest.approx((-0.5, 0.5), abs=1e-6)  # VideoGPT: [-0.5, 0.5]
 
 
 # -- the CLI -------------------------------------------------------------------------------------
