@@ -127,7 +127,7 @@ def is_finished(path: Path) -> bool:
 
 
 def remove_leftovers(path: Path) -> None:
-    """Delete the hidden temp files a killed run left for `path` (`.NAME.XXXX.tmp.mp4`)."""
+    """Delete the hidden temp files a killed run left for `path` (`.NAME.<random>.tmp.mp4`)."""
     for leftover in path.parent.glob(f".{path.name}.*.tmp*") if path.parent.is_dir() else ():
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 

@@ -180,7 +180,7 @@ def commit_checkpoint(output_dir: str | Path, tmp: Path, step: int, keep: int) -
 
 def remove_temporary_files(output_dir: str | Path) -> list[Path]:
     """Delete what a killed run left half-written: `.step-N.tmp` folders and atomic-write temp files
-    (`.NAME.XXXX.tmp...`) in the run folder and its checkpoints; returns what was removed."""
+    (`.NAME.<random>.tmp...`) in the run folder and its checkpoints; returns what was removed."""
     removed = []
     for folder in (Path(output_dir), checkpoint_root(output_dir)):
         for path in folder.glob(".*.tmp*") if folder.is_dir() else ():
