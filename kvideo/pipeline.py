@@ -200,7 +200,8 @@ class KVideoPipeline:
             check_prompt(negative_prompt, "negative_prompt")
         seeds = batch_seeds(options.pop("seed", None), len(prompts))
         opts = GenerationOptions(**{**self.card.get("generation", {}), **options})
-        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        # CPU generators: a seed gives the same noise, hence the same clip, on every device
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         generator = generators[0] if single else generators
         context, mask, uncond, uncond_mask = self.encode_prompt(prompts, negative_prompt)
         latents = self.keyframes(context, mask, uncond, uncond_mask, opts, generator, callback)

@@ -300,7 +300,7 @@ class KVideo11Pipeline(KVideoPipeline):
             check_prompt(negative_prompt, "negative_prompt")
         opts = Generation11Options(**options)
         picture = None if image is None else load_image(image)
-        generator = torch.Generator(self.device)
+        generator = torch.Generator()  # on the CPU: a seed gives the same clip on every device
         generator.manual_seed(opts.seed if opts.seed is not None else int(torch.seed() % 2**63))
         text = self.encode_prompt(prompt, negative_prompt)
         if picture is None:

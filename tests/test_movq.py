@@ -159,6 +159,31 @@ def test_windows_per_batch_does_not_change_results_but_window_does(video_movq: M
 
 
 @torch.no_grad()
+def test_decoding_halves_the_windows_per_pass_after_an_out_of_memory_error(video_movq: MoVQ, monkeypatch) -> None:
+    clip = latents(1, 4, 9, 2, 2)
+    whole = video_movq.decode(clip, window=1, clamp=False)
+    passes = []
+    real = MoVQ._decode_folded
+
+    def tight(self, rows, num_frames):  # a "GPU" that holds at most 3 windows per pass
+        passes.append(rows.shape[0])
+        if rows.shape[0] > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, rows, num_frames)
+
+    monkeypatch.setattr(MoVQ, "_decode_folded", tight)
+    torch.testing.assert_close(video_movq.decode(clip, window=1, clamp=False), whole, rtol=1e-4, atol=1e-5)
+    assert passes == [9, 5, 3, 3, 3]  # halved until it fits, then kept
+
+    def none_fits(self, rows, num_frames):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(MoVQ, "_decode_folded", none_fits)
+    with pytest.raises(torch.OutOfMemoryError):
+        video_movq.decode(clip, window=1)
+
+
+@torch.no_grad()
 def test_clips_of_a_batch_are_decoded_independently(video_movq: MoVQ) -> None:
     clips = latents(2, 4, 4, 2, 3)
     both = video_movq.decode(clips, window=2, clamp=False)

@@ -372,6 +372,36 @@ def _blend_ramp(length: int, ramp: int) -> torch.Tensor:
     return (edge / (ramp + 1)).clamp(max=1.0) if ramp > 0 else torch.ones(length)
 
 
+def decode_halving_on_oom(decode: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, num_frames: int,
+                          progress: bool = False) -> torch.Tensor:
+    """Decode ((n f), ...) windows of `num_frames` rows, all in one pass if memory allows.
+
+    On a CUDA out-of-memory error the windows per pass are halved (the result does not depend on it)
+    and the smaller size is kept for the rest; one window that does not fit re-raises the error.
+    """
+    windows = rows.shape[0] // num_frames
+    per_pass, start, outs = windows, 0, []
+    with tqdm(total=windows, desc="decoding", unit="window", disable=not progress) as bar:
+        while start < windows:
+            chunk = rows[start * num_frames:(start + per_pass) * num_frames]
+            try:
+                out = decode(chunk)
+            except torch.OutOfMemoryError:
+                if per_pass == 1:
+                    raise
+                out = None
+            if out is None:  # outside the handler, so that the failed pass's tensors are freed
+                per_pass = (per_pass + 1) // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            outs.append(out)
+            done = chunk.shape[0] // num_frames
+            start += done
+            bar.update(done)
+    return torch.cat(outs)
+
+
 def decode_tiled(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, tile: tuple[int, int],
                  overlap: int, scale: int) -> torch.Tensor:
     """Decode (n, z, h, w) in overlapping (th, tw) tiles and blend them linearly over the overlap.
@@ -451,7 +481,7 @@ class MoVQ(PretrainedModel):
         tile, tile_overlap: decode in overlapping spatial tiles of `tile` latent pixels (8·tile output
             pixels), blended linearly over the overlap; a tile as large as the latent is plain decoding.
         windows_per_batch: at most this many windows (or images) per decoder pass, to bound memory;
-            the result does not depend on it.
+            the result does not depend on it. Default: all at once, halved after a CUDA out-of-memory.
         clamp: clip to [-1, 1] (False returns the decoder's raw output). progress: a tqdm bar.
         """
         self._check_latents(latents)
@@ -482,12 +512,16 @@ class MoVQ(PretrainedModel):
         def decode(latents: torch.Tensor) -> torch.Tensor:
             return self._decode_folded(latents, num_frames)
 
-        step = rows.shape[0] if windows_per_batch is None else windows_per_batch * num_frames
-        chunks = rows.split(step)
+        def decode_chunk(chunk: torch.Tensor) -> torch.Tensor:
+            return decode(chunk) if tile is None else decode_tiled(decode, chunk, tile, overlap,
+                                                                   self.config.downsample_factor)
+
+        if windows_per_batch is None:  # as many windows per pass as the GPU holds
+            return decode_halving_on_oom(decode_chunk, rows, num_frames, progress)
+        chunks = rows.split(windows_per_batch * num_frames)
         outs = []
         for chunk in tqdm(chunks, desc="decoding", unit="batch", disable=not progress or len(chunks) == 1):
-            outs.append(decode(chunk) if tile is None else
-                        decode_tiled(decode, chunk, tile, overlap, self.config.downsample_factor))
+            outs.append(decode_chunk(chunk))
         return torch.cat(outs)
 
     def _decode_folded(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
