@@ -83,6 +83,31 @@ def test_decoder_task_inflates_an_image_movq(image_movq, videos, tmp_path):
             captions=str(videos), clip=movq_clip("decoder", frames=3))
 
 
+def test_decoder_latent_noise_trains_on_noisy_latents_and_all_of_the_decoder(image_movq, videos, tmp_path):
+    from kvideo.train.decoder import Reconstruction, decoder_loss
+
+    weights, _, _ = image_movq
+    trainer = run(tmp_path, "decoder", model=str(weights), model_preset="tiny-video", train="all", steps=1,
+                  latent_noise=0.2, data=str(videos.parent), captions=str(videos), clip=movq_clip("decoder", frames=3))
+    movq = trainer.task.model
+    assert not any(p.requires_grad for p in movq.encoder.parameters())  # latents stay those of the caches
+    assert all(p.requires_grad for p in movq.decoder.parameters())
+    module = Reconstruction(movq.eval())
+    frames = torch.rand(2, 3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        clean = module(frames)
+        torch.testing.assert_close(module(frames, torch.zeros(2)), clean)  # zero std: exact latents
+        noisy = module(frames, torch.tensor([0.0, 0.5]), torch.Generator().manual_seed(0))
+        torch.testing.assert_close(noisy[0], clean[0])  # each clip its own std
+        assert (noisy[1] - clean[1]).abs().max() > 1e-3
+        batch = {"frames": frames}
+        plain = decoder_loss(module, batch, torch.Generator().manual_seed(1), kind="l1")
+        assert decoder_loss(module, batch, torch.Generator().manual_seed(1), kind="l1", latent_noise=0.0) == plain
+        assert decoder_loss(module, batch, torch.Generator().manual_seed(1), kind="l1", latent_noise=1.0) != plain
+    with pytest.raises(ValueError, match="latent_noise=-0.1 must be >= 0"):
+        TrainConfig(task="decoder", clip=ClipConfig(task="decoder"), latent_noise=-0.1)
+
+
 @pytest.fixture(scope="module")
 def image_unet(tmp_path_factory, keyframe_setup):
     """A text-to-image UNet trained 3 steps by the image task on the keyframe cache."""

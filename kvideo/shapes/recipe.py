@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -50,13 +51,17 @@ class Recipe:
     """The stages of the shapes recipe over one output folder; `run()` does what is not done yet."""
 
     def __init__(self, root: str | Path, *, videos: int = TRAIN_VIDEOS, seed: int = 0, device: str = "auto",
-                 steps_scale: float = 1.0, progress: bool = True, log: Callable[[str], None] = print) -> None:
+                 steps_scale: float = 1.0, batch_scale: int = 1, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
         if videos < 1:
             raise ValueError(f"videos={videos}: the recipe needs at least one training video")
-        if steps_scale <= 0:
-            raise ValueError(f"steps_scale={steps_scale} must be > 0")
+        if not (math.isfinite(steps_scale) and steps_scale > 0):
+            raise ValueError(f"steps_scale={steps_scale} must be a finite number > 0")
+        if isinstance(batch_scale, bool) or not isinstance(batch_scale, int) or batch_scale < 1:
+            raise ValueError(f"batch_scale={batch_scale!r} must be a whole number >= 1")
         self.paths = RecipePaths(Path(root))
         self.videos, self.seed, self.device, self.steps_scale = videos, seed, device, steps_scale
+        self.batch_scale = batch_scale
         self.progress, self.log = progress, log
 
     # -- bookkeeping ---------------------------------------------------------------------------------
@@ -96,7 +101,7 @@ class Recipe:
         steps = max(1, round(base.steps * self.steps_scale))
         return TrainConfig.preset(preset, output_dir=str(output), resume="latest", device=self.device, seed=self.seed,
                                   steps=steps, save_every=min(base.save_every, steps), progress=self.progress,
-                                  **values)
+                                  batch_size=base.batch_size * self.batch_scale, **values)
 
     def _train(self, cfg: TrainConfig) -> dict:
         from kvideo.train.tracking import read_log
@@ -193,7 +198,7 @@ class Recipe:
                        keyframe=self.paths.weights("keyframe", "keyframe", "temporal"),
                        interpolation=self.paths.weights("interpolation", "interpolation", "all"),
                        movq=self.movq,
-                       decoder=self.paths.weights("decoder", "decoder", "temporal"),
+                       decoder=self.paths.weights("decoder", "decoder", TrainConfig.preset("shapes-decoder").train),
                        text_encoder=self.paths.text / "text_encoder")
         write_model_card(folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

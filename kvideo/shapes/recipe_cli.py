@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--steps-scale", type=float, default=1.0,
                    help="multiply every stage's training steps (default 1.0; e.g. 0.01 for a quick trial)")
+    p.add_argument("--batch-scale", type=int, default=1,
+                   help="multiply every stage's batch size (default 1; a GPU takes 4-8 at about the same step time)")
     p.add_argument("--stages", nargs="+", choices=STAGE_NAMES, default=list(STAGE_NAMES), metavar="STAGE",
                    help=f"stages to run, in order (default: all: {' '.join(STAGE_NAMES)})")
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
@@ -26,7 +28,7 @@ def _shapes(args) -> int:
     from kvideo.shapes.recipe import Recipe
 
     recipe = Recipe(args.out, videos=args.videos, seed=args.seed, device=args.device, steps_scale=args.steps_scale,
-                    progress=not args.quiet)
+                    batch_scale=args.batch_scale, progress=not args.quiet)
     folder = recipe.run(tuple(args.stages))
     print(f"model folder: {folder} (kvideo generate PROMPT --weights {folder} -o clip.mp4)")
     return 0

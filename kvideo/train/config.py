@@ -138,6 +138,7 @@ class TrainConfig(Config):
     decoder_loss: str = "l1"  # l1 | mse
     crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
     detail_weight: float = 0.0  # movq: extra loss weight of pixels far from their frame's median colour
+    latent_noise: float = 0.0  # decoder: std (at most) of Gaussian noise added to the latents before decoding
     strategy: str = "ddp"  # ddp | fsdp
     zero: bool = True  # ZeroRedundancyOptimizer under DDP (ZeRO-1, as in the paper)
     device: str = "auto"
@@ -171,6 +172,7 @@ class TrainConfig(Config):
               f"max_perturbation={self.max_perturbation} must lie in [0, num_train_timesteps)")
         check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
         check(self.detail_weight >= 0, f"detail_weight={self.detail_weight} must be >= 0")
+        check(self.latent_noise >= 0, f"latent_noise={self.latent_noise} must be >= 0")
         check(self.lr_schedule in ("constant", "cosine"),
               f"lr_schedule={self.lr_schedule!r}; expected 'constant' or 'cosine'")
         check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
@@ -226,9 +228,9 @@ TrainConfig.register_preset(
     batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
     clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64), **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-decoder", task="decoder", model_preset="shapes-video", train="temporal", steps=800, batch_size=2,
-    grad_accum=1, lr=5e-4, save_every=200, clip=ClipConfig(task="decoder", decoder_frames=8, decoder_step=3,
-                                                          height=64, width=64), **_SHAPES)
+    "shapes-decoder", task="decoder", model_preset="shapes-video", train="all", steps=800, batch_size=2,
+    grad_accum=1, lr=5e-4, latent_noise=0.1, save_every=200,
+    clip=ClipConfig(task="decoder", decoder_frames=8, decoder_step=3, height=64, width=64), **_SHAPES)
 TrainConfig.register_preset(
     "shapes-detector", task="detector", model_preset="tiny", train="all", steps=1500, batch_size=8, grad_accum=1,
     lr=1e-3, save_every=250, clip=ClipConfig(task="detector", decoder_frames=16, decoder_step=3, height=64, width=64),
@@ -341,6 +343,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
         "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour "
                          "(emphasises small objects; 0: plain loss)",
+        "latent_noise": "decoder: add Gaussian noise of a random std up to this to the (scaled) latents, so that "
+                        "the decoder learns to clean up sampled latents (0: exact latents)",
         "strategy": "multi-GPU strategy: ddp or fsdp",
         "zero": "ddp: shard the optimizer state across processes (ZeRO-1)",
         "device": "auto, cpu or cuda",

@@ -17,22 +17,34 @@ LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 class Reconstruction(nn.Module):
-    """frames -> frozen encoder (no gradient) -> decoder, one temporal window per clip."""
+    """frames -> frozen encoder (no gradient) -> latents (+ noise) -> decoder, one temporal window per clip."""
 
     def __init__(self, movq: MoVQ) -> None:
         super().__init__()
         self.movq = movq
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """(b, 3, f, H, W) in [-1, 1] -> (b, 3, f, H, W), unclamped."""
+    def forward(self, frames: torch.Tensor, noise_std: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """(b, 3, f, H, W) in [-1, 1] -> (b, 3, f, H, W), unclamped. With `noise_std` (b,), each clip's
+        latents get Gaussian noise of that std: a sampler's latents are never exact, and the decoder
+        must not amplify the difference."""
         with torch.no_grad():
-            latents = self.movq.encode(frames)  # (b, 4, f, h, w)
+            latents = self.movq.encode(frames)  # (b, z, f, h, w), scaled by latent_scale
+        if noise_std is not None:
+            noise = torch.randn(latents.shape, generator=generator).to(latents)
+            latents = latents + noise * noise_std.to(latents)[:, None, None, None, None]
         return self.movq.decode(latents, window=frames.shape[2], clamp=False)
 
 
-def decoder_loss(module: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, kind: str) -> torch.Tensor:
+def decoder_loss(module: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, kind: str,
+                 latent_noise: float = 0.0) -> torch.Tensor:
+    """Reconstruction loss; with `latent_noise`, each clip's latents get Gaussian noise of a std drawn
+    uniformly from [0, latent_noise], so the decoder also stays exact on clean latents."""
     frames = batch["frames"]
-    return LOSSES[kind](module(frames).float(), frames)
+    if not latent_noise:
+        return LOSSES[kind](module(frames).float(), frames)
+    std = torch.rand(frames.shape[0], generator=generator) * latent_noise
+    return LOSSES[kind](module(frames, std, generator).float(), frames)
 
 
 def load_movq(cfg: TrainConfig, *, video: bool = True) -> MoVQ:
@@ -83,6 +95,6 @@ def build(cfg: TrainConfig) -> Task:
     freeze_encoder(movq)
 
     def loss(module, batch, generator):
-        return decoder_loss(module, batch, generator, kind=cfg.decoder_loss)
+        return decoder_loss(module, batch, generator, kind=cfg.decoder_loss, latent_noise=cfg.latent_noise)
 
     return Task("decoder", movq, Reconstruction(movq), loss, dataset, collate_clips, "frames")
