@@ -325,11 +325,15 @@ def weave(keyframes: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
     return torch.cat([woven, keyframes[:, :, -1:]], dim=2)
 
 
-def tiny_text_encoder(context_dim: int, device="cpu") -> TextEncoder:
-    """A 2-layer random T5 encoder with a byte-level tokenizer (no files needed), for the tiny preset."""
+def tiny_text_encoder(context_dim: int, device="cpu", *, t5: dict | None = None) -> TextEncoder:
+    """A 2-layer random T5 encoder with a byte-level tokenizer (no files needed), for the tiny preset.
+
+    `t5` overrides T5Config fields (e.g. a flan-ul2-wide stand-in for benchmarks); the weights are
+    initialised on the current default device (`with torch.device(...)`)."""
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
-    config = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    fields = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    config = T5Config(**{**fields, **(t5 or {})})
     encoder = T5EncoderModel(config).eval()
     projection = TextProjection(config.d_model, context_dim)
     return TextEncoder(encoder, ByT5Tokenizer(), projection, torch.randn(context_dim), device=device)
