@@ -518,6 +518,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"environment": environment(args, argv), "modes": {}}
     for mode in args.modes:
         results["modes"][mode] = guarded(functools.partial(measure_mode, args, mode), device)
+        print(f"{mode}: {json.dumps(results['modes'][mode])}", flush=True)  # partial results survive a kill
+        if args.json_out:
+            write_json_atomic(results, args.json_out)
     if len(args.modes) == 2 and not any("error" in r for r in results["modes"].values()):
         kvideo, reference = results["modes"]["kvideo"], results["modes"]["reference"]
         results["speedup"] = reference["clip"]["seconds"] / kvideo["clip"]["seconds"]

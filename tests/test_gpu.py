@@ -21,15 +21,24 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def test_fp32_on_the_gpu_gives_the_cpu_clip():
+@pytest.fixture
+def no_tf32():
+    """Plain fp32 on the GPU: cuDNN convolutions use TF32 (10-bit mantissa) by default."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_fp32_on_the_gpu_gives_the_cpu_clip(no_tf32):
     """Seeds drive CPU generators, so a seed gives the same clip on the GPU as on the CPU (to round-off)."""
     cpu = KVideoPipeline.from_preset("tiny", seed=0, progress=False)
     gpu = KVideoPipeline.from_preset("tiny", seed=0, progress=False, device="cuda")
     gpu_out = gpu("a cat", fps="medium", seed=3, **QUICK)
     cpu_out = cpu("a cat", fps="medium", seed=3, **QUICK)
     assert gpu_out.frames.shape == cpu_out.frames.shape == (57, 64, 64, 3)
-    # TF32 may be on for convolutions: allow its ~1e-3 relative error
-    assert relative_l2(gpu_out.latents, cpu_out.latents) < 5e-3
+    # different kernels sum in different orders; a different seed is ~1.3 away
+    assert relative_l2(gpu_out.latents, cpu_out.latents) < 1e-3
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

@@ -175,6 +175,14 @@ def test_decoding_halves_the_windows_per_pass_after_an_out_of_memory_error(video
     torch.testing.assert_close(video_movq.decode(clip, window=1, clamp=False), whole, rtol=1e-4, atol=1e-5)
     assert passes == [9, 5, 3, 3, 3]  # halved until it fits, then kept
 
+    # the default pass is bounded by DECODE_PIXELS_PER_PASS output pixels, whatever the memory
+    import kvideo.models.movq as movq_module
+    passes.clear()
+    factor = video_movq.config.downsample_factor
+    monkeypatch.setattr(movq_module, "DECODE_PIXELS_PER_PASS", 2 * (2 * factor) ** 2)  # two 1-frame windows
+    torch.testing.assert_close(video_movq.decode(clip, window=1, clamp=False), whole, rtol=1e-4, atol=1e-5)
+    assert passes == [2, 2, 2, 2, 1]
+
     def none_fits(self, rows, num_frames):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 

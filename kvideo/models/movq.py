@@ -372,15 +372,21 @@ def _blend_ramp(length: int, ramp: int) -> torch.Tensor:
     return (edge / (ramp + 1)).clamp(max=1.0) if ramp > 0 else torch.ones(length)
 
 
+# Output pixels per decoder pass by default: 10 frames at 512x512. Measured on an H100 with the official
+# video decoder (bf16, 57 frames): 2 windows of 5 frames per pass decode as fast as 4 (4.37 s vs 4.38 s)
+# at half the peak (13.1 vs 25.9 GB); all 12 windows at once needed more than the 80 GB card.
+DECODE_PIXELS_PER_PASS = 10 * 512 * 512
+
+
 def decode_halving_on_oom(decode: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, num_frames: int,
-                          progress: bool = False) -> torch.Tensor:
-    """Decode ((n f), ...) windows of `num_frames` rows, all in one pass if memory allows.
+                          progress: bool = False, per_pass: int | None = None) -> torch.Tensor:
+    """Decode ((n f), ...) windows of `num_frames` rows, `per_pass` windows per pass (default all).
 
     On a CUDA out-of-memory error the windows per pass are halved (the result does not depend on it)
     and the smaller size is kept for the rest; one window that does not fit re-raises the error.
     """
     windows = rows.shape[0] // num_frames
-    per_pass, start, outs = windows, 0, []
+    per_pass, start, outs = min(windows, per_pass or windows), 0, []
     with tqdm(total=windows, desc="decoding", unit="window", disable=not progress) as bar:
         while start < windows:
             chunk = rows[start * num_frames:(start + per_pass) * num_frames]
@@ -481,7 +487,8 @@ class MoVQ(PretrainedModel):
         tile, tile_overlap: decode in overlapping spatial tiles of `tile` latent pixels (8·tile output
             pixels), blended linearly over the overlap; a tile as large as the latent is plain decoding.
         windows_per_batch: at most this many windows (or images) per decoder pass, to bound memory;
-            the result does not depend on it. Default: all at once, halved after a CUDA out-of-memory.
+            the result does not depend on it. Default: about 10 frames of 512x512 per pass
+            (DECODE_PIXELS_PER_PASS), halved after a CUDA out-of-memory error.
         clamp: clip to [-1, 1] (False returns the decoder's raw output). progress: a tqdm bar.
         """
         self._check_latents(latents)
@@ -516,8 +523,10 @@ class MoVQ(PretrainedModel):
             return decode(chunk) if tile is None else decode_tiled(decode, chunk, tile, overlap,
                                                                    self.config.downsample_factor)
 
-        if windows_per_batch is None:  # as many windows per pass as the GPU holds
-            return decode_halving_on_oom(decode_chunk, rows, num_frames, progress)
+        if windows_per_batch is None:  # a bounded pass, halved further if the GPU runs out of memory
+            pixels = num_frames * rows.shape[-2] * rows.shape[-1] * self.config.downsample_factor ** 2
+            return decode_halving_on_oom(decode_chunk, rows, num_frames, progress,
+                                         per_pass=max(1, DECODE_PIXELS_PER_PASS // pixels))
         chunks = rows.split(windows_per_batch * num_frames)
         outs = []
         for chunk in tqdm(chunks, desc="decoding", unit="batch", disable=not progress or len(chunks) == 1):
