@@ -289,3 +289,20 @@ def test_release_11_sampling_stops_on_non_finite_latents_too():
         pipe.unet.out_layer[-1].bias.fill_(float("nan"))
     with pytest.raises(SamplingDivergedError, match="sampling diverged at step 1 of 2 of stage 'first frame'"):
         pipe("a cat", fps="low", seed=0, width=64, height=64, steps=2, first_frame_steps=2, interpolation_steps=2)
+
+
+# -- kvideo generate flags and GenerationOptions -----------------------------------------------------------
+def test_generate_flags_set_every_generation_option_with_its_defaults():
+    """The generate parser is written by hand (its flags name options differently: --size, --frames, --guidance,
+    and most defaults are the model's); this keeps it from drifting away from GenerationOptions."""
+    import dataclasses
+
+    from kvideo.cli import build_parser
+    from kvideo.generate_cli import OFFICIAL_DEFAULTS, generation_options
+    from kvideo.pipeline import GenerationOptions
+
+    args = build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4"])
+    options = generation_options(args, OFFICIAL_DEFAULTS)
+    fields = {f.name for f in dataclasses.fields(GenerationOptions)} - {"seed"}  # seed: --seed + line number
+    assert set(options) == fields
+    assert GenerationOptions(**options) == GenerationOptions()  # the official defaults are the dataclass's

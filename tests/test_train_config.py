@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from kvideo.errors import BadInputError
 from kvideo.train import cli
-from kvideo.train.config import CacheConfig, TrainConfig, load_config
+from kvideo.train.config import CacheConfig, ClipConfig, TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,24 @@ def test_unknown_config_keys_are_errors(tmp_path):
 def test_bad_values_are_named(change, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig.preset("tiny-keyframe", **change)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("cls, name, change", [
+    (TrainConfig, "lr", lambda v: {"lr": v}),
+    (TrainConfig, "ema_decay", lambda v: {"ema_decay": v}),
+    (TrainConfig, "latent_noise", lambda v: {"latent_noise": v}),
+    (TrainConfig, "adam_betas", lambda v: {"adam_betas": (0.9, v)}),
+    (TrainConfig, "clip.reference_fps", lambda v: {"clip": ClipConfig(task="keyframe", reference_fps=v)}),
+    (CacheConfig, "clip.reference_fps", lambda v: {"clip": ClipConfig(task="keyframe", reference_fps=v)}),
+])
+def test_configs_themselves_refuse_non_finite_numbers(cls, name, change, value):
+    """Not only the command line: a config built in Python or read from a file refuses nan and inf, naming the field."""
+    with pytest.raises(BadInputError, match=rf"^{name}=.*: must be a finite number$"):
+        cls(**change(value))
+    with pytest.raises(ValueError, match=rf"^{name}=.*: must be a finite number$"):
+        cls.from_dict(cls().to_dict() | ({"clip": {"task": "keyframe", "reference_fps": value}}
+                                         if name.startswith("clip.") else change(value)))
 
 
 def test_yaml_files_are_read(tmp_path):

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
+
+from kvideo.argtypes import parse_float, parse_int
 
 REAL_FORMATS = ("ucf101", "msrvtt", "folder")
 FAKE_FORMATS = ("auto", "generated", "folder", "ucf101", "msrvtt")
@@ -110,8 +113,35 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
 def _i3d_convention_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-range", type=_value_range, metavar="LOW,HIGH",
                    help="input range of an I3D file kvideo does not know, e.g. --detector-range=-1,1 (with =, as it starts with -); default: the file's own")
-    p.add_argument("--detector-bn-eps", type=float, metavar="EPS",
+    p.add_argument("--detector-bn-eps", type=_positive_float, metavar="EPS",
                    help="BatchNorm eps of an I3D file kvideo does not know (e.g. 1e-3); default: the file's own")
+
+
+def _positive_float(text: str) -> float:
+    value = parse_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = parse_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    """A torch device name that exists here (checked before any work)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device is available here")
+    return text
 
 
 def _value_range(text: str) -> tuple[float, float]:
@@ -119,6 +149,8 @@ def _value_range(text: str) -> tuple[float, float]:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. -1,1), got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise argparse.ArgumentTypeError(f"LOW and HIGH must be finite numbers, got {text!r}")
     if not low < high:
         raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
     return low, high
@@ -138,8 +170,9 @@ def _report_path(args, protocol_name: str) -> Path:
 
 
 def _run_args(p: argparse.ArgumentParser, report: bool = True) -> None:
-    p.add_argument("--batch-size", type=int, default=8, help="clips per detector call (default 8)")
-    p.add_argument("--device", help="torch device (default: this rank's GPU if any, else cpu)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="clips per detector call (default 8)")
+    p.add_argument("--device", type=_device,
+                   help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
     p.add_argument("--allow-fewer", action="store_true", help="compute with fewer videos than requested (reported)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if report:
@@ -189,29 +222,38 @@ def _generate_parser(commands) -> None:
     p.add_argument("--benchmark", choices=("ucf101", "msrvtt"), required=True, help="whose prompts to use (required)")
     p.add_argument("--data", required=True, help="the benchmark's dataset folder (for its prompts)")
     p.add_argument("--out", required=True, help="output folder (videos + manifest.json); reruns resume")
-    p.add_argument("--num-videos", type=int, help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
+    p.add_argument("--num-videos", type=_positive_int,
+                   help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
     p.add_argument("--seed", type=int, default=0, help="base seed: video i uses seed + i")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="Kandinsky Video weights folder")
     source.add_argument("--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
     p.add_argument("--fps", choices=("low", "medium", "high"), default="medium", help="frame rate of the interpolation (default medium)")
-    p.add_argument("--width", type=int, default=512, help="video width in pixels (default 512)")
-    p.add_argument("--height", type=int, default=512, help="video height in pixels (default 512)")
-    p.add_argument("--steps", type=int, default=50, help="keyframe sampling steps (default 50)")
-    p.add_argument("--dtype", default="fp32", help="fp32 / bf16 / fp16 (GPU)")
-    p.add_argument("--device", help="torch device (default: this rank's GPU if any, else cpu)")
+    p.add_argument("--width", type=_positive_int, default=512, help="video width in pixels (default 512)")
+    p.add_argument("--height", type=_positive_int, default=512, help="video height in pixels (default 512)")
+    p.add_argument("--steps", type=_positive_int, default=50, help="keyframe sampling steps (default 50)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="fp32 / bf16 / fp16 (GPU)")
+    p.add_argument("--device", type=_device,
+                   help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _dataset_args(p)
     p.set_defaults(func=_generate)
 
 
 def _generate(args) -> int:
+    from kvideo.checkpoint import check_writable_folder
     from kvideo.eval.datasets import load_dataset
     from kvideo.eval.distributed import init_shard
-    from kvideo.eval.generate import benchmark_prompts, generate_videos, manifest_for, write_manifest
+    from kvideo.eval.generate import (
+        benchmark_prompts,
+        generate_videos,
+        manifest_for,
+        write_manifest,
+    )
+    from kvideo.pipeline import GenerationOptions
 
-    from kvideo.checkpoint import check_writable_folder
-
+    options = {"fps": args.fps, "width": args.width, "height": args.height, "steps": args.steps}
+    GenerationOptions(**options)  # bad sizes and steps: refused before anything is written
     check_writable_folder(args.out, what="--out")  # before the dataset, the model and any video
     shard = init_shard()
     dataset = load_dataset(args.benchmark, args.data, **_dataset_options(args.benchmark, args, None))
@@ -219,7 +261,6 @@ def _generate(args) -> int:
     jobs = benchmark_prompts(dataset, num, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    options = {"fps": args.fps, "width": args.width, "height": args.height, "steps": args.steps}
     settings = {"benchmark": args.benchmark, "dataset": dataset.describe(), "seed": args.seed, **options,
                 "model": args.preset or Path(args.weights).name}
     write_manifest(out, manifest_for(jobs, settings), shard)
@@ -243,9 +284,9 @@ def _fvd_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", required=True, help="I3D file: i3d_torchscript.pt, i3d_pretrained_400.pt, rgb_imagenet.pt; "
                         "fvd-videomae: vit_g_hybrid_pt_1200e_ssv2_ft.pth")
     _protocol_arg(p, "fvd")
-    p.add_argument("--num-videos", type=int, help="N on each side (default: the protocol's, 2048)")
-    p.add_argument("--num-frames", type=int, help="frames per clip (default: the protocol's, 16)")
-    p.add_argument("--stride", type=int, help="take every stride-th frame (default: the protocol's, 1)")
+    p.add_argument("--num-videos", type=_positive_int, help="N on each side (default: the protocol's, 2048)")
+    p.add_argument("--num-frames", type=_positive_int, help="frames per clip (default: the protocol's, 16)")
+    p.add_argument("--stride", type=_positive_int, help="take every stride-th frame (default: the protocol's, 1)")
     p.add_argument("--seed", type=int, help="seed of the real clips' offsets (and order) (default: the protocol's, 0)")
     _detector_args(p)
     _i3d_convention_args(p)
@@ -319,9 +360,10 @@ def _is_parser(commands) -> None:
     _fake_args(p)
     p.add_argument("--detector", required=True, help="C3D file: c3d_ucf101.pt or a kvideo C3D safetensors")
     _protocol_arg(p, "is")
-    p.add_argument("--num-videos", type=int, help="videos per run (default: the protocol's)")
-    p.add_argument("--splits", type=int, help="splits of each run (default: the protocol's)")
-    p.add_argument("--runs", type=int, help="runs of --num-videos further videos each (default: the protocol's)")
+    p.add_argument("--num-videos", type=_positive_int, help="videos per run (default: the protocol's)")
+    p.add_argument("--splits", type=_positive_int, help="splits of each run (default: the protocol's)")
+    p.add_argument("--runs", type=_positive_int,
+                   help="runs of --num-videos further videos each (default: the protocol's)")
     _detector_args(p)
     _dataset_args(p)
     _run_args(p)
@@ -345,8 +387,8 @@ def _clipsim_parser(commands) -> None:
     _fake_args(p)
     p.add_argument("--clip", required=True, help="local CLIP folder (transformers format)")
     _protocol_arg(p, "clipsim")
-    p.add_argument("--num-videos", type=int, help="videos (default: all)")
-    p.add_argument("--max-frames", type=int, help="frames per video (default: all)")
+    p.add_argument("--num-videos", type=_positive_int, help="videos (default: all)")
+    p.add_argument("--max-frames", type=_positive_int, help="frames per video (default: all)")
     _dataset_args(p)
     _run_args(p)
     p.set_defaults(func=_clipsim)

@@ -130,6 +130,8 @@ def is_torchscript(path: Path) -> bool:
 
 def _require(path: str | Path, hint: str) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"detector file {str(path)!r} is a folder; name the detector file in it. {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"detector file {str(path)!r} does not exist. {hint}")
     return path

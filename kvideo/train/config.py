@@ -18,6 +18,18 @@ CACHE_TASKS = ("keyframe", "interpolation")
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 
 
+def check_finite(config: Config, prefix: str = "") -> None:
+    """Every float value of `config` (nested ones too) is finite: nan and inf are refused before work."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, Config):
+            check_finite(value, prefix=f"{prefix}{field.name}.")
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise BadInputError(f"{prefix}{field.name}={value}: must be a finite number")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipConfig(Config):
     """What one training clip is, in frames of a `reference_fps` video (fps-aware sampling).
@@ -42,6 +54,7 @@ class ClipConfig(Config):
     reference_fps: float = 24.0
 
     def validate(self) -> None:
+        check_finite(self, prefix="clip.")
         check(self.task in TASKS, f"task={self.task!r}; expected one of {TASKS}")
         for name in ("height", "width"):
             value = getattr(self, name)
@@ -94,6 +107,7 @@ class CacheConfig(Config):
     progress: bool = True
 
     def validate(self) -> None:
+        check_finite(self)
         check(self.clip.task in CACHE_TASKS,
               f"clip.task={self.clip.task!r}: caches are built for {CACHE_TASKS} (the decoder trains on videos)")
         for name in ("clips_per_video", "shard_size", "batch_size"):
@@ -152,6 +166,7 @@ class TrainConfig(Config):
     tensorboard: bool = True
 
     def validate(self) -> None:
+        check_finite(self)
         check(self.task in TASKS, f"task={self.task!r}; expected one of {TASKS}")
         check(self.clip.task == self.task, f"clip.task={self.clip.task!r} differs from task={self.task!r}")
         check(self.train in ("temporal", "all"), f"train={self.train!r}; expected 'temporal' or 'all'")
@@ -446,18 +461,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], ski
                            help=f"{text} (default: {_shown(_lookup(defaults, name))})")
         if flag_name(name) != f"--{name}":  # the underscore spelling of earlier versions and config files
             group.add_argument(f"--{name}", dest=dest, type=parse, default=None, help=argparse.SUPPRESS)
-
-
-def check_finite(config: Config, prefix: str = "") -> None:
-    """Every float value of `config` (nested ones too) is finite: nan and inf are refused before work."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, Config):
-            check_finite(value, prefix=f"{prefix}{field.name}.")
-            continue
-        for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, float) and not math.isfinite(item):
-                raise BadInputError(f"{prefix}{field.name}={value}: must be a finite number")
 
 
 def config_from_args(cls: type[Config], args: argparse.Namespace, **fixed: Any) -> Config:
