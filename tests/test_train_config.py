@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -125,4 +126,38 @@ def test_bad_flag_values_are_rejected(capsys):
 def test_cli_reports_input_errors_without_a_traceback(tmp_path, capsys):
     code = cli.main(["keyframe", "--preset", "tiny-keyframe", "--data", str(tmp_path / "nothing"),
                      "--output_dir", str(tmp_path / "run"), "--progress", "false"])
-    assert code == 2 and "is not a training cache" in capsys.readouterr().err
+    assert code == 2 and "does not exist (or is not a folder); build a cache with `kvideo train cache" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, values, needle", [
+    ("keyframe", dict(model="missing/image-all.safetensors"), "`kvideo train image` writes the text-to-image UNet"),
+    ("image", dict(data="missing-cache"), "`kvideo train cache --clip.task keyframe"),
+    ("interpolation", dict(data="missing-cache"), "`kvideo train cache --clip.task interpolation"),
+    ("decoder", dict(model="missing/movq-all.safetensors"), "`kvideo train movq` writes the image MoVQ"),
+    ("movq", dict(data="missing-videos"), "`kvideo data shapes DIR"),
+])
+def test_a_missing_input_is_named_with_the_command_that_makes_it(tmp_path, monkeypatch, task, values, needle):
+    from kvideo.train.config import check_inputs
+    from kvideo.train.trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(task=task, clip=dict(task=task), output_dir="run", **values)
+    with pytest.raises(FileNotFoundError, match=re.escape(needle)):
+        check_inputs(cfg)
+    with pytest.raises(FileNotFoundError, match=re.escape(needle)):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_cache_without_its_movq_names_the_command_that_makes_it(tmp_path):
+    from kvideo.train.cache import run_cache
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "captions.csv").write_text("path,caption\n")
+    cfg = CacheConfig(videos=str(tmp_path / "videos"), captions=str(tmp_path / "captions.csv"),
+                      output=str(tmp_path / "cache"), movq=str(tmp_path / "movq-all.safetensors"),
+                      clip=dict(task="interpolation"))
+    with pytest.raises(FileNotFoundError, match=re.escape("`kvideo train movq` writes one")):
+        run_cache(cfg)
+    assert not (tmp_path / "cache").exists()

@@ -276,3 +276,12 @@ def test_bad_inputs_are_clear_errors():
         interp(xi, time, context, mask)
     with pytest.raises(ValueError, match="expects 20"):
         interp(x, time, context, mask, skip_frames=torch.tensor([3, 3]))
+
+
+@pytest.mark.parametrize("name", [n for n in UNetConfig.presets() if n.startswith("shapes")])
+def test_first_level_bottleneck_can_carry_the_noisy_frames(name):
+    """The first level is downsampled before its skip, so each 2x2 block of the noisy latent frames
+    (4 x out_channels values) must fit the half-resolution features: otherwise the model cannot see
+    the noise it is to remove (the shapes interpolation UNet with 32 channels never learned to denoise)."""
+    cfg = UNetConfig.preset(name)
+    assert cfg.level_channels[0] >= 4 * cfg.out_channels, (name, cfg.level_channels[0], cfg.out_channels)

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path, save_safetensors
-from kvideo.train.config import CacheConfig
+from kvideo.train.config import CacheConfig, check_inputs
 from kvideo.train.data import VideoRecord, VideoTextDataset, collate_clips, read_captions, scan_videos
 
 INDEX = "index.json"
@@ -259,5 +259,6 @@ def text_encoder(config: CacheConfig) -> TextEncoderFn:
 
 def run_cache(config: CacheConfig) -> Path:
     """`kvideo train cache`: build the encoders the config names and write the cache."""
+    check_inputs(config)
     texts = text_encoder(config) if config.clip.task == "keyframe" else None
     return build_cache(config, video_encoder(config), texts)

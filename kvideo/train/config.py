@@ -239,7 +239,7 @@ TrainConfig.register_preset(
     "shapes-keyframe-all", task="keyframe", train="all", steps=2000, batch_size=2, grad_accum=1, lr=3e-4,
     ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=2000,
+    "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=4000,
     batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
     clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64), **_SHAPES)
 TrainConfig.register_preset(
@@ -256,6 +256,49 @@ CacheConfig.register_preset("interpolation", clip=ClipConfig(task="interpolation
 CacheConfig.register_preset("shapes-keyframe", clips_per_video=4, batch_size=8, clip=_SHAPES_KEYFRAMES)
 CacheConfig.register_preset("shapes-interpolation", clips_per_video=4, batch_size=8,
                             clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64))
+
+
+# -- inputs: what each stage reads, and the command that makes it --------------------------------
+MODEL_SOURCES = {
+    "movq": "`kvideo train movq` writes one (movq-all.safetensors)",
+    "image": "`kvideo train image` writes one; `kvideo recipe shapes OUT --stages data movq text` the starting point",
+    "keyframe": "`kvideo train image` writes the text-to-image UNet to inflate (image-all.safetensors); "
+                "an official kandinsky_video.pt also works",
+    "interpolation": "`kvideo train interpolation` writes one; an official kandinsky_video_interpolation.pt "
+                     "also works",
+    "decoder": "`kvideo train movq` writes the image MoVQ to inflate (movq-all.safetensors); an official "
+               "video_movq.pt also works",
+    "detector": "`kvideo train detector` writes one",
+}
+VIDEO_SOURCE = "render a set with `kvideo data shapes DIR --videos N`, or give a folder of your videos"
+
+
+def _require(path: str, what: str, source: str, *, folder: bool = False) -> None:
+    if path and not (Path(path).is_dir() if folder else Path(path).is_file()):
+        kind = "folder" if folder else "file"
+        raise FileNotFoundError(f"{what} {path!r} does not exist (or is not a {kind}); {source}")
+
+
+def check_inputs(config: TrainConfig | CacheConfig) -> None:
+    """Each input file / folder the config names exists, checked before any model is built; a
+    missing one is named with the command that makes it."""
+    if isinstance(config, CacheConfig):
+        _require(config.videos, "videos", VIDEO_SOURCE, folder=True)
+        _require(config.captions, "captions", VIDEO_SOURCE)
+        _require(config.movq, "movq", MODEL_SOURCES["movq"])
+        _require(config.text_encoder, "text_encoder", "a T5 encoder folder in Hugging Face format (the recipe's "
+                 "`text` stage writes one: `kvideo recipe shapes OUT --stages data movq text`)", folder=True)
+        _require(config.text_checkpoint, "text_checkpoint", "a UNet checkpoint holding the text projection: "
+                 "the recipe's `text` stage writes one (text/image-init.safetensors), `kvideo train image` too")
+        return
+    _require(config.model, "model", MODEL_SOURCES[config.task])
+    if config.task in CACHE_TASKS or config.task == "image":
+        task = "keyframe" if config.task == "image" else config.task
+        _require(config.data, "data", f"build a cache with `kvideo train cache --clip.task {task} --videos DIR "
+                 "--captions FILE --movq MOVQ --output DIR`", folder=True)
+    else:
+        _require(config.data, "data", VIDEO_SOURCE, folder=True)
+        _require(config.captions, "captions", VIDEO_SOURCE)
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from kvideo.checkpoint import atomic_path
 from kvideo.errors import KVideoError
 from kvideo.train import checkpointing as ckpt
 from kvideo.train import distributed
-from kvideo.train.config import TrainConfig, check_finite
+from kvideo.train.config import TrainConfig, check_finite, check_inputs
 from kvideo.train.data import StreamSampler
 from kvideo.train.seeding import rng_state, seeded_generator, set_rng_state
 from kvideo.train.task import Task, build_task
@@ -325,6 +325,7 @@ def _on_main(env: distributed.DistEnv):
 def train(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """Run `cfg` in this process: one process, or one rank of a torchrun launch. An output folder holding
     another run is refused unless `cfg.resume` continues it or `overwrite` moves it aside."""
+    check_inputs(cfg)
     env = distributed.setup(cfg.device)
     try:
         return Trainer(cfg, env, overwrite=overwrite).run()
