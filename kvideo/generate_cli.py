@@ -1,6 +1,7 @@
 """`kvideo generate`: prompt(s) -> video file(s); argument parsing only, the work is in kvideo.pipeline."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -15,6 +16,7 @@ from kvideo.pipeline import DTYPES, FPS_MODES, OFFLOAD, SAMPLERS, GenerationOpti
 from kvideo.prompts import Prompt, read_prompts_file, report_truncated
 
 DEFAULT_WEIGHTS = "tiny"  # what `--weights` means when it is not given: a built-in model name or "tiny"
+WEIGHTS_ENV = "KVIDEO_WEIGHTS"  # overrides DEFAULT_WEIGHTS (a folder or a built-in name), e.g. for a test session
 # Generation defaults of a weights folder without a model card (the official release) and of the tiny preset
 # (random weights: small and quick, it only shows the stages run); a folder's model.json overrides them.
 OFFICIAL_DEFAULTS = dict(width=512, height=512, steps=50, interpolation_steps=None, sampler="ddpm",
@@ -35,7 +37,8 @@ def register(subparsers) -> None:
                    help="UTF-8 text, one prompt a line, one video each; finished outputs are skipped (default: none)")
     p.add_argument("--weights", metavar="DIR",
                    help="folder with the official (or converted) weights, or a built-in model: shapes (kvideo's "
-                        f"own small model), tiny (random weights, for tests) (default: {DEFAULT_WEIGHTS})")
+                        f"own small model), tiny (random weights, for tests) (default: ${WEIGHTS_ENV} if set, "
+                        f"else {DEFAULT_WEIGHTS})")
     p.add_argument("--fps", default="medium", choices=sorted(FPS_MODES),
                    help="low 15 / medium 57 / high 225 frames (default: medium)")
     p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 64 (default: the model's; 512x512 for the "
@@ -132,6 +135,11 @@ def remove_leftovers(path: Path) -> None:
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
+def default_weights() -> str:
+    """What `--weights` means when it is not given: $KVIDEO_WEIGHTS, else DEFAULT_WEIGHTS."""
+    return os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
+
+
 def say(message: str) -> None:
     print(f"kvideo generate: {message}", file=sys.stderr)
 
@@ -142,7 +150,7 @@ def slug(text: str, length: int = 40) -> str:
 
 def run(args) -> int:
     pairs = jobs(args)
-    weights = args.weights or DEFAULT_WEIGHTS
+    weights = args.weights or default_weights()
     tiny = weights == "tiny"
     args.weights = None if tiny else weights
     card = {} if tiny else model_card(weights)
@@ -275,7 +283,8 @@ def wants_release11(args, tiny: bool) -> bool:
     if flags:
         raise BadInputError(f"{' / '.join(flags)} {'needs' if len(flags) == 1 else 'need'} release 1.1 weights "
                             f"(t2v.pt, ...); --weights "
-                            f"{args.weights!r} holds no t2v.pt, and release 1.0 has no image conditioning")
+                            f"{args.weights!r} holds no t2v.pt, and release 1.0 has no image conditioning "
+                            f"(--weights tiny runs the random tiny 1.1 preset)")
     return False
 
 

@@ -7,6 +7,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `kvideo generate` without --weights uses the tiny random preset in tests (quick; the shipped shapes
+# model is tested on its own, in test_shapes_model.py); subprocesses inherit it.
+os.environ["KVIDEO_WEIGHTS"] = "tiny"
 
 
 def pytest_collection_modifyitems(config, items):

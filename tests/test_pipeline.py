@@ -244,3 +244,12 @@ def test_builtin_model_names_resolve_to_the_package(tmp_path):
     else:
         with pytest.raises(FileNotFoundError, match="kvideo recipe shapes"):
             resolve_weights("shapes")
+
+
+def test_kvideo_weights_sets_the_default_of_weights(monkeypatch):
+    from kvideo.generate_cli import DEFAULT_WEIGHTS, default_weights
+
+    monkeypatch.setenv("KVIDEO_WEIGHTS", "some/folder")
+    assert default_weights() == "some/folder"
+    monkeypatch.delenv("KVIDEO_WEIGHTS")
+    assert default_weights() == DEFAULT_WEIGHTS
