@@ -3,6 +3,7 @@
     python benchmarks/bench_shapes.py quality RECIPE_DIR OUT [--variants shipped temporal-off keyframe-all]
     python benchmarks/bench_shapes.py fvd RECIPE_DIR OUT
     python benchmarks/bench_shapes.py speed [--weights shapes]
+    python benchmarks/bench_shapes.py denoise CACHE WEIGHTS [--clips 64]
 
 RECIPE_DIR is the folder of `kvideo recipe shapes` (its `model/` is the shipped model; `image/` and
 `keyframe-all/` give the comparison variants). Everything is resumable: finished clips are kept.
@@ -84,6 +85,49 @@ def fvd(args) -> None:
     (args.out / "fvd.json").write_text(json.dumps({"clips": n, "fvd": results}, indent=1))
 
 
+def denoise(args) -> None:
+    """How well an interpolation UNet (exported weights or a checkpoint's) estimates the middle frames
+    x0 of cached clips at a few noise levels, as MSE relative to |x0|^2, next to the baseline of
+    interpolating the two clean keyframes linearly; keyframes given clean, as at sampling."""
+    import torch
+
+    from kvideo.diffusion import cosine_schedule, q_sample
+    from kvideo.models.unet import UNet, UNetConfig
+    from kvideo.text import null_context
+    from kvideo.train.cache import LatentCache
+    from kvideo.train.checkpointing import read_weights
+    from kvideo.train.interpolation import CONTEXT_TOKENS, interpolation_inputs, split_clip
+
+    state, extras, info = read_weights(args.weights)
+    unet = UNet(UNetConfig.from_json(info.model_config))
+    unet.load_state_dict(state)
+    unet.eval().requires_grad_(False)
+    between = unet.config.interpolated_frames
+    cache = LatentCache(args.cache)
+    schedule = cosine_schedule(1000)
+    generator = torch.Generator().manual_seed(0)
+    items = [cache[i] for i in range(min(args.clips, len(cache)))]
+    latents = torch.stack([item["latents"].float() for item in items])
+    steps = torch.tensor([item["step"] for item in items])
+    keyframes, x0 = split_clip(latents, between)
+    weights = torch.arange(1, between + 1, dtype=torch.float32) / (between + 1)
+    linear = torch.cat([(1 - w) * keyframes[:, :, :-1] + w * keyframes[:, :, 1:] for w in weights], dim=1)
+    norm = float((x0 ** 2).mean())
+    result = {"weights": str(args.weights), "step": info.step, "clips": len(items),
+              "linear_keyframes": round(float(((linear - x0) ** 2).mean()) / norm, 5)}
+    context, mask = null_context(extras["null_embedding"].float(), len(items), CONTEXT_TOKENS)
+    for t in args.timesteps:
+        tt = torch.full((len(items),), t)
+        noisy = q_sample(x0, tt, schedule, torch.randn(x0.shape, generator=generator))
+        with torch.no_grad():
+            v = unet(interpolation_inputs(keyframes, noisy), tt * schedule.time_scale, context, mask,
+                     skip_frames=steps, perturbation_time=torch.zeros_like(tt))
+        alpha_bar = float(schedule.alphas_cumprod[t])
+        estimate = alpha_bar ** 0.5 * noisy - (1 - alpha_bar) ** 0.5 * v
+        result[f"t{t}"] = round(float(((estimate - x0) ** 2).mean()) / norm, 5)
+    print(json.dumps(result), flush=True)
+
+
 def speed(args) -> None:
     """Wall time and peak memory (max RSS) of the README quick start's generation, in a fresh process."""
     out = Path(args.output)
@@ -112,6 +156,12 @@ def main() -> None:
         p.set_defaults(func=globals()[name])
     commands.choices["fvd"].add_argument("--quality-dir", type=Path, required=True,
                                          help="the OUT of the quality command (its generated clips)")
+    p = commands.add_parser("denoise")
+    p.add_argument("cache", type=Path, help="an interpolation training cache (kvideo train cache)")
+    p.add_argument("weights", type=Path, help="interpolation weights: exported, or a checkpoint's ema/weights file")
+    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--timesteps", type=int, nargs="+", default=[100, 400, 700])
+    p.set_defaults(func=denoise)
     p = commands.add_parser("speed")
     p.add_argument("--prompt", default="a red circle moving right on a black background")
     p.add_argument("--weights", help="default: kvideo generate's default")

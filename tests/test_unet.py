@@ -279,9 +279,11 @@ def test_bad_inputs_are_clear_errors():
 
 
 @pytest.mark.parametrize("name", [n for n in UNetConfig.presets() if n.startswith("shapes")])
-def test_first_level_bottleneck_can_carry_the_noisy_frames(name):
-    """The first level is downsampled before its skip, so each 2x2 block of the noisy latent frames
-    (4 x out_channels values) must fit the half-resolution features: otherwise the model cannot see
-    the noise it is to remove (the shapes interpolation UNet with 32 channels never learned to denoise)."""
+def test_first_level_bottleneck_can_carry_the_input(name):
+    """The input passes the full-resolution in_layer, then a first level downsampled before its skip,
+    so the input channels must fit `init_channels` and each 2x2 block of them (4 x num_channels values)
+    the half-resolution features: otherwise the model cannot see the noise it is to remove (the shapes
+    interpolation UNet with 32 channels at both never learned to denoise)."""
     cfg = UNetConfig.preset(name)
-    assert cfg.level_channels[0] >= 4 * cfg.out_channels, (name, cfg.level_channels[0], cfg.out_channels)
+    assert cfg.init_channels >= cfg.num_channels, (name, cfg.init_channels, cfg.num_channels)
+    assert cfg.level_channels[0] >= 4 * cfg.num_channels, (name, cfg.level_channels[0], cfg.num_channels)

@@ -192,13 +192,15 @@ _SHAPES = dict(model_channels=32, init_channels=32, time_embed_dim=128, context_
                dim_mult=(1, 2, 4, 4), num_blocks=(2, 2, 2, 2), latent_channels=8, num_channels=8, out_channels=8)
 UNetConfig.register_preset("shapes-image", kind="image", **_SHAPES)
 UNetConfig.register_preset("shapes-keyframe", kind="keyframe", **_SHAPES)
-# The interpolation UNet reads 5 latent frames (40 channels) and predicts 3 (24). Its first level is
-# downsampled before any skip, so every latent pixel of the 3 noisy frames (24 values, 96 per 2x2
-# block) must pass a half-resolution bottleneck: with 32 channels there (the keyframe preset) the
-# model cannot see the noise it is to remove and never learns to denoise (v-loss stays at the level
-# of predicting from the keyframes alone); 128 channels leave room, and the 1x1 fourth level is dropped.
+# The interpolation UNet reads 5 latent frames (40 channels) and predicts 3 (24). Its input passes the
+# full-resolution `in_layer` (init_channels) and then a first level downsampled before any skip, so
+# each 2x2 block of the input (160 values) must fit the half-resolution features: with 32 channels at
+# both (the keyframe preset) the model cannot see the noise it is to remove and never learns to
+# denoise (v-loss stays at the level of predicting from the keyframes alone). 64 and 160 channels
+# carry it all; the 1x1 fourth level is dropped.
 UNetConfig.register_preset("shapes-interpolation", kind="interpolation", **{
-    **_SHAPES, "num_channels": 40, "out_channels": 24, "dim_mult": (4, 4, 4), "num_blocks": (2, 2, 2),
+    **_SHAPES, "num_channels": 40, "out_channels": 24, "init_channels": 64, "dim_mult": (5, 4, 4),
+    "num_blocks": (2, 2, 2),
     "add_cross_attention": (False, True, True), "add_self_attention": (False, True, True)})
 
 

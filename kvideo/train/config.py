@@ -230,7 +230,7 @@ TrainConfig.register_preset(
     lr=2e-3, save_every=250, detail_weight=10.0, clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64),
     **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-image", task="image", train="all", steps=3000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
+    "shapes-image", task="image", train="all", steps=6000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
     save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
 TrainConfig.register_preset(
     "shapes-keyframe", task="keyframe", train="temporal", steps=2000, batch_size=2, grad_accum=1, lr=5e-4,
