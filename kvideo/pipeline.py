@@ -157,7 +157,7 @@ class KVideoPipeline:
         decoder = MoVQ.from_pretrained(paths["decoder"], decoder_config)
         projection = TextProjection.from_state_dict(sub_state_dict(keyframe.extras, "projections"))
         encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe.extras["null_embedding"],
-                                              device=device, offload=offload == "model")
+                                              device=device, offload=offload == "model", progress=progress)
         pipe = cls(encoder, unet, interp, interpolation.extras["null_embedding"], decoder,
                    device=device, dtype=dtype, offload=offload, progress=progress)
         pipe.card = read_model_card(weights_dir)

@@ -267,7 +267,7 @@ class KVideo11Pipeline(KVideoPipeline):
         decoder = MoVQ.from_pretrained(paths["decoder"], configs.get("decoder"))
         projection = TextProjection.from_state_dict(read_projection(paths["projections"]))
         encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe.extras["null_embedding"],
-                                              device=device, offload=offload == "model")
+                                              device=device, offload=offload == "model", progress=progress)
         return cls(encoder, unet, interp, interpolation.extras["null_embedding"], movq, decoder,
                    device=device, dtype=dtype, offload=offload, progress=progress)
 

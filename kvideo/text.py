@@ -1,6 +1,7 @@
 """Text conditioning: a T5-family encoder, the checkpoint's projection, and the null-embedding context."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -140,8 +141,21 @@ def _dtype_argument(transformers, dtype: torch.dtype) -> dict:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32):
-    """(encoder, tokenizer) from a local Hugging Face directory of a T5-family model (T5, mT5, UMT5)."""
+@contextlib.contextmanager
+def hf_progress_bars(enabled: bool):
+    """Hugging Face's own progress bars (loading weights, writing shards) on or off within the block."""
+    logging = _transformers().utils.logging
+    before = logging.is_progress_bar_enabled()
+    (logging.enable_progress_bar if enabled else logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (logging.enable_progress_bar if before else logging.disable_progress_bar)()
+
+
+def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32, *, progress: bool = True):
+    """(encoder, tokenizer) from a local Hugging Face directory of a T5-family model (T5, mT5, UMT5);
+    `progress=False` hides transformers' loading bar."""
     transformers = _transformers()
     directory = Path(directory)
     if not directory.is_dir():
@@ -154,7 +168,8 @@ def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32):
         raise ValueError(f"{str(directory)!r} holds a {model_type!r} model; kvideo needs a T5-family encoder "
                          f"({', '.join(sorted(T5_ENCODERS))}), e.g. google/flan-ul2")
     encoder_class = getattr(transformers, T5_ENCODERS[model_type])
-    encoder = encoder_class.from_pretrained(directory, **_dtype_argument(transformers, dtype))
+    with hf_progress_bars(progress):
+        encoder = encoder_class.from_pretrained(directory, **_dtype_argument(transformers, dtype))
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError) as error:
@@ -197,12 +212,14 @@ class TextEncoder:
     @classmethod
     def from_pretrained(cls, directory: str | Path, projection: TextProjection, null_embedding: torch.Tensor, *,
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                        max_length: int = MAX_TOKENS, offload: bool = False, cache_size: int = 64) -> "TextEncoder":
-        """Load a T5-family encoder + tokenizer from a local folder; `dtype` defaults to bf16 on GPU, fp32 on CPU."""
+                        max_length: int = MAX_TOKENS, offload: bool = False, cache_size: int = 64,
+                        progress: bool = True) -> "TextEncoder":
+        """Load a T5-family encoder + tokenizer from a local folder; `dtype` defaults to bf16 on GPU, fp32 on CPU;
+        `progress=False` hides transformers' loading bar."""
         dtype = dtype or default_encoder_dtype(device)
         if dtype not in ENCODER_DTYPES:
             raise ValueError(f"text encoder dtype {dtype} is not supported; choose one of {ENCODER_DTYPES}")
-        encoder, tokenizer = load_t5_encoder(directory, dtype)
+        encoder, tokenizer = load_t5_encoder(directory, dtype, progress=progress)
         return cls(encoder, tokenizer, projection, null_embedding, device=device, max_length=max_length,
                    offload=offload, cache_size=cache_size)
 
@@ -324,6 +341,7 @@ def _write_t5(directory: str | Path, backend, vocab_size: int, *, d_model: int, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = transformers.T5EncoderModel(config)
-    encoder.save_pretrained(directory)
+    with hf_progress_bars(False):  # a few small files
+        encoder.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if "OMP_NUM_THREADS" not in os.environ:  # set it to run the suite beside other jobs without oversubscribing
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 # `kvideo generate` without --weights uses the tiny random preset in tests (quick; the shipped shapes
 # model is tested on its own, in test_shapes_model.py); subprocesses inherit it.
 os.environ["KVIDEO_WEIGHTS"] = "tiny"

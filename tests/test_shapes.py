@@ -186,6 +186,16 @@ def test_data_shapes_command(tmp_path, capsys):
     assert error.startswith("kvideo data") and "at least 1 video" in error and "\n" not in error
 
 
+def test_recipe_command_runs_the_stages_asked_and_names_those_left(tmp_path, capsys):
+    out = tmp_path / "recipe"
+    assert main(["recipe", "shapes", str(out), "--videos", "2", "--stages", "data", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert len(rows(out / "data" / "captions.csv")) == 2 and (out / "records" / "data.json").is_file()
+    assert "stages still to run: movq text" in printed and "model folder" not in printed
+    assert main(["recipe", "shapes", str(out), "--videos", "2", "--stages", "data", "--quiet"]) == 0
+    assert "data done before, skipped" in capsys.readouterr().out
+
+
 # -- scorer: pure steps ----------------------------------------------------------------------------
 def test_nearest_names_and_border_color():
     from kvideo.shapes.score import border_color, nearest_name

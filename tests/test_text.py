@@ -128,6 +128,15 @@ def test_offload_keeps_the_encoder_on_cpu(t5_dir):
     torch.testing.assert_close(encoder.encode("a lighthouse").context, before)
 
 
+def test_progress_false_hides_the_loading_bar_and_restores_the_setting(t5_dir, capfd):
+    import transformers.utils.logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    TextEncoder.from_pretrained(t5_dir, TextProjection(TEXT_DIM, CONTEXT_DIM), torch.randn(CONTEXT_DIM),
+                                progress=False)
+    assert "Loading" not in capfd.readouterr().err and hf_logging.is_progress_bar_enabled()
+
+
 def test_long_prompts_are_truncated_with_a_warning(encoder):
     with pytest.warns(UserWarning, match="truncated"):
         context, mask = encoder.encode("x" * 300)

@@ -30,5 +30,9 @@ def _shapes(args) -> int:
     recipe = Recipe(args.out, videos=args.videos, seed=args.seed, device=args.device, steps_scale=args.steps_scale,
                     batch_scale=args.batch_scale, progress=not args.quiet)
     folder = recipe.run(tuple(args.stages))
-    print(f"model folder: {folder} (kvideo generate PROMPT --weights {folder} -o clip.mp4)")
+    left = [stage for stage in STAGE_NAMES if stage not in recipe.records()]
+    if left:
+        print(f"stages still to run: {' '.join(left)} (kvideo recipe shapes {args.out} runs them)")
+    else:
+        print(f"model folder: {folder} (kvideo generate PROMPT --weights {folder} -o clip.mp4)")
     return 0

@@ -253,7 +253,8 @@ def text_encoder(config: CacheConfig) -> TextEncoderFn:
         raise ValueError(f"{config.text_checkpoint!r} holds no text projection / null embedding "
                          "(expected the official kandinsky_video.pt or its kvideo conversion)")
     encoder = TextEncoder.from_pretrained(config.text_encoder, TextProjection.from_state_dict(projection_state),
-                                          extras["null_embedding"].float(), device=_device(config.device))
+                                          extras["null_embedding"].float(), device=_device(config.device),
+                                          progress=config.progress)
     return lambda captions: tuple(encoder.encode(captions))
 
 
