@@ -123,7 +123,7 @@ def test_rendered_frames_are_background_at_the_border_and_show_the_shape():
         assert (border == background).all()
         inner = np.abs(frames.astype(int) - background).sum(-1) > 0
         covered = inner.reshape(len(frames), -1).sum(1)
-        assert covered.min() > 0.25 * (0.18 * 64) ** 2  # the shape is in every frame
+        assert covered.min() > 0.25 * (OBJECT_SIZE[0] * 64) ** 2  # the shape is in every frame
         assert (frames == np.array(COLORS[params.caption.color], dtype=np.uint8)).all(-1).any()
 
 
