@@ -4,6 +4,8 @@
     python benchmarks/bench_shapes.py fvd RECIPE_DIR OUT
     python benchmarks/bench_shapes.py speed [--weights shapes]
     python benchmarks/bench_shapes.py denoise CACHE WEIGHTS [--clips 64]
+    python benchmarks/bench_shapes.py keyframes RECIPE_DIR IMAGE_WEIGHTS [KEYFRAME_WEIGHTS] [--prompts 24]
+    python benchmarks/bench_shapes.py movq MOVQ_WEIGHTS DATA_DIR [--clips 48]
 
 RECIPE_DIR is the folder of `kvideo recipe shapes` (its `model/` is the shipped model; `image/` and
 `keyframe-all/` give the comparison variants). Everything is resumable: finished clips are kept.
@@ -128,6 +130,90 @@ def denoise(args) -> None:
     print(json.dumps(result), flush=True)
 
 
+def keyframes(args) -> None:
+    """One stage at a time: keyframes only (fps low) from an image UNet (a training checkpoint's
+    ema/trained file or the export; temporal layers at identity, so frames are drawn independently),
+    or with a keyframe run's weights loaded, optionally interpolated (--interpolation, --fps medium);
+    decoded by the image MoVQ frame by frame (no video decoder needed); scored."""
+    import dataclasses
+    from collections import Counter
+
+    import torch
+
+    from kvideo.checkpoint import sub_state_dict
+    from kvideo.models.movq import MoVQ, MoVQConfig
+    from kvideo.models.unet import UNet, UNetConfig
+    from kvideo.pipeline import KVideoPipeline
+    from kvideo.shapes.quality import quality_prompts
+    from kvideo.shapes.score import score_clip
+    from kvideo.text import TextEncoder, TextProjection
+    from kvideo.train.checkpointing import load_trained_weights, read_weights
+
+    if args.fps != "low" and not args.interpolation:
+        raise SystemExit(f"--fps {args.fps} needs --interpolation WEIGHTS")
+    state, extras, _ = read_weights(args.image)
+    unet = UNet.inflate(state, UNetConfig.preset("shapes-keyframe"))
+    if args.keyframe:
+        load_trained_weights(unet, args.keyframe)
+    movq_state, _, movq_info = read_weights(args.recipe / "movq/movq-all.safetensors")
+    scale = MoVQConfig.from_json(movq_info.model_config).latent_scale
+    decoder = MoVQ.inflate(movq_state, dataclasses.replace(MoVQConfig.preset("shapes-video"), latent_scale=scale,
+                                                           attention_latent="frame"))
+    encoder = TextEncoder.from_pretrained(args.recipe / "text/text_encoder",
+                                          TextProjection.from_state_dict(sub_state_dict(extras, "projections")),
+                                          extras["null_embedding"].float(), progress=False)
+    if args.interpolation:
+        interp_state, interp_extras, interp_info = read_weights(args.interpolation)
+        interpolation = UNet(UNetConfig.from_json(interp_info.model_config))
+        interpolation.load_state_dict(interp_state)
+        interp_null = interp_extras["null_embedding"].float()
+    else:  # fps low runs no interpolation
+        interpolation, interp_null = UNet(UNetConfig.preset("shapes-interpolation")), torch.zeros(64)
+    pipe = KVideoPipeline(encoder, unet, interpolation, interp_null, decoder, progress=False)
+    prompts = quality_prompts(args.prompts)
+    matches, predicted = Counter(), Counter()
+    for start in range(0, len(prompts), 8):
+        chunk = prompts[start:start + 8]
+        videos = pipe(chunk, seed=list(range(start, start + len(chunk))), fps=args.fps, width=64, height=64,
+                      steps=args.steps, sampler="ddim", guidance_scale=args.guidance, interpolation_steps=10,
+                      interpolation_sampler="ddim")
+        for prompt, video in zip(chunk, videos):
+            score = score_clip(video.frames, prompt)
+            matches.update({k: int(v) for k, v in score.matches.items()})
+            predicted[f"{score.object_color} {score.shape} {score.direction}"] += 1
+            if args.verbose:
+                print(prompt, "->", score.object_color, score.shape, score.direction,
+                      [round(m, 2) for m in score.motion], flush=True)
+    print(json.dumps({"image": str(args.image), "keyframe": str(args.keyframe), "fps": args.fps,
+                      "interpolation": str(args.interpolation), "prompts": len(prompts),
+                      **{k: round(v / len(prompts), 3) for k, v in matches.items()},
+                      "most_predicted": predicted.most_common(3)}), flush=True)
+
+
+def movq(args) -> None:
+    """The image MoVQ alone: rendered clips at 8 fps, 64x64, encoded and decoded, scored (vs the input)."""
+    from collections import Counter
+
+    import torch
+
+    from kvideo.models.movq import MoVQ
+    from kvideo.shapes.score import score_clip
+    from kvideo.train.data import read_captions, resize_center_crop
+    from kvideo.video_io import read_frames
+
+    model = MoVQ.from_pretrained(args.weights).eval()
+    pairs = read_captions(args.data / "captions.csv")[:args.clips]
+    counts = {"input": Counter(), "reconstructed": Counter()}
+    for path, caption in pairs:
+        frames = resize_center_crop(read_frames(path, list(range(0, 171, 3))), 64, 64).transpose(0, 1)
+        with torch.no_grad():
+            decoded = model.decode(model.encode(frames))
+        for name, clip in (("input", frames), ("reconstructed", decoded)):
+            clip = ((clip.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            counts[name].update({k: int(v) for k, v in score_clip(clip, caption).matches.items()})
+    print(json.dumps({name: {k: round(v / len(pairs), 3) for k, v in c.items()} for name, c in counts.items()}))
+
+
 def speed(args) -> None:
     """Wall time and peak memory (max RSS) of the README quick start's generation, in a fresh process."""
     out = Path(args.output)
@@ -162,6 +248,22 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--timesteps", type=int, nargs="+", default=[100, 400, 700])
     p.set_defaults(func=denoise)
+    p = commands.add_parser("keyframes")
+    p.add_argument("recipe", type=Path, help="the folder of `kvideo recipe shapes` (its movq/ and text/)")
+    p.add_argument("image", type=Path, help="image UNet weights: exported, or a checkpoint's ema/trained file")
+    p.add_argument("keyframe", type=Path, nargs="?", help="keyframe run weights to load on top (default: none)")
+    p.add_argument("--prompts", type=int, default=24)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--interpolation", type=Path, help="interpolation UNet weights (for --fps medium or high)")
+    p.add_argument("--fps", default="low", choices=["low", "medium", "high"])
+    p.add_argument("--verbose", action="store_true", help="print each clip's reading")
+    p.set_defaults(func=keyframes)
+    p = commands.add_parser("movq")
+    p.add_argument("weights", type=Path, help="image MoVQ weights (movq-all.safetensors)")
+    p.add_argument("data", type=Path, help="a rendered set (kvideo data shapes)")
+    p.add_argument("--clips", type=int, default=48)
+    p.set_defaults(func=movq)
     p = commands.add_parser("speed")
     p.add_argument("--prompt", default="a red circle moving right on a black background")
     p.add_argument("--weights", help="default: kvideo generate's default")
