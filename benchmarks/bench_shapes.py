@@ -168,7 +168,8 @@ def keyframes(args) -> None:
         interpolation.load_state_dict(interp_state)
         interp_null = interp_extras["null_embedding"].float()
     else:  # fps low runs no interpolation
-        interpolation, interp_null = UNet(UNetConfig.preset("shapes-interpolation")), torch.zeros(64)
+        interpolation = UNet(UNetConfig.preset("shapes-interpolation"))
+        interp_null = torch.zeros(interpolation.config.context_dim)
     pipe = KVideoPipeline(encoder, unet, interpolation, interp_null, decoder, progress=False)
     prompts = quality_prompts(args.prompts)
     matches, predicted = Counter(), Counter()
