@@ -6,6 +6,7 @@
     python benchmarks/bench_shapes.py denoise CACHE WEIGHTS [--clips 64]
     python benchmarks/bench_shapes.py keyframes RECIPE_DIR IMAGE_WEIGHTS [KEYFRAME_WEIGHTS] [--prompts 24]
     python benchmarks/bench_shapes.py movq MOVQ_WEIGHTS DATA_DIR [--clips 48]
+    python benchmarks/bench_shapes.py words RECIPE_DIR IMAGE_WEIGHTS [KEYFRAME_WEIGHTS] [--clips 16]
 
 RECIPE_DIR is the folder of `kvideo recipe shapes` (its `model/` is the shipped model; `image/` and
 `keyframe-all/` give the comparison variants). Everything is resumable: finished clips are kept.
@@ -130,6 +131,76 @@ def denoise(args) -> None:
     print(json.dumps(result), flush=True)
 
 
+def keyframe_unet_and_text(recipe: Path, image: Path, keyframe: Path | None):
+    """The image UNet inflated (+ a keyframe run's weights) and the recipe's text encoder with the
+    image UNet's projection and null embedding."""
+    from kvideo.checkpoint import sub_state_dict
+    from kvideo.models.unet import UNet, UNetConfig
+    from kvideo.text import TextEncoder, TextProjection
+    from kvideo.train.checkpointing import load_trained_weights, read_weights
+
+    state, extras, _ = read_weights(image)
+    unet = UNet.inflate(state, UNetConfig.preset("shapes-keyframe"))
+    if keyframe:
+        load_trained_weights(unet, keyframe)
+    encoder = TextEncoder.from_pretrained(recipe / "text/text_encoder",
+                                          TextProjection.from_state_dict(sub_state_dict(extras, "projections")),
+                                          extras["null_embedding"].float(), progress=False)
+    return unet.eval().requires_grad_(False), encoder
+
+
+# One word of a caption replaced: (index of the word, what replaces it).
+WORD_SWAPS = {"direction": (4, {"left": "right", "right": "left", "up": "down", "down": "up"}),
+              "color": (1, {"red": "blue", "blue": "red", "green": "orange", "orange": "green", "yellow": "purple",
+                            "purple": "yellow"}),
+              "shape": (2, {"circle": "square", "square": "triangle", "triangle": "circle"})}
+
+
+def words(args) -> None:
+    """Does a keyframe UNet read each word of the caption? On cached training clips at a few noise
+    levels: how much its eps changes (relative L2) when the direction, colour or shape word is swapped,
+    and its loss with the true caption against the caption with the opposite direction."""
+    import torch
+
+    from kvideo.diffusion import cosine_schedule, q_sample
+    from kvideo.train.cache import LatentCache
+
+    unet, encoder = keyframe_unet_and_text(args.recipe, args.image, args.keyframe)
+    cache = LatentCache(args.recipe / "cache-keyframe")
+    generator = torch.Generator().manual_seed(0)
+    items = [cache[i] for i in torch.randperm(len(cache), generator=generator)[:args.clips].tolist()]
+    x0 = torch.stack([item["latents"].float() for item in items])
+    captions = [item["caption"] for item in items]
+    positions = torch.arange(x0.shape[2])[None] * torch.tensor([item["step"] for item in items])[:, None]
+    schedule = cosine_schedule(1000)
+
+    def eps(x_t, t, texts):
+        context, mask = encoder.encode(texts)
+        with torch.no_grad():
+            return unet(x_t, t * schedule.time_scale, context, mask, frame_positions=positions)
+
+    def swapped(name):
+        index, table = WORD_SWAPS[name]
+        return [" ".join(w[:index] + [table[w[index]]] + w[index + 1:]) for w in (c.split() for c in captions)]
+
+    result = {"image": str(args.image), "keyframe": str(args.keyframe), "clips": len(items)}
+    for t in args.timesteps:
+        tt = torch.full((len(items),), t)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = q_sample(x0, tt, schedule, noise)
+        base = eps(x_t, tt, captions)
+        changes = {}
+        for name in WORD_SWAPS:
+            other = eps(x_t, tt, swapped(name))
+            changes[name] = round(float((other - base).norm() / base.norm()), 4)
+            if name == "direction":
+                true_loss, opposite_loss = float(((base - noise) ** 2).mean()), float(((other - noise) ** 2).mean())
+        result[f"t{t}"] = {"eps_change": changes, "loss_true": round(true_loss, 5),
+                           "loss_opposite_direction": round(opposite_loss, 5)}
+        print(json.dumps({f"t{t}": result[f"t{t}"]}), flush=True)
+    print(json.dumps(result), flush=True)
+
+
 def keyframes(args) -> None:
     """One stage at a time: keyframes only (fps low) from an image UNet (a training checkpoint's
     ema/trained file or the export; temporal layers at identity, so frames are drawn independently),
@@ -140,28 +211,20 @@ def keyframes(args) -> None:
 
     import torch
 
-    from kvideo.checkpoint import sub_state_dict
     from kvideo.models.movq import MoVQ, MoVQConfig
     from kvideo.models.unet import UNet, UNetConfig
     from kvideo.pipeline import KVideoPipeline
     from kvideo.shapes.quality import quality_prompts
     from kvideo.shapes.score import score_clip
-    from kvideo.text import TextEncoder, TextProjection
-    from kvideo.train.checkpointing import load_trained_weights, read_weights
+    from kvideo.train.checkpointing import read_weights
 
     if args.fps != "low" and not args.interpolation:
         raise SystemExit(f"--fps {args.fps} needs --interpolation WEIGHTS")
-    state, extras, _ = read_weights(args.image)
-    unet = UNet.inflate(state, UNetConfig.preset("shapes-keyframe"))
-    if args.keyframe:
-        load_trained_weights(unet, args.keyframe)
+    unet, encoder = keyframe_unet_and_text(args.recipe, args.image, args.keyframe)
     movq_state, _, movq_info = read_weights(args.recipe / "movq/movq-all.safetensors")
     scale = MoVQConfig.from_json(movq_info.model_config).latent_scale
     decoder = MoVQ.inflate(movq_state, dataclasses.replace(MoVQConfig.preset("shapes-video"), latent_scale=scale,
                                                            attention_latent="frame"))
-    encoder = TextEncoder.from_pretrained(args.recipe / "text/text_encoder",
-                                          TextProjection.from_state_dict(sub_state_dict(extras, "projections")),
-                                          extras["null_embedding"].float(), progress=False)
     if args.interpolation:
         interp_state, interp_extras, interp_info = read_weights(args.interpolation)
         interpolation = UNet(UNetConfig.from_json(interp_info.model_config))
@@ -260,6 +323,13 @@ def main() -> None:
     p.add_argument("--fps", default="low", choices=["low", "medium", "high"])
     p.add_argument("--verbose", action="store_true", help="print each clip's reading")
     p.set_defaults(func=keyframes)
+    p = commands.add_parser("words")
+    p.add_argument("recipe", type=Path, help="the folder of `kvideo recipe shapes` (its text/ and cache-keyframe/)")
+    p.add_argument("image", type=Path, help="image UNet weights: exported, or a checkpoint's ema/trained file")
+    p.add_argument("keyframe", type=Path, nargs="?", help="keyframe run weights to load on top (default: none)")
+    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--timesteps", type=int, nargs="+", default=[200, 500, 800])
+    p.set_defaults(func=words)
     p = commands.add_parser("movq")
     p.add_argument("weights", type=Path, help="image MoVQ weights (movq-all.safetensors)")
     p.add_argument("data", type=Path, help="a rendered set (kvideo data shapes)")

@@ -18,6 +18,7 @@ from kvideo.diffusion import (
     dynamic_threshold,
     get_sampler,
     linear_schedule,
+    min_snr_weights,
     predict_x0,
     q_sample,
     sample_ddim,
@@ -83,6 +84,27 @@ def test_linear_schedule_and_q_sample():
     x0, eps = noise(3, 4), noise(3, 4, seed=1)
     per_sample = q_sample(x0, torch.tensor([7, 7, 7]), schedule, eps)
     torch.testing.assert_close(per_sample, q_sample(x0, 7, schedule, eps))
+
+
+def test_min_snr_weights_damp_only_the_low_noise_steps():
+    schedule, gamma = cosine_schedule(1000), 5.0
+    t = torch.arange(1000)
+    abar = schedule.alphas_cumprod
+    snr = abar / (1 - abar)
+    eps = min_snr_weights(schedule, t, gamma, "eps").double()
+    torch.testing.assert_close(eps, torch.minimum(snr, torch.tensor(gamma)) / snr, rtol=1e-6, atol=0)
+    assert eps[snr <= gamma].eq(1).all() and eps[snr > gamma].lt(1).all()  # noisy steps keep their weight
+    assert (eps.diff() >= -1e-7).all()  # weights only grow with the noise level
+    v = min_snr_weights(schedule, t, gamma, "v").double()
+    torch.testing.assert_close(v, torch.minimum(snr, torch.tensor(gamma)) / (snr + 1), rtol=1e-6, atol=0)
+    from kvideo.diffusion import zero_snr_cosine_schedule
+
+    terminal = min_snr_weights(zero_snr_cosine_schedule(50), torch.tensor([49]), gamma, "eps")
+    assert terminal.tolist() == [1.0]  # SNR = 0 at the last step: finite, the plain weight
+    with pytest.raises(ValueError, match="gamma"):
+        min_snr_weights(schedule, t, 0.0)
+    with pytest.raises(ValueError, match="prediction"):
+        min_snr_weights(schedule, t, gamma, "x0")
 
 
 # -- prediction type and thresholding ----------------------------------------------------------

@@ -112,6 +112,29 @@ def test_keyframe_objective_is_eps_with_frame_positions_and_text_dropout():
     assert call["mask"].tolist() == [[True, False, False, False, False]] * 2
 
 
+def test_min_snr_weighting_reweights_each_sample_of_the_objectives():
+    from kvideo.diffusion import min_snr_weights
+
+    schedule, x0 = cosine_schedule(1000), torch.randn(16, 4, 3, 8, 8)
+    batch = {"latents": x0, "context": torch.randn(16, 5, 6), "context_mask": torch.ones(16, 5, dtype=torch.bool),
+             "step": torch.tensor([12] * 16)}
+
+    def wrong(x, time, context, mask, **kwargs):  # a model off by a different amount per sample
+        return torch.arange(1.0, 17.0)[:, None, None, None, None].expand_as(x).clone()
+
+    args = dict(schedule=schedule, null_embedding=torch.randn(6), uncond_prob=0.0)
+    plain = keyframe_loss(wrong, batch, seeded_generator(3), **args)
+    assert torch.equal(keyframe_loss(wrong, batch, seeded_generator(3), snr_gamma=0.0, **args), plain)
+    weighted = keyframe_loss(wrong, batch, seeded_generator(3), snr_gamma=5.0, **args)
+    generator = seeded_generator(3)  # the draws keyframe_loss makes: t first, then the noise
+    t = torch.randint(1000, (16,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    per_sample = (torch.arange(1.0, 17.0)[:, None, None, None, None] - noise).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(plain, per_sample.mean())
+    torch.testing.assert_close(weighted, (per_sample * min_snr_weights(schedule, t, 5.0)).mean())
+    assert (min_snr_weights(schedule, t, 5.0) < 1).any() and weighted < plain  # a damped low-noise draw
+
+
 def test_interpolation_objective_is_v_on_the_frames_between_keyframes():
     from kvideo.pipeline import weave
 

@@ -27,6 +27,7 @@ from kvideo.diffusion.schedules import (
     add_noise,
     cosine_schedule,
     linear_schedule,
+    min_snr_weights,
     q_sample,
     rescale_zero_terminal_snr,
     spaced_timesteps,

@@ -187,6 +187,28 @@ def linear_schedule(steps: int, *, beta_start: float = 1e-4, beta_end: float = 0
     return Schedule.from_betas(torch.linspace(scale * beta_start, scale * beta_end, steps, dtype=torch.float64))
 
 
+def min_snr_weights(schedule: Schedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
+    """Per-sample loss weights of min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via
+    Min-SNR Weighting Strategy"): the loss, read in x0 terms, weighted by min(SNR, gamma) instead of
+    SNR (eps-prediction) or SNR + 1 (v-prediction). Low-noise steps, whose large losses otherwise drive
+    the gradient, are damped; the high-noise steps that place objects and motion count relatively more.
+
+    `t` holds (b,) step indices; returns float32 (b,) weights in [0, 1].
+    """
+    if prediction not in ("eps", "v"):
+        raise ValueError(f"prediction={prediction!r}; min-SNR weights are defined for 'eps' and 'v'")
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma={gamma} must be a finite number > 0")
+    alphas_cumprod = schedule.alphas_cumprod.to(t.device)[t.long()]
+    snr = alphas_cumprod / (1.0 - alphas_cumprod).clamp(min=1e-20)
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":  # min(SNR, gamma) / SNR, which is 1 where SNR <= gamma (also at SNR = 0)
+        weights = torch.where(snr > gamma, clipped / snr, torch.ones_like(snr))
+    else:
+        weights = clipped / (snr + 1.0)
+    return weights.float()
+
+
 def q_sample(x0: torch.Tensor, t: int | torch.Tensor, schedule: Schedule, noise: torch.Tensor) -> torch.Tensor:
     """Diffuse clean latents to step t: alpha_t·x0 + sigma_t·noise.
 

@@ -149,6 +149,7 @@ class TrainConfig(Config):
     num_train_timesteps: int = 1000
     uncond_prob: float = 0.1
     max_perturbation: int = 250
+    snr_gamma: float = 0.0  # image/keyframe/interpolation: min-SNR-gamma loss weighting (0: plain MSE, the release)
     decoder_loss: str = "l1"  # l1 | mse
     crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
     detail_weight: float = 0.0  # movq: extra loss weight of pixels far from their frame's median colour
@@ -185,6 +186,7 @@ class TrainConfig(Config):
         check(0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay} must lie in [0, 1) (0 = no EMA)")
         check(0 <= self.max_perturbation < self.num_train_timesteps,
               f"max_perturbation={self.max_perturbation} must lie in [0, num_train_timesteps)")
+        check(self.snr_gamma >= 0, f"snr_gamma={self.snr_gamma} must be >= 0 (0: plain MSE)")
         check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
         check(self.detail_weight >= 0, f"detail_weight={self.detail_weight} must be >= 0")
         check(self.latent_noise >= 0, f"latent_noise={self.latent_noise} must be >= 0")
@@ -231,13 +233,13 @@ TrainConfig.register_preset(
     **_SHAPES)
 TrainConfig.register_preset(
     "shapes-image", task="image", train="all", steps=6000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
-    save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
+    save_every=500, snr_gamma=5.0, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
 TrainConfig.register_preset(
     "shapes-keyframe", task="keyframe", train="temporal", steps=2000, batch_size=2, grad_accum=1, lr=5e-4,
-    ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
+    ema_decay=0.999, save_every=500, snr_gamma=5.0, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
     "shapes-keyframe-all", task="keyframe", train="all", steps=2000, batch_size=2, grad_accum=1, lr=3e-4,
-    ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
+    ema_decay=0.999, save_every=500, snr_gamma=5.0, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
     "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=4000,
     batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
@@ -397,6 +399,9 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "num_train_timesteps": "diffusion timesteps of the training schedule",
         "uncond_prob": "probability of dropping the text (for classifier-free guidance), in [0, 1]",
         "max_perturbation": "interpolation: largest noise timestep added to the conditioning keyframes",
+        "snr_gamma": "image/keyframe/interpolation: weight each sample's loss by min-SNR-gamma (Hang et al. "
+                     "2023; 5 is usual), so high-noise steps, where layout and motion are decided, count more "
+                     "(0: plain MSE, as the release)",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",
         "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
         "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour "

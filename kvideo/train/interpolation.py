@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -12,7 +11,7 @@ from kvideo.diffusion import Schedule, cosine_schedule, q_sample
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
-from kvideo.train.keyframe import check_cache
+from kvideo.train.keyframe import check_cache, diffusion_mse
 from kvideo.train.task import Task, load_unet, select_trainable, unet_shard_types
 
 CONTEXT_TOKENS = 2  # the release's interpolation context: the null embedding + one padding row
@@ -34,9 +33,10 @@ def interpolation_inputs(keyframes: torch.Tensor, noisy: torch.Tensor) -> torch.
 
 def interpolation_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, schedule: Schedule,
                        null_embedding: torch.Tensor, uncond_prob: float, max_perturbation: int,
-                       between: int) -> torch.Tensor:
+                       between: int, snr_gamma: float = 0.0) -> torch.Tensor:
     """MSE to v = alpha·eps - sigma·x0 of the middle frames; the keyframes are noised to a random
-    perturbation level in 0..max_perturbation and zeroed for a random `uncond_prob` share."""
+    perturbation level in 0..max_perturbation and zeroed for a random `uncond_prob` share
+    (min-SNR-gamma weighted when `snr_gamma` > 0)."""
     keyframes, x0 = split_clip(batch["latents"], between)
     b, device = x0.shape[0], x0.device
     t = torch.randint(len(schedule), (b,), generator=generator).to(device)
@@ -50,7 +50,7 @@ def interpolation_loss(model: nn.Module, batch: dict[str, Any], generator: torch
               perturbation_time=t_p * schedule.time_scale)
     alpha_bar = schedule.alphas_cumprod.to(device)[t].float()[:, None, None, None, None]
     target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
-    return F.mse_loss(v.float(), target)
+    return diffusion_mse(v, target, t, schedule, snr_gamma, "v")
 
 
 def build(cfg: TrainConfig) -> Task:
@@ -69,7 +69,7 @@ def build(cfg: TrainConfig) -> Task:
     def loss(module, batch, generator):
         return interpolation_loss(module, batch, generator, schedule=schedule, null_embedding=extras["null_embedding"],
                                   uncond_prob=cfg.uncond_prob, max_perturbation=cfg.max_perturbation,
-                                  between=between)
+                                  between=between, snr_gamma=cfg.snr_gamma)
 
     return Task("interpolation", unet, unet, loss, cache, collate_cached, "latents", extras,
                 unet_shard_types())

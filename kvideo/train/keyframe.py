@@ -1,4 +1,5 @@
-"""Keyframe objective: eps-prediction at a random timestep, spatial weights frozen, 10 % empty-text dropout."""
+"""Keyframe objective: eps-prediction at a random timestep, spatial weights frozen, 10 % empty-text dropout
+(optionally min-SNR-gamma weighted: `snr_gamma`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kvideo.diffusion import Schedule, cosine_schedule, q_sample
+from kvideo.diffusion import Schedule, cosine_schedule, min_snr_weights, q_sample
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
@@ -23,9 +24,19 @@ def drop_text(context: torch.Tensor, mask: torch.Tensor, null_embedding: torch.T
     return torch.where(drop[:, None, None], null, context), torch.where(drop[:, None], null_mask, mask)
 
 
+def diffusion_mse(prediction: torch.Tensor, target: torch.Tensor, t: torch.Tensor, schedule: Schedule,
+                  snr_gamma: float, kind: str) -> torch.Tensor:
+    """MSE of a batch; with `snr_gamma` > 0 each sample weighted by min-SNR-gamma (`kind`: eps or v)."""
+    if not snr_gamma:
+        return F.mse_loss(prediction.float(), target)
+    per_sample = (prediction.float() - target).pow(2).flatten(1).mean(dim=1)  # (b,)
+    return (per_sample * min_snr_weights(schedule, t, snr_gamma, kind)).mean()
+
+
 def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, schedule: Schedule,
-                  null_embedding: torch.Tensor, uncond_prob: float) -> torch.Tensor:
-    """MSE between the UNet's eps and the noise added to the clean keyframe latents at a random t."""
+                  null_embedding: torch.Tensor, uncond_prob: float, snr_gamma: float = 0.0) -> torch.Tensor:
+    """MSE between the UNet's eps and the noise added to the clean keyframe latents at a random t
+    (min-SNR-gamma weighted when `snr_gamma` > 0)."""
     x0 = batch["latents"]  # (b, c, f, h, w)
     b, f = x0.shape[0], x0.shape[2]
     t = torch.randint(len(schedule), (b,), generator=generator).to(x0.device)
@@ -34,7 +45,7 @@ def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Gene
     context, mask = drop_text(batch["context"], batch["context_mask"], null_embedding, uncond_prob, generator)
     positions = torch.arange(f, device=x0.device)[None] * batch["step"][:, None]  # (b, f) reference frames
     eps = model(x_t, t * schedule.time_scale, context, mask, frame_positions=positions)
-    return F.mse_loss(eps.float(), noise)
+    return diffusion_mse(eps, noise, t, schedule, snr_gamma, "eps")
 
 
 def check_cache(cache: LatentCache, task: str, latent_channels: int) -> None:
@@ -61,6 +72,6 @@ def build(cfg: TrainConfig, kind: str = "keyframe") -> Task:
 
     def loss(module, batch, generator):
         return keyframe_loss(module, batch, generator, schedule=schedule, null_embedding=null_embedding,
-                             uncond_prob=cfg.uncond_prob)
+                             uncond_prob=cfg.uncond_prob, snr_gamma=cfg.snr_gamma)
 
     return Task(kind, unet, unet, loss, cache, collate_cached, "latents", extras, unet_shard_types())
