@@ -134,13 +134,15 @@ def denoise(args) -> None:
 def keyframe_unet_and_text(recipe: Path, image: Path, keyframe: Path | None):
     """The image UNet inflated (+ a keyframe run's weights) and the recipe's text encoder with the
     image UNet's projection and null embedding."""
+    import dataclasses
+
     from kvideo.checkpoint import sub_state_dict
     from kvideo.models.unet import UNet, UNetConfig
     from kvideo.text import TextEncoder, TextProjection
     from kvideo.train.checkpointing import load_trained_weights, read_weights
 
-    state, extras, _ = read_weights(image)
-    unet = UNet.inflate(state, UNetConfig.preset("shapes-keyframe"))
+    state, extras, info = read_weights(image)
+    unet = UNet.inflate(state, dataclasses.replace(UNetConfig.from_json(info.model_config), kind="keyframe"))
     if keyframe:
         load_trained_weights(unet, keyframe)
     encoder = TextEncoder.from_pretrained(recipe / "text/text_encoder",
@@ -158,11 +160,12 @@ WORD_SWAPS = {"direction": (4, {"left": "right", "right": "left", "up": "down", 
 
 def words(args) -> None:
     """Does a keyframe UNet read each word of the caption? On cached training clips at a few noise
-    levels: how much its eps changes (relative L2) when the direction, colour or shape word is swapped,
-    and its loss with the true caption against the caption with the opposite direction."""
+    levels, in x0 terms (the clean clip its eps or v implies): how much the estimate changes (relative L2)
+    when the direction, colour or shape word is swapped, and its error (MSE relative to |x0|^2) with
+    the true caption against the caption with the opposite direction."""
     import torch
 
-    from kvideo.diffusion import cosine_schedule, q_sample
+    from kvideo.diffusion import cosine_schedule, predict_x0, q_sample
     from kvideo.train.cache import LatentCache
 
     unet, encoder = keyframe_unet_and_text(args.recipe, args.image, args.keyframe)
@@ -174,30 +177,32 @@ def words(args) -> None:
     positions = torch.arange(x0.shape[2])[None] * torch.tensor([item["step"] for item in items])[:, None]
     schedule = cosine_schedule(1000)
 
-    def eps(x_t, t, texts):
+    def estimate(x_t, t, texts):
         context, mask = encoder.encode(texts)
         with torch.no_grad():
-            return unet(x_t, t * schedule.time_scale, context, mask, frame_positions=positions)
+            output = unet(x_t, torch.full((len(texts),), t * schedule.time_scale), context, mask,
+                          frame_positions=positions)
+        return predict_x0(output, x_t, t, schedule, unet.config.predicts)
 
     def swapped(name):
         index, table = WORD_SWAPS[name]
         return [" ".join(w[:index] + [table[w[index]]] + w[index + 1:]) for w in (c.split() for c in captions)]
 
+    def error(x):
+        return round(float(((x - x0) ** 2).mean() / (x0 ** 2).mean()), 5)
+
     result = {"image": str(args.image), "keyframe": str(args.keyframe), "clips": len(items)}
     for t in args.timesteps:
-        tt = torch.full((len(items),), t)
-        noise = torch.randn(x0.shape, generator=generator)
-        x_t = q_sample(x0, tt, schedule, noise)
-        base = eps(x_t, tt, captions)
-        changes = {}
+        x_t = q_sample(x0, t, schedule, torch.randn(x0.shape, generator=generator))
+        base = estimate(x_t, t, captions)
+        reading = {"x0_error": error(base)}
         for name in WORD_SWAPS:
-            other = eps(x_t, tt, swapped(name))
-            changes[name] = round(float((other - base).norm() / base.norm()), 4)
+            other = estimate(x_t, t, swapped(name))
+            reading[f"{name}_swapped_change"] = round(float((other - base).norm() / base.norm()), 4)
             if name == "direction":
-                true_loss, opposite_loss = float(((base - noise) ** 2).mean()), float(((other - noise) ** 2).mean())
-        result[f"t{t}"] = {"eps_change": changes, "loss_true": round(true_loss, 5),
-                           "loss_opposite_direction": round(opposite_loss, 5)}
-        print(json.dumps({f"t{t}": result[f"t{t}"]}), flush=True)
+                reading["x0_error_opposite_direction"] = error(other)
+        result[f"t{t}"] = reading
+        print(json.dumps({f"t{t}": reading}), flush=True)
     print(json.dumps(result), flush=True)
 
 
@@ -328,7 +333,7 @@ def main() -> None:
     p.add_argument("image", type=Path, help="image UNet weights: exported, or a checkpoint's ema/trained file")
     p.add_argument("keyframe", type=Path, nargs="?", help="keyframe run weights to load on top (default: none)")
     p.add_argument("--clips", type=int, default=16)
-    p.add_argument("--timesteps", type=int, nargs="+", default=[200, 500, 800])
+    p.add_argument("--timesteps", type=int, nargs="+", default=[200, 500, 800, 950])
     p.set_defaults(func=words)
     p = commands.add_parser("movq")
     p.add_argument("weights", type=Path, help="image MoVQ weights (movq-all.safetensors)")

@@ -219,14 +219,16 @@ class KVideoPipeline:
         return cond.context, cond.mask, uncond.context, uncond.mask
 
     def keyframes(self, context, mask, uncond, uncond_mask, opts: GenerationOptions, generator, callback):
-        """Denoise all keyframes of each prompt as one (b, 4, T, h, w) tensor with text guidance (eps)."""
+        """Denoise all keyframes of each prompt as one (b, 4, T, h, w) tensor with text guidance (the
+        UNet's prediction type: eps in the release)."""
         cfg = self.unet.config
         frames = opts.num_frames or cfg.num_frames
         shape = (context.shape[0], cfg.out_channels, frames, opts.height // 8, opts.width // 8)
         positions = torch.arange(frames, device=self.device) * cfg.frame_stride
         model = diffusion.TextGuidance(self.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
                                        frame_positions=positions)
-        return self._sample("keyframes", self.unet, model, "eps", shape, opts.steps, opts.sampler, generator, callback)
+        return self._sample("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, opts.sampler, generator,
+                            callback)
 
     def interpolate(self, latents: torch.Tensor, skip_frames: int, opts: GenerationOptions, generator, callback):
         """(b, c, T, h, w) -> (b, c, 4T - 3, h, w): 3 new frames between each pair (v-prediction)."""

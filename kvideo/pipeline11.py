@@ -320,8 +320,8 @@ class KVideo11Pipeline(KVideoPipeline):
         condition = torch.zeros(1, self.unet.config.num_channels - shape[1], *shape[2:], device=self.device)
         model = diffusion.TextGuidance(diffusion.ConditionChannels(self.unet, condition), context, mask, uncond,
                                        uncond_mask, opts.first_frame_guidance_scale, mode="image")
-        latent = self._sample_11("first frame", self.unet, model, "eps", shape, opts.first_frame_steps, "leading",
-                                 generator, callback)
+        latent = self._sample_11("first frame", self.unet, model, self.unet.config.predicts, shape,
+                                 opts.first_frame_steps, "leading", generator, callback)
         with self._on_device(self.movq), self._autocast():
             return tensor_to_pixels(self.movq.decode(latent.to(self.device)))
 
@@ -348,7 +348,8 @@ class KVideo11Pipeline(KVideoPipeline):
             image_scale=opts.image_guidance_scale, batch_kwargs=per_video, mode="video",
             frame_positions=torch.arange(frames, device=self.device) * cfg.frame_stride)
         shape = (1, cfg.out_channels, frames, *first.shape[-2:])
-        return self._sample_11("keyframes", self.unet, model, "eps", shape, opts.steps, "leading", generator, callback)
+        return self._sample_11("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, "leading", generator,
+                               callback)
 
     def interpolate_with_text(self, latents: torch.Tensor, skip_frames: int, text, opts: Generation11Options,
                               generator, callback) -> torch.Tensor:

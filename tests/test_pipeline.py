@@ -27,6 +27,29 @@ def test_fps_modes(pipe, fps, frames, rate):
     assert video.latents.shape == (1, 4, frames, 8, 8)
 
 
+def test_keyframes_are_sampled_with_the_unets_prediction_type(monkeypatch):
+    import dataclasses
+
+    from kvideo import diffusion
+    from kvideo.models.unet import UNet
+
+    pipe = KVideoPipeline.from_preset("tiny", seed=0, progress=False)
+    seen = []
+    original = diffusion.X0Denoiser.__init__
+
+    def spy(self, model, schedule, prediction="eps", **kwargs):
+        seen.append(prediction)
+        original(self, model, schedule, prediction, **kwargs)
+
+    monkeypatch.setattr(diffusion.X0Denoiser, "__init__", spy)
+    eps = pipe("a cat", fps="low", seed=1, **QUICK).latents
+    v_unet = UNet(dataclasses.replace(pipe.unet.config, prediction="v"))
+    v_unet.load_state_dict(pipe.unet.state_dict())
+    pipe.unet = v_unet.eval()
+    v = pipe("a cat", fps="low", seed=1, **QUICK).latents
+    assert seen == ["eps", "v"] and not torch.equal(eps, v)
+
+
 def test_interpolation_keeps_the_keyframes(pipe):
     low = pipe("a cat", fps="low", seed=3, **QUICK)
     medium = pipe("a cat", fps="medium", seed=3, **QUICK)

@@ -112,6 +112,23 @@ def test_keyframe_objective_is_eps_with_frame_positions_and_text_dropout():
     assert call["mask"].tolist() == [[True, False, False, False, False]] * 2
 
 
+def test_keyframe_objective_targets_v_for_a_v_predicting_unet():
+    schedule, x0 = cosine_schedule(1000), torch.randn(2, 4, 3, 8, 8)
+    batch = {"latents": x0, "context": torch.randn(2, 5, 6), "context_mask": torch.ones(2, 5, dtype=torch.bool),
+             "step": torch.tensor([12, 12])}
+    args = dict(schedule=schedule, null_embedding=torch.randn(6), uncond_prob=0.0)
+
+    def v_oracle(x, time, context, mask, **kwargs):
+        alpha_bar = schedule.alphas_cumprod[time].float()[:, None, None, None, None]
+        eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        return alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
+
+    assert float(keyframe_loss(v_oracle, batch, seeded_generator(0), prediction="v", **args)) < 1e-8
+    assert float(keyframe_loss(v_oracle, batch, seeded_generator(0), prediction="eps", **args)) > 0.1
+    with pytest.raises(ValueError, match="prediction='x0'"):
+        keyframe_loss(v_oracle, batch, seeded_generator(0), prediction="x0", **args)
+
+
 def test_min_snr_weighting_reweights_each_sample_of_the_objectives():
     from kvideo.diffusion import min_snr_weights
 

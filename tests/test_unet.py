@@ -67,10 +67,22 @@ def test_configs_folder_matches_presets():
     (dict(num_blocks=(3, 3)), "num_blocks"),
     (dict(kind="interpolation"), "num_channels=4"),
     (dict(num_frames=0), "num_frames=0"),
+    (dict(prediction="x0"), "prediction='x0'"),
 ])
 def test_config_validation_names_the_bad_value(change, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         UNetConfig.preset("tiny-keyframe", **change)
+
+
+def test_prediction_type_defaults_to_the_release_and_can_be_v():
+    assert UNetConfig.preset("tiny-keyframe").predicts == "eps" and UNetConfig.preset("tiny-image").predicts == "eps"
+    assert UNetConfig.preset("tiny-interpolation").predicts == "v"
+    assert UNetConfig.preset("tiny-keyframe", prediction="v").predicts == "v"
+    assert UNetConfig.preset("shapes-image").predicts == UNetConfig.preset("shapes-keyframe").predicts == "v"
+    with pytest.raises(ValueError, match="interpolation UNets predict v"):
+        UNetConfig.preset("tiny-interpolation", prediction="eps")
+    old = {k: v for k, v in UNetConfig.preset("tiny-keyframe").to_dict().items() if k != "prediction"}
+    assert UNetConfig.from_dict(old).predicts == "eps"  # weights written before the field read as the release
 
 
 def test_config_rejects_unknown_fields():

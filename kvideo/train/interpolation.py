@@ -11,7 +11,7 @@ from kvideo.diffusion import Schedule, cosine_schedule, q_sample
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
-from kvideo.train.keyframe import check_cache, diffusion_mse
+from kvideo.train.keyframe import check_cache, diffusion_mse, diffusion_target
 from kvideo.train.task import Task, load_unet, select_trainable, unet_shard_types
 
 CONTEXT_TOKENS = 2  # the release's interpolation context: the null embedding + one padding row
@@ -48,9 +48,7 @@ def interpolation_loss(model: nn.Module, batch: dict[str, Any], generator: torch
     context, mask = null_context(null_embedding.to(device), b, CONTEXT_TOKENS)
     v = model(x, t * schedule.time_scale, context, mask, skip_frames=batch["step"],
               perturbation_time=t_p * schedule.time_scale)
-    alpha_bar = schedule.alphas_cumprod.to(device)[t].float()[:, None, None, None, None]
-    target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
-    return diffusion_mse(v, target, t, schedule, snr_gamma, "v")
+    return diffusion_mse(v, diffusion_target(x0, noise, t, schedule, "v"), t, schedule, snr_gamma, "v")
 
 
 def build(cfg: TrainConfig) -> Task:

@@ -1,5 +1,5 @@
-"""Keyframe objective: eps-prediction at a random timestep, spatial weights frozen, 10 % empty-text dropout
-(optionally min-SNR-gamma weighted: `snr_gamma`)."""
+"""Keyframe objective: eps- (or v-) prediction at a random timestep, spatial weights frozen, 10 % empty-text
+dropout (optionally min-SNR-gamma weighted: `snr_gamma`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -34,9 +34,10 @@ def diffusion_mse(prediction: torch.Tensor, target: torch.Tensor, t: torch.Tenso
 
 
 def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, schedule: Schedule,
-                  null_embedding: torch.Tensor, uncond_prob: float, snr_gamma: float = 0.0) -> torch.Tensor:
-    """MSE between the UNet's eps and the noise added to the clean keyframe latents at a random t
-    (min-SNR-gamma weighted when `snr_gamma` > 0)."""
+                  null_embedding: torch.Tensor, uncond_prob: float, snr_gamma: float = 0.0,
+                  prediction: str = "eps") -> torch.Tensor:
+    """MSE between the UNet's output and the noise added to the clean keyframe latents at a random t
+    (`prediction` "eps"), or v = alpha·eps - sigma·x0 ("v"); min-SNR-gamma weighted when `snr_gamma` > 0."""
     x0 = batch["latents"]  # (b, c, f, h, w)
     b, f = x0.shape[0], x0.shape[2]
     t = torch.randint(len(schedule), (b,), generator=generator).to(x0.device)
@@ -44,8 +45,20 @@ def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Gene
     x_t = q_sample(x0, t, schedule, noise)
     context, mask = drop_text(batch["context"], batch["context_mask"], null_embedding, uncond_prob, generator)
     positions = torch.arange(f, device=x0.device)[None] * batch["step"][:, None]  # (b, f) reference frames
-    eps = model(x_t, t * schedule.time_scale, context, mask, frame_positions=positions)
-    return diffusion_mse(eps, noise, t, schedule, snr_gamma, "eps")
+    output = model(x_t, t * schedule.time_scale, context, mask, frame_positions=positions)
+    return diffusion_mse(output, diffusion_target(x0, noise, t, schedule, prediction), t, schedule, snr_gamma,
+                         prediction)
+
+
+def diffusion_target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule: Schedule,
+                     prediction: str) -> torch.Tensor:
+    """What a UNet predicting `prediction` should output for x_t = alpha·x0 + sigma·noise."""
+    if prediction == "eps":
+        return noise
+    if prediction != "v":
+        raise ValueError(f"prediction={prediction!r}; expected 'eps' or 'v'")
+    alpha_bar = schedule.alphas_cumprod.to(x0.device)[t].float().reshape(-1, *([1] * (x0.dim() - 1)))
+    return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
 
 
 def check_cache(cache: LatentCache, task: str, latent_channels: int) -> None:
@@ -72,6 +85,6 @@ def build(cfg: TrainConfig, kind: str = "keyframe") -> Task:
 
     def loss(module, batch, generator):
         return keyframe_loss(module, batch, generator, schedule=schedule, null_embedding=null_embedding,
-                             uncond_prob=cfg.uncond_prob, snr_gamma=cfg.snr_gamma)
+                             uncond_prob=cfg.uncond_prob, snr_gamma=cfg.snr_gamma, prediction=unet.config.predicts)
 
     return Task(kind, unet, unet, loss, cache, collate_cached, "latents", extras, unet_shard_types())
