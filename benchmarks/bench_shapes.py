@@ -162,10 +162,13 @@ def words(args) -> None:
     """Does a keyframe UNet read each word of the caption? On cached training clips at a few noise
     levels, in x0 terms (the clean clip its eps or v implies): how much the estimate changes (relative L2)
     when the direction, colour or shape word is swapped, and its error (MSE relative to |x0|^2) with
-    the true caption against the caption with the opposite direction."""
+    the true caption against the caption with the opposite direction; and the share of clips whose
+    estimate moves the way the caption says (for the true caption and for the opposite one: a model
+    that reads the direction scores high on both)."""
     import torch
 
     from kvideo.diffusion import cosine_schedule, predict_x0, q_sample
+    from kvideo.shapes.grammar import DIRECTION_VECTORS
     from kvideo.train.cache import LatentCache
 
     unet, encoder = keyframe_unet_and_text(args.recipe, args.image, args.keyframe)
@@ -191,16 +194,27 @@ def words(args) -> None:
     def error(x):
         return round(float(((x - x0) ** 2).mean() / (x0 ** 2).mean()), 5)
 
+    def follows(x, texts):
+        """Share of clips whose latent object (the weight of |x - its median|) moves the way the caption says."""
+        weight = (x - x.flatten(3).median(dim=3).values[..., None, None]).abs().sum(1)  # (b, f, h, w)
+        weight = weight / weight.sum(dim=(2, 3), keepdim=True)
+        ys, xs = torch.arange(x.shape[3], dtype=x.dtype), torch.arange(x.shape[4], dtype=x.dtype)
+        centre_y, centre_x = (weight.sum(3) * ys).sum(2), (weight.sum(2) * xs).sum(2)  # (b, f)
+        moves = torch.stack([centre_y[:, -1] - centre_y[:, 0], centre_x[:, -1] - centre_x[:, 0]], dim=1)
+        wanted = torch.tensor([DIRECTION_VECTORS[text.split()[4]] for text in texts], dtype=x.dtype)
+        return round(float(((moves * wanted).sum(1) > 0).float().mean()), 3)
+
     result = {"image": str(args.image), "keyframe": str(args.keyframe), "clips": len(items)}
     for t in args.timesteps:
         x_t = q_sample(x0, t, schedule, torch.randn(x0.shape, generator=generator))
         base = estimate(x_t, t, captions)
-        reading = {"x0_error": error(base)}
+        reading = {"x0_error": error(base), "moves_as_captioned": follows(base, captions)}
         for name in WORD_SWAPS:
             other = estimate(x_t, t, swapped(name))
             reading[f"{name}_swapped_change"] = round(float((other - base).norm() / base.norm()), 4)
             if name == "direction":
                 reading["x0_error_opposite_direction"] = error(other)
+                reading["moves_as_opposite_caption"] = follows(other, swapped(name))
         result[f"t{t}"] = reading
         print(json.dumps({f"t{t}": reading}), flush=True)
     print(json.dumps(result), flush=True)

@@ -227,13 +227,15 @@ class TextEncoder:
     def encode(self, prompts: str | Sequence[str]) -> TextContext:
         """context (b, n, d) float32 and mask (b, n) bool on `device`; n = longest prompt + 1 tokens."""
         prompts = check_prompts(prompts)
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        found = {p: self._cache[p] for p in dict.fromkeys(prompts) if p in self._cache}
+        for prompt in found:  # most recently used first, so that the new entries evict older prompts
+            self._cache.move_to_end(prompt)
+        missing = [p for p in dict.fromkeys(prompts) if p not in found]
         if missing:
             for prompt, context in zip(missing, self._encode_uncached(missing)):
+                found[prompt] = context
                 self._remember(prompt, context)
-        for prompt in prompts:
-            self._cache.move_to_end(prompt)
-        return stack_contexts([self._cache[p] for p in prompts])
+        return stack_contexts([found[p] for p in prompts])
 
     def unconditional(self, batch: int = 1, length: int = 1) -> TextContext:
         """Zeros with the null embedding at position 0 and the mask only there: (batch, length, d)."""

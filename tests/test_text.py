@@ -104,6 +104,16 @@ def test_cache_serves_repeated_prompts(encoder):
     assert len(calls) == 4  # evicted
 
 
+def test_a_batch_of_more_prompts_than_the_cache_holds_is_encoded(encoder):
+    """Cached prompts of a call must not be evicted by its new ones before the call returns."""
+    encoder.cache_size = 2
+    encoder.encode(["a cat", "a dog"])
+    batch = ["a cat", "a bird", "a fish", "a dog", "a cat"]
+    context = encoder.encode(batch).context
+    torch.testing.assert_close(context, reference_context(encoder, batch)[0], atol=1e-5, rtol=1e-5)
+    assert list(encoder._cache) == ["a bird", "a fish"]  # the newest two
+
+
 def test_negative_prompt_is_encoded_on_its_own(encoder):
     cond, uncond = encoder.encode_pair("a boat", negative="blurry, low quality, watermark")
     alone = encoder.encode("blurry, low quality, watermark")
