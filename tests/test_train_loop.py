@@ -1,6 +1,8 @@
 """Training loop: frozen spatial weights, falling loss, objectives, exact resume, bad resumes, EMA, pipeline loading."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from einops import rearrange
@@ -237,6 +239,24 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(keyframe_setup, tmp_pa
     logs = [read_log(trainer.output_dir) for trainer in (whole, resumed)]
     assert [r["step"] for r in logs[1]] == [1, 2, 3, 4, 5]  # the redone step 3 is logged once
     assert [r["loss"] for r in logs[0]] == [r["loss"] for r in logs[1]]
+
+
+def test_weights_written_before_a_config_field_existed_still_load(keyframe_setup, tmp_path):
+    import json
+
+    model = UNet.from_pretrained(keyframe_setup[1])
+    stored = {k: v for k, v in model.config.to_dict().items() if k != "prediction"}  # as files of older versions
+    info = ckpt.WeightsInfo("unet", json.dumps(stored), "keyframe", "temporal", 1)
+    ckpt.save_weights(tmp_path / "old.safetensors", model.temporal_state_dict(), info)
+    assert ckpt.load_trained_weights(model, tmp_path / "old.safetensors").step == 1
+    v_model = UNet(dataclasses.replace(model.config, prediction="v"))  # the default it reads as is eps
+    with pytest.raises(CheckpointError, match=r"config fields \['prediction'\]"):
+        ckpt.load_trained_weights(v_model, tmp_path / "old.safetensors")
+    newer = {**stored, "a_future_field": 1}
+    ckpt.save_weights(tmp_path / "new.safetensors", model.temporal_state_dict(),
+                      ckpt.WeightsInfo("unet", json.dumps(newer), "keyframe", "temporal", 1))
+    with pytest.raises(CheckpointError, match="a_future_field"):
+        ckpt.load_trained_weights(model, tmp_path / "new.safetensors")
 
 
 def test_resuming_from_another_model_fails_before_training(keyframe_setup, tmp_path):

@@ -75,6 +75,10 @@ def check_compatible(info: WeightsInfo, model: nn.Module, *, what: str) -> None:
         raise CheckpointError(f"{what} holds {info.describe()}, but the model is a {model_type}")
     ours = model.config.to_dict()
     theirs = json.loads(info.model_config)
+    try:  # fields added to the config after the file was written read as their defaults
+        theirs = type(model.config).from_dict(theirs).to_dict()
+    except ValueError:  # fields this version does not know: compare as stored, naming them below
+        pass
     if theirs != ours:
         changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         raise CheckpointError(f"{what} holds {info.describe()} for another architecture: config fields {changed} "
