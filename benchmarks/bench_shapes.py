@@ -164,7 +164,8 @@ def words(args) -> None:
     when the direction, colour or shape word is swapped, and its error (MSE relative to |x0|^2) with
     the true caption against the caption with the opposite direction; and the share of clips whose
     estimate moves the way the caption says (for the true caption and for the opposite one: a model
-    that reads the direction scores high on both)."""
+    that reads the direction scores high on both); and how much x0 changes when every frame position
+    is given as 0 (how much the keyframe UNet uses them)."""
     import torch
 
     from kvideo.diffusion import cosine_schedule, predict_x0, q_sample
@@ -180,11 +181,11 @@ def words(args) -> None:
     positions = torch.arange(x0.shape[2])[None] * torch.tensor([item["step"] for item in items])[:, None]
     schedule = cosine_schedule(1000)
 
-    def estimate(x_t, t, texts):
+    def estimate(x_t, t, texts, frame_positions=positions):
         context, mask = encoder.encode(texts)
         with torch.no_grad():
             output = unet(x_t, torch.full((len(texts),), t * schedule.time_scale), context, mask,
-                          frame_positions=positions)
+                          frame_positions=frame_positions)
         return predict_x0(output, x_t, t, schedule, unet.config.predicts)
 
     def swapped(name):
@@ -209,6 +210,8 @@ def words(args) -> None:
         x_t = q_sample(x0, t, schedule, torch.randn(x0.shape, generator=generator))
         base = estimate(x_t, t, captions)
         reading = {"x0_error": error(base), "moves_as_captioned": follows(base, captions)}
+        unplaced = estimate(x_t, t, captions, torch.zeros_like(positions))
+        reading["frame_positions_zeroed_change"] = round(float((unplaced - base).norm() / base.norm()), 5)
         for name in WORD_SWAPS:
             other = estimate(x_t, t, swapped(name))
             reading[f"{name}_swapped_change"] = round(float((other - base).norm() / base.norm()), 4)
