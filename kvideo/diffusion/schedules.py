@@ -190,8 +190,8 @@ def linear_schedule(steps: int, *, beta_start: float = 1e-4, beta_end: float = 0
 def min_snr_weights(schedule: Schedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
     """Per-sample loss weights of min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via
     Min-SNR Weighting Strategy"): the loss, read in x0 terms, weighted by min(SNR, gamma) instead of
-    SNR (eps-prediction) or SNR + 1 (v-prediction). Low-noise steps, whose large losses otherwise drive
-    the gradient, are damped; the high-noise steps that place objects and motion count relatively more.
+    SNR (eps-prediction) or SNR + 1 (v-prediction). Low-noise steps (SNR > gamma), whose large losses
+    otherwise drive the gradient, are damped; with v-prediction the noisiest steps are damped too.
 
     `t` holds (b,) step indices; returns float32 (b,) weights in [0, 1].
     """

@@ -400,8 +400,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "uncond_prob": "probability of dropping the text (for classifier-free guidance), in [0, 1]",
         "max_perturbation": "interpolation: largest noise timestep added to the conditioning keyframes",
         "snr_gamma": "image/keyframe/interpolation: weight each sample's loss by min-SNR-gamma (Hang et al. "
-                     "2023; 5 is usual), so high-noise steps, where layout and motion are decided, count more "
-                     "(0: plain MSE, as the release)",
+                     "2023; 5 is usual): steps with SNR above gamma, whose large losses otherwise drive the "
+                     "gradient, are damped (0: plain MSE, as the release)",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",
         "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
         "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour "
