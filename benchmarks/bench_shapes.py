@@ -314,6 +314,15 @@ def speed(args) -> None:
     print(json.dumps({"command": " ".join(command[2:]), "wall_s": round(wall, 2), "peak_rss_gb": round(peak, 3)}))
 
 
+def keyframe_model_parser(commands, name: str, reads: str):
+    """A subcommand that takes a recipe folder, image UNet weights and optional keyframe run weights."""
+    p = commands.add_parser(name)
+    p.add_argument("recipe", type=Path, help=f"the folder of `kvideo recipe shapes` ({reads})")
+    p.add_argument("image", type=Path, help="image UNet weights: exported, or a checkpoint's ema/trained file")
+    p.add_argument("keyframe", type=Path, nargs="?", help="keyframe run weights to load on top (default: none)")
+    return p
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -334,10 +343,7 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--timesteps", type=int, nargs="+", default=[100, 400, 700])
     p.set_defaults(func=denoise)
-    p = commands.add_parser("keyframes")
-    p.add_argument("recipe", type=Path, help="the folder of `kvideo recipe shapes` (its movq/ and text/)")
-    p.add_argument("image", type=Path, help="image UNet weights: exported, or a checkpoint's ema/trained file")
-    p.add_argument("keyframe", type=Path, nargs="?", help="keyframe run weights to load on top (default: none)")
+    p = keyframe_model_parser(commands, "keyframes", "its movq/ and text/")
     p.add_argument("--prompts", type=int, default=24)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=5.0)
@@ -345,10 +351,7 @@ def main() -> None:
     p.add_argument("--fps", default="low", choices=["low", "medium", "high"])
     p.add_argument("--verbose", action="store_true", help="print each clip's reading")
     p.set_defaults(func=keyframes)
-    p = commands.add_parser("words")
-    p.add_argument("recipe", type=Path, help="the folder of `kvideo recipe shapes` (its text/ and cache-keyframe/)")
-    p.add_argument("image", type=Path, help="image UNet weights: exported, or a checkpoint's ema/trained file")
-    p.add_argument("keyframe", type=Path, nargs="?", help="keyframe run weights to load on top (default: none)")
+    p = keyframe_model_parser(commands, "words", "its text/ and cache-keyframe/")
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--timesteps", type=int, nargs="+", default=[200, 500, 800, 950])
     p.set_defaults(func=words)
