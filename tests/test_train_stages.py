@@ -2,12 +2,14 @@
 from it, video decoder inflated from an image MoVQ, and the word-level text encoder."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from kvideo.models.movq import MoVQ
-from kvideo.models.unet import UNet
+from kvideo.models.unet import UNet, UNetConfig
 from kvideo.text import TextProjection
 from kvideo.train import checkpointing as ckpt
 from kvideo.train.config import ClipConfig, TrainConfig
@@ -146,10 +148,24 @@ def test_keyframe_task_inflates_an_image_unet(image_unet, keyframe_setup, tmp_pa
     assert all(torch.equal(v, state[k]) for k, v in image.state_dict().items())  # spatial weights frozen
     info = ckpt.read_weights(trainer.output_dir / "keyframe-temporal.safetensors")[2]
     assert info.weights == "temporal" and info.task == "keyframe"
+    with pytest.raises(ValueError, match="model_preset='shapes-keyframe' cannot inflate"):
+        run(tmp_path / "c", "keyframe", model=str(weights), model_preset="shapes-keyframe", train="temporal",
+            data=str(cache), clip=ClipConfig(task="keyframe", keyframes=3, height=64, width=64))
     # the interpolation task cannot start from an image UNet
     with pytest.raises(ValueError, match="an image UNet; task='interpolation' needs an interpolation UNet"):
         run(tmp_path / "b", "interpolation", model=str(weights), train="all", data=str(cache),
             clip=ClipConfig(task="interpolation", keyframes=3, max_skip=2))
+
+
+def test_inflation_takes_the_temporal_layout_of_a_keyframe_preset():
+    from kvideo.train.task import inflated_config
+
+    image = UNetConfig.preset("shapes-image")
+    assert inflated_config(image, "") == dataclasses.replace(image, kind="keyframe")
+    assert inflated_config(image, "shapes-keyframe") == UNetConfig.preset("shapes-keyframe")
+    assert inflated_config(image, "shapes-keyframe").frame_conditioning == "all"
+    with pytest.raises(ValueError, match="model_preset='tiny-keyframe' cannot inflate .*model_channels"):
+        inflated_config(image, "tiny-keyframe")
 
 
 def test_word_level_t5_reads_the_words_it_knows(tmp_path):

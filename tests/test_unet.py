@@ -10,6 +10,7 @@ import torch
 
 from kvideo import attention
 from kvideo.checkpoint import CheckpointError
+from kvideo.models.layers import TemporalAttentionBlock
 from kvideo.models.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,8 @@ def test_configs_folder_matches_presets():
     (dict(kind="interpolation"), "num_channels=4"),
     (dict(num_frames=0), "num_frames=0"),
     (dict(prediction="x0"), "prediction='x0'"),
+    (dict(frame_conditioning="every"), "frame_conditioning='every'"),
+    (dict(kind="image", frame_conditioning="all"), "needs kind='keyframe'"),
 ])
 def test_config_validation_names_the_bad_value(change, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
@@ -155,6 +158,21 @@ def test_temporal_layers_mix_frames_and_frame_positions_matter():
     assert (shifted - base).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("conditioning, reaches", [("", False), ("all", True)])
+def test_frame_conditioning_all_feeds_positions_past_the_attention(conditioning, reaches):
+    """With the attention branch of every temporal attention block cut, a release 1.0 keyframe UNet no
+    longer sees frame positions; with frame_conditioning="all" its temporal ResNets and feed-forwards do."""
+    model = randomize(tiny("keyframe", frame_conditioning=conditioning))
+    for block in model.modules():
+        if isinstance(block, TemporalAttentionBlock):
+            torch.nn.init.zeros_(block.temporal_attention.output_layer.weight)
+    x, time, context, mask = inputs(model.config)
+    with torch.no_grad():
+        base = model(x, time, context, mask)
+        shifted = model(x, time, context, mask, frame_positions=torch.arange(3) * 12 + 5)
+    assert ((shifted - base).abs().max() > 1e-4) == reaches
+
+
 def test_interpolation_groups_are_coupled_by_temporal_convs():
     model = randomize(tiny("interpolation"))
     x, time, context, mask = inputs(model.config)
@@ -196,9 +214,11 @@ def test_temporal_state_dict_round_trip_and_strictness():
         target.load_temporal_state_dict(dict(list(source.temporal_state_dict().items())[1:]))
 
 
-def test_inflated_model_equals_2d_model_frame_by_frame():
+@pytest.mark.parametrize("conditioning", ["", "all"])
+def test_inflated_model_equals_2d_model_frame_by_frame(conditioning):
     image = randomize(tiny("image"), 3)
-    video = UNet.inflate(image.state_dict(), UNetConfig.preset("tiny-keyframe")).eval()
+    video = UNet.inflate(image.state_dict(), UNetConfig.preset("tiny-keyframe", frame_conditioning=conditioning))
+    video.eval()
     x, time, context, mask = inputs(video.config, f=4)
     with torch.no_grad():
         ours = video(x, time, context, mask)

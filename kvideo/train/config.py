@@ -126,7 +126,8 @@ class TrainConfig(Config):
 
     task: str = "keyframe"
     model: str = ""  # checkpoint to fine-tune: official .pt or kvideo .safetensors
-    model_preset: str = ""  # architecture preset: for official pickles, or random init when `model` is empty
+    model_preset: str = ""  # architecture preset: for official pickles, random init when `model` is empty, or
+    # the temporal layout (a keyframe preset) when a keyframe task inflates a text-to-image UNet
     data: str = ""  # cache folder (keyframe, interpolation) or video folder (decoder)
     captions: str = ""  # decoder: the video list (CSV / JSONL) of `data`
     output_dir: str = "runs/train"
@@ -235,10 +236,10 @@ TrainConfig.register_preset(
     "shapes-image", task="image", train="all", steps=6000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
     save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe", task="keyframe", train="temporal", steps=2000, batch_size=2, grad_accum=1, lr=5e-4,
+    "shapes-keyframe", task="keyframe", model_preset="shapes-keyframe", train="temporal", steps=2000, batch_size=2, grad_accum=1, lr=5e-4,
     ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe-all", task="keyframe", train="all", steps=2000, batch_size=2, grad_accum=1, lr=3e-4,
+    "shapes-keyframe-all", task="keyframe", model_preset="shapes-keyframe", train="all", steps=2000, batch_size=2, grad_accum=1, lr=3e-4,
     ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
     "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=4000,
@@ -377,7 +378,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
     "TrainConfig": {
         "task": "which model to train",
         "model": "checkpoint to fine-tune: an official .pt or a kvideo .safetensors (empty: --model-preset)",
-        "model_preset": "architecture preset: for official pickles, or random weights when --model is empty",
+        "model_preset": "architecture preset: for official pickles, random weights when --model is empty, or the "
+                        "temporal layout when a keyframe task inflates an image UNet",
         "data": "cache folder (keyframe, interpolation) or video folder (decoder, movq, image)",
         "captions": "decoder: the video list (CSV / JSONL) of --data",
         "output_dir": "run folder: config, log, checkpoints and the trained weights",

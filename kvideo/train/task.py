@@ -71,14 +71,15 @@ def load_unet(cfg: TrainConfig, kind: str):
     whatever else the checkpoint carries (the text projection), so the trained model keeps them.
 
     A keyframe task given a text-to-image (kind "image") checkpoint inflates it: the temporal layers
-    start as the identity (the paper's recipe)."""
+    start as the identity (the paper's recipe). Their layout comes from `cfg.model_preset` when that
+    names a keyframe UNet of the same spatial architecture, else from the image UNet's config."""
     from kvideo.models.unet import UNet, UNetConfig
 
     if cfg.model:
         checkpoint = UNet.read_checkpoint(cfg.model)
         config = checkpoint.config or UNetConfig.preset(cfg.model_preset or f"official-{kind}")
         if kind == "keyframe" and config.kind == "image":
-            unet = UNet.inflate(checkpoint.state, dataclasses.replace(config, kind="keyframe"))
+            unet = UNet.inflate(checkpoint.state, inflated_config(config, cfg.model_preset))
         else:
             unet = UNet.from_checkpoint(checkpoint, config)
         if "null_embedding" not in checkpoint.extras:
@@ -97,6 +98,30 @@ def load_unet(cfg: TrainConfig, kind: str):
             if kind == "keyframe" else ""
         raise ValueError(f"the model is {_a(unet.config.kind)} UNet; task={kind!r} needs {_a(kind)} UNet{hint}")
     return unet, extras
+
+
+# Fields of a keyframe UNet config that its text-to-image UNet does not decide.
+_TEMPORAL_FIELDS = ("num_frames", "frame_stride", "frame_conditioning")
+
+
+def inflated_config(image, preset: str = ""):
+    """The keyframe UNetConfig that inflates the text-to-image config `image`: `image` with kind
+    'keyframe' and, when `preset` names a keyframe UNet preset, that preset's temporal fields (the
+    spatial fields must agree, or the error names the ones that differ)."""
+    from kvideo.models.unet import UNetConfig
+
+    if not preset:
+        return dataclasses.replace(image, kind="keyframe")
+    target = UNetConfig.preset(preset)
+    if target.kind != "keyframe":
+        return dataclasses.replace(image, kind="keyframe")
+    spatial = dataclasses.replace(target, kind="image", **{f: getattr(image, f) for f in _TEMPORAL_FIELDS})
+    differ = [f.name for f in dataclasses.fields(image) if getattr(spatial, f.name) != getattr(image, f.name)]
+    if differ:
+        raise ValueError(f"model_preset={preset!r} cannot inflate this text-to-image UNet: {', '.join(differ)} differ "
+                         f"(e.g. {differ[0]}={getattr(target, differ[0])!r} vs {getattr(image, differ[0])!r}); "
+                         f"leave model_preset empty to inflate with the image UNet's own settings")
+    return target
 
 
 def _a(word: str) -> str:
