@@ -138,13 +138,15 @@ def keyframe_unet_and_text(recipe: Path, image: Path, keyframe: Path | None):
 
     from kvideo.checkpoint import sub_state_dict
     from kvideo.models.unet import UNet, UNetConfig
+    from kvideo.shapes.recipe import full_keyframe_unet
     from kvideo.text import TextEncoder, TextProjection
-    from kvideo.train.checkpointing import load_trained_weights, read_weights
+    from kvideo.train.checkpointing import read_weights
 
     state, extras, info = read_weights(image)
-    unet = UNet.inflate(state, dataclasses.replace(UNetConfig.from_json(info.model_config), kind="keyframe"))
-    if keyframe:
-        load_trained_weights(unet, keyframe)
+    if keyframe:  # the keyframe run's own config: its temporal layout may differ from a plain inflation
+        unet = full_keyframe_unet(image, keyframe)
+    else:
+        unet = UNet.inflate(state, dataclasses.replace(UNetConfig.from_json(info.model_config), kind="keyframe"))
     encoder = TextEncoder.from_pretrained(recipe / "text/text_encoder",
                                           TextProjection.from_state_dict(sub_state_dict(extras, "projections")),
                                           extras["null_embedding"].float(), progress=False)

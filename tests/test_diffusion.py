@@ -19,6 +19,7 @@ from kvideo.diffusion import (
     get_sampler,
     linear_schedule,
     min_snr_weights,
+    sample_timesteps,
     predict_x0,
     q_sample,
     sample_ddim,
@@ -105,6 +106,21 @@ def test_min_snr_weights_damp_only_the_low_noise_steps():
         min_snr_weights(schedule, t, 0.0)
     with pytest.raises(ValueError, match="prediction"):
         min_snr_weights(schedule, t, gamma, "x0")
+
+
+def test_timestep_shift_draws_noisy_steps_more_often():
+    uniform = sample_timesteps(4000, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(1000, (4000,), generator=torch.Generator().manual_seed(0)))  # release
+    u = torch.rand(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    shifted = sample_timesteps(4000, 1000, torch.Generator().manual_seed(0), shift=4.0)
+    assert torch.equal(shifted, (4 * u / (1 + 3 * u) * 1000).long())  # the map of Esser et al. 2024
+    assert shifted.min() >= 0 and shifted.max() <= 999 and shifted.dtype == torch.long
+    share = (shifted >= 900).double().mean()
+    assert abs(share - (1 - 0.9 / (4 - 3 * 0.9))) < 0.03 and (uniform >= 900).double().mean() < 0.12
+    assert sample_timesteps(8, 1000, torch.Generator(), shift=0.5).max() < 1000  # < 1: quieter steps, allowed
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="shift"):
+            sample_timesteps(4, 1000, torch.Generator(), shift=bad)
 
 
 # -- prediction type and thresholding ----------------------------------------------------------

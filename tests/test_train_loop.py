@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 
 from kvideo.checkpoint import CheckpointError
-from kvideo.diffusion import cosine_schedule
+from kvideo.diffusion import cosine_schedule, sample_timesteps
 from kvideo.models.unet import UNet
 from kvideo.train import checkpointing as ckpt
 from kvideo.train.cache import LatentCache, collate_cached
@@ -154,6 +154,24 @@ def test_min_snr_weighting_reweights_each_sample_of_the_objectives():
     assert (min_snr_weights(schedule, t, 5.0) < 1).any() and weighted < plain  # a damped low-noise draw
 
 
+def test_timestep_shift_changes_only_which_steps_the_objectives_draw():
+    schedule, x0 = cosine_schedule(1000), torch.randn(16, 4, 3, 8, 8)
+    batch = {"latents": x0, "context": torch.randn(16, 5, 6), "context_mask": torch.ones(16, 5, dtype=torch.bool),
+             "step": torch.tensor([12] * 16)}
+    seen = []
+
+    def record(x, time, context, mask, **kwargs):
+        seen.append(time.clone())
+        return torch.zeros_like(x)
+
+    args = dict(schedule=schedule, null_embedding=torch.randn(6), uncond_prob=0.0)
+    keyframe_loss(record, batch, seeded_generator(3), timestep_shift=3.0, **args)
+    keyframe_loss(record, batch, seeded_generator(3), **args)
+    expected = sample_timesteps(16, 1000, seeded_generator(3), 3.0)
+    torch.testing.assert_close(seen[0], expected * schedule.time_scale)
+    assert not torch.equal(seen[0], seen[1]) and seen[0].float().mean() > seen[1].float().mean()
+
+
 def test_interpolation_objective_is_v_on_the_frames_between_keyframes():
     from kvideo.pipeline import weave
 
@@ -176,6 +194,9 @@ def test_interpolation_objective_is_v_on_the_frames_between_keyframes():
     interpolation_loss(oracle, batch, seeded_generator(1), uncond_prob=1.0, **args)
     x = oracle.calls[-1]["x"]
     assert x[:, :4].abs().sum() == 0 and x[:, -4:].abs().sum() == 0  # unconditional: keyframes zeroed
+    loss = interpolation_loss(oracle, batch, seeded_generator(1), uncond_prob=0.0, timestep_shift=3.0, **args)
+    expected = sample_timesteps(2, 1000, seeded_generator(1), 3.0) * schedule.time_scale
+    assert float(loss) < 1e-8 and torch.equal(oracle.calls[-1]["time"], expected)  # the shifted draw, still exact
 
 
 def test_interpolation_training_runs_on_its_cache(videos, tmp_path):

@@ -30,6 +30,7 @@ from kvideo.diffusion.schedules import (
     min_snr_weights,
     q_sample,
     rescale_zero_terminal_snr,
+    sample_timesteps,
     spaced_timesteps,
     zero_snr_cosine_alphas_cumprod,
     zero_snr_cosine_schedule,

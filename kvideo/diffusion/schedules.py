@@ -187,6 +187,22 @@ def linear_schedule(steps: int, *, beta_start: float = 1e-4, beta_end: float = 0
     return Schedule.from_betas(torch.linspace(scale * beta_start, scale * beta_end, steps, dtype=torch.float64))
 
 
+def sample_timesteps(n: int, num_timesteps: int, generator: torch.Generator, shift: float = 1.0) -> torch.Tensor:
+    """(n,) training step indices in [0, num_timesteps): uniform (shift 1, the release), or with
+    u ~ U(0, 1) mapped to shift·u / (1 + (shift - 1)·u) (the timestep shift of Esser et al. 2024),
+    which for shift > 1 draws noisy steps more often: with 4, 31 % of the draws land in the top tenth
+    of the steps instead of 10 %. Video models need that where the layout and motion of a
+    clip are only decided at high noise (Blattmann et al. 2023 shift their video training the same way).
+    """
+    if not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"timestep shift={shift} must be a finite number > 0 (1: uniform)")
+    if shift == 1.0:
+        return torch.randint(num_timesteps, (n,), generator=generator)
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    shifted = shift * u / (1.0 + (shift - 1.0) * u)
+    return (shifted * num_timesteps).long().clamp(max=num_timesteps - 1)
+
+
 def min_snr_weights(schedule: Schedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
     """Per-sample loss weights of min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via
     Min-SNR Weighting Strategy"): the loss, read in x0 terms, weighted by min(SNR, gamma) instead of

@@ -151,6 +151,7 @@ class TrainConfig(Config):
     uncond_prob: float = 0.1
     max_perturbation: int = 250
     snr_gamma: float = 0.0  # image/keyframe/interpolation: min-SNR-gamma loss weighting (0: plain MSE, the release)
+    timestep_shift: float = 1.0  # image/keyframe/interpolation: > 1 draws noisy steps more often (1: uniform)
     decoder_loss: str = "l1"  # l1 | mse
     crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
     detail_weight: float = 0.0  # movq: extra loss weight of pixels far from their frame's median colour
@@ -188,6 +189,8 @@ class TrainConfig(Config):
         check(0 <= self.max_perturbation < self.num_train_timesteps,
               f"max_perturbation={self.max_perturbation} must lie in [0, num_train_timesteps)")
         check(self.snr_gamma >= 0, f"snr_gamma={self.snr_gamma} must be >= 0 (0: plain MSE)")
+        check(math.isfinite(self.timestep_shift) and self.timestep_shift > 0,
+              f"timestep_shift={self.timestep_shift} must be a finite number > 0 (1: uniform, as the release)")
         check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
         check(self.detail_weight >= 0, f"detail_weight={self.detail_weight} must be >= 0")
         check(self.latent_noise >= 0, f"latent_noise={self.latent_noise} must be >= 0")
@@ -404,6 +407,9 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "snr_gamma": "image/keyframe/interpolation: weight each sample's loss by min-SNR-gamma (Hang et al. "
                      "2023; 5 is usual): steps with SNR above gamma, whose large losses otherwise drive the "
                      "gradient, are damped (0: plain MSE, as the release)",
+        "timestep_shift": "image/keyframe/interpolation: draw training steps as shift·u / (1 + (shift - 1)·u), "
+                          "u uniform (Esser et al. 2024); > 1 trains the noisy steps, where a clip's layout and "
+                          "motion are decided, more often (1: uniform, as the release)",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",
         "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
         "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour "

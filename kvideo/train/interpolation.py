@@ -7,7 +7,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from kvideo.diffusion import Schedule, cosine_schedule, q_sample
+from kvideo.diffusion import Schedule, cosine_schedule, q_sample, sample_timesteps
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
@@ -33,13 +33,13 @@ def interpolation_inputs(keyframes: torch.Tensor, noisy: torch.Tensor) -> torch.
 
 def interpolation_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, schedule: Schedule,
                        null_embedding: torch.Tensor, uncond_prob: float, max_perturbation: int,
-                       between: int, snr_gamma: float = 0.0) -> torch.Tensor:
+                       between: int, snr_gamma: float = 0.0, timestep_shift: float = 1.0) -> torch.Tensor:
     """MSE to v = alpha·eps - sigma·x0 of the middle frames; the keyframes are noised to a random
     perturbation level in 0..max_perturbation and zeroed for a random `uncond_prob` share
-    (min-SNR-gamma weighted when `snr_gamma` > 0)."""
+    (min-SNR-gamma weighted when `snr_gamma` > 0; t drawn noisier when `timestep_shift` > 1)."""
     keyframes, x0 = split_clip(batch["latents"], between)
     b, device = x0.shape[0], x0.device
-    t = torch.randint(len(schedule), (b,), generator=generator).to(device)
+    t = sample_timesteps(b, len(schedule), generator, timestep_shift).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     t_p = torch.randint(max_perturbation + 1, (b,), generator=generator).to(device)
     keyframes = q_sample(keyframes, t_p, schedule, torch.randn(keyframes.shape, generator=generator).to(device))
@@ -67,7 +67,7 @@ def build(cfg: TrainConfig) -> Task:
     def loss(module, batch, generator):
         return interpolation_loss(module, batch, generator, schedule=schedule, null_embedding=extras["null_embedding"],
                                   uncond_prob=cfg.uncond_prob, max_perturbation=cfg.max_perturbation,
-                                  between=between, snr_gamma=cfg.snr_gamma)
+                                  between=between, snr_gamma=cfg.snr_gamma, timestep_shift=cfg.timestep_shift)
 
     return Task("interpolation", unet, unet, loss, cache, collate_cached, "latents", extras,
                 unet_shard_types())

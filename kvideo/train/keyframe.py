@@ -1,5 +1,5 @@
 """Keyframe objective: eps- (or v-) prediction at a random timestep, spatial weights frozen, 10 % empty-text
-dropout (optionally min-SNR-gamma weighted: `snr_gamma`)."""
+dropout (optionally min-SNR-gamma weighted: `snr_gamma`; noisy steps drawn more often: `timestep_shift`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kvideo.diffusion import Schedule, cosine_schedule, min_snr_weights, q_sample
+from kvideo.diffusion import Schedule, cosine_schedule, min_snr_weights, q_sample, sample_timesteps
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
@@ -35,12 +35,13 @@ def diffusion_mse(prediction: torch.Tensor, target: torch.Tensor, t: torch.Tenso
 
 def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, schedule: Schedule,
                   null_embedding: torch.Tensor, uncond_prob: float, snr_gamma: float = 0.0,
-                  prediction: str = "eps") -> torch.Tensor:
+                  prediction: str = "eps", timestep_shift: float = 1.0) -> torch.Tensor:
     """MSE between the UNet's output and the noise added to the clean keyframe latents at a random t
-    (`prediction` "eps"), or v = alpha·eps - sigma·x0 ("v"); min-SNR-gamma weighted when `snr_gamma` > 0."""
+    (`prediction` "eps"), or v = alpha·eps - sigma·x0 ("v"); min-SNR-gamma weighted when `snr_gamma` > 0;
+    t uniform, or drawn noisier with `timestep_shift` > 1 (`kvideo.diffusion.sample_timesteps`)."""
     x0 = batch["latents"]  # (b, c, f, h, w)
     b, f = x0.shape[0], x0.shape[2]
-    t = torch.randint(len(schedule), (b,), generator=generator).to(x0.device)
+    t = sample_timesteps(b, len(schedule), generator, timestep_shift).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = q_sample(x0, t, schedule, noise)
     context, mask = drop_text(batch["context"], batch["context_mask"], null_embedding, uncond_prob, generator)
@@ -85,6 +86,7 @@ def build(cfg: TrainConfig, kind: str = "keyframe") -> Task:
 
     def loss(module, batch, generator):
         return keyframe_loss(module, batch, generator, schedule=schedule, null_embedding=null_embedding,
-                             uncond_prob=cfg.uncond_prob, snr_gamma=cfg.snr_gamma, prediction=unet.config.predicts)
+                             uncond_prob=cfg.uncond_prob, snr_gamma=cfg.snr_gamma, prediction=unet.config.predicts,
+                             timestep_shift=cfg.timestep_shift)
 
     return Task(kind, unet, unet, loss, cache, collate_cached, "latents", extras, unet_shard_types())
