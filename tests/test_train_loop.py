@@ -321,6 +321,16 @@ def test_ema_follows_the_parameters():
     assert torch.equal(ema.state_dict()["p"], torch.full((3,), 0.5 * (0.5 * 0 + 0.5 * 1) + 0.5 * 2))
 
 
+def test_ema_warms_up_so_short_runs_export_what_they_learned():
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = EMA({"p": p}, decay=0.999)
+    assert ema.decay_at(1) == 2 / 11 and ema.decay_at(10**6) == 0.999 and ema.decay_at(None) == 0.999
+    p.data.fill_(1.0)
+    for step in range(1, 601):  # a zero-initialised weight that reached 1 at once
+        ema.update({"p": p}, step)
+    assert ema.state_dict()["p"].min() > 0.98  # a fixed 0.999 would give 1 - 0.999**600 = 0.45
+
+
 def test_trained_temporal_weights_load_into_a_full_model_and_the_pipeline(keyframe_setup, tmp_path):
     from kvideo.pipeline import KVideoPipeline
 

@@ -400,7 +400,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "max_grad_norm": "clip the gradient norm to this (0: no clipping)",
         "precision": "bf16 (autocast, float32 master weights) or fp32",
         "gradient_checkpointing": "recompute activations in the backward pass to save memory",
-        "ema_decay": "decay of an exponential moving average of the weights, in [0, 1) (0: no EMA)",
+        "ema_decay": "decay of an exponential moving average of the weights, in [0, 1) (0: no EMA); over the "
+                     "first steps it ramps up as min(decay, (1 + step) / (10 + step))",
         "num_train_timesteps": "diffusion timesteps of the training schedule",
         "uncond_prob": "probability of dropping the text (for classifier-free guidance), in [0, 1]",
         "max_perturbation": "interpolation: largest noise timestep added to the conditioning keyframes",

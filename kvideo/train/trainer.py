@@ -40,16 +40,26 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class EMA:
-    """Exponential moving average of the trained parameters: shadow <- decay·shadow + (1 - decay)·param."""
+    """Exponential moving average of the trained parameters: shadow <- d·shadow + (1 - d)·param.
+
+    Given the optimizer step n, d = min(decay, (1 + n) / (10 + n)) (the usual warm-up): with a fixed
+    0.999 a 600-step run would export weights that still hold 55 % of their initial values, and
+    zero-initialised layers (every temporal layer of an inflated UNet) would come out at half strength.
+    """
 
     def __init__(self, params: dict[str, torch.nn.Parameter], decay: float) -> None:
         self.decay = decay
         self.shadow = {name: p.detach().clone().float() for name, p in params.items()}
 
+    def decay_at(self, step: int | None) -> float:
+        """The decay of the update after optimizer step `step` (1, 2, ...; None: the fixed decay)."""
+        return self.decay if step is None else min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, params: dict[str, torch.nn.Parameter]) -> None:
+    def update(self, params: dict[str, torch.nn.Parameter], step: int | None = None) -> None:
+        weight = 1.0 - self.decay_at(step)
         for name, p in params.items():
-            self.shadow[name].lerp_(p.detach().float(), 1.0 - self.decay)
+            self.shadow[name].lerp_(p.detach().float(), weight)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: full_tensor(t).cpu() for name, t in self.shadow.items()}
@@ -207,7 +217,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self.params)
+            self.ema.update(self.params, self.step + 1)  # self.step counts the steps before this one
         return total / cfg.grad_accum
 
     def _next_usable(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
