@@ -239,11 +239,11 @@ TrainConfig.register_preset(
     "shapes-image", task="image", train="all", steps=6000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
     save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe", task="keyframe", model_preset="shapes-keyframe", train="temporal", steps=2000, batch_size=2, grad_accum=1, lr=5e-4,
-    ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
+    "shapes-keyframe", task="keyframe", model_preset="shapes-keyframe", train="temporal", steps=2000, batch_size=2,
+    grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
-    "shapes-keyframe-all", task="keyframe", model_preset="shapes-keyframe", train="all", steps=2000, batch_size=2, grad_accum=1, lr=3e-4,
-    ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
+    "shapes-keyframe-all", task="keyframe", model_preset="shapes-keyframe", train="all", steps=2000, batch_size=2,
+    grad_accum=1, lr=3e-4, ema_decay=0.999, save_every=500, clip=_SHAPES_KEYFRAMES, **_SHAPES)
 TrainConfig.register_preset(
     "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=4000,
     batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
