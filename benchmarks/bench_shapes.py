@@ -166,7 +166,8 @@ def words(args) -> None:
     when the direction, colour or shape word is swapped, and its error (MSE relative to |x0|^2) with
     the true caption against the caption with the opposite direction; and the share of clips whose
     estimate moves the way the caption says (for the true caption and for the opposite one: a model
-    that reads the direction scores high on both); and how much x0 changes when every frame position
+    that reads the direction scores high on both) and its mean motion per captioned direction (latent
+    pixels; the clean clips' own is printed last); and how much x0 changes when every frame position
     is given as 0 (how much the keyframe UNet uses them)."""
     import torch
 
@@ -197,21 +198,31 @@ def words(args) -> None:
     def error(x):
         return round(float(((x - x0) ** 2).mean() / (x0 ** 2).mean()), 5)
 
-    def follows(x, texts):
-        """Share of clips whose latent object (the weight of |x - its median|) moves the way the caption says."""
+    def motion(x):
+        """(b, 2) net (dy, dx) in latent pixels of each clip's latent object (the weight of |x - its median|)."""
         weight = (x - x.flatten(3).median(dim=3).values[..., None, None]).abs().sum(1)  # (b, f, h, w)
         weight = weight / weight.sum(dim=(2, 3), keepdim=True)
         ys, xs = torch.arange(x.shape[3], dtype=x.dtype), torch.arange(x.shape[4], dtype=x.dtype)
         centre_y, centre_x = (weight.sum(3) * ys).sum(2), (weight.sum(2) * xs).sum(2)  # (b, f)
-        moves = torch.stack([centre_y[:, -1] - centre_y[:, 0], centre_x[:, -1] - centre_x[:, 0]], dim=1)
+        return torch.stack([centre_y[:, -1] - centre_y[:, 0], centre_x[:, -1] - centre_x[:, 0]], dim=1)
+
+    def follows(x, texts):
+        """Share of clips whose latent object moves the way the caption says."""
         wanted = torch.tensor([DIRECTION_VECTORS[text.split()[4]] for text in texts], dtype=x.dtype)
-        return round(float(((moves * wanted).sum(1) > 0).float().mean()), 3)
+        return round(float(((motion(x) * wanted).sum(1) > 0).float().mean()), 3)
+
+    def motion_by_direction(x):
+        """Mean (dy, dx) of the clips of each captioned direction (the data's: about 2 latent pixels)."""
+        moves, names = motion(x), [text.split()[4] for text in captions]
+        return {d: [round(float(v), 3) for v in moves[[n == d for n in names]].mean(0)]
+                for d in DIRECTION_VECTORS if d in names}
 
     result = {"image": str(args.image), "keyframe": str(args.keyframe), "clips": len(items)}
     for t in args.timesteps:
         x_t = q_sample(x0, t, schedule, torch.randn(x0.shape, generator=generator))
         base = estimate(x_t, t, captions)
-        reading = {"x0_error": error(base), "moves_as_captioned": follows(base, captions)}
+        reading = {"x0_error": error(base), "moves_as_captioned": follows(base, captions),
+                   "mean_motion_by_direction": motion_by_direction(base)}
         unplaced = estimate(x_t, t, captions, torch.zeros_like(positions))
         reading["frame_positions_zeroed_change"] = round(float((unplaced - base).norm() / base.norm()), 5)
         for name in WORD_SWAPS:
@@ -222,6 +233,7 @@ def words(args) -> None:
                 reading["moves_as_opposite_caption"] = follows(other, swapped(name))
         result[f"t{t}"] = reading
         print(json.dumps({f"t{t}": reading}), flush=True)
+    result["data_motion_by_direction"] = motion_by_direction(x0)
     print(json.dumps(result), flush=True)
 
 
