@@ -19,12 +19,12 @@ from kvideo.diffusion import (
     get_sampler,
     linear_schedule,
     min_snr_weights,
-    sample_timesteps,
     predict_x0,
     q_sample,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
+    sample_timesteps,
 )
 
 MU, STD = 0.3, 0.5  # the toy data distribution: every element ~ N(MU, STD^2)
