@@ -62,6 +62,7 @@ def test_unknown_config_keys_are_errors(tmp_path):
     (dict(max_perturbation=1000), "max_perturbation=1000"),
     (dict(snr_gamma=-1.0), "snr_gamma=-1.0"),
     (dict(timestep_shift=0.0), "timestep_shift=0.0"),
+    (dict(caption_pattern="moving (left"), "caption_pattern='moving (left' is not a regular expression"),
     (dict(train="spatial"), "train='spatial'"),
     (dict(clip=dict(task="keyframe", height=500)), "height=500"),
     (dict(clip=dict(task="decoder")), "clip.task='decoder'"),

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from kvideo.train.config import ClipConfig
 from kvideo.train.data import (
+    CaptionSubset,
     StreamSampler,
     VideoTextDataset,
     clip_indices,
@@ -140,6 +141,18 @@ def test_dataset_clips_are_reproducible_per_epoch(videos):
     assert first["caption"] == "a green square moving right"
     draws = {(dataset[1, e]["step"], float(dataset[1, e]["frames"].sum())) for e in range(6)}
     assert len(draws) > 1 and other_epoch["frames"].shape == first["frames"].shape
+
+
+def test_caption_subset_keeps_the_matching_samples_under_either_key(videos):
+    dataset = VideoTextDataset.from_captions(videos, None, KEYFRAME, seed=3)
+    assert dataset.captions == ["a red square moving right", "a green square moving right", "a blue square moving right",
+                                "a yellow square moving right"]  # the 4-video set: every square moves right
+    subset = CaptionSubset(dataset, r"(green|yellow) square")
+    assert len(subset) == 2 and subset.captions == ["a green square moving right", "a yellow square moving right"]
+    assert torch.equal(subset[1, 2]["frames"], dataset[3, 2]["frames"]) and subset[0]["caption"] == dataset[1]["caption"]
+    with pytest.raises(ValueError, match=r"caption_pattern='purple' matches none of the 4 samples' captions "
+                                         r"\(e.g. 'a blue square moving right'"):
+        CaptionSubset(dataset, "purple")
 
 
 def test_collate_drops_clips_that_fail_to_decode(videos):

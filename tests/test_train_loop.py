@@ -296,6 +296,20 @@ def test_resuming_from_another_model_fails_before_training(keyframe_setup, tmp_p
     assert not (tmp_path / "wide/run").exists()
 
 
+def test_caption_pattern_trains_on_the_matching_clips_only(keyframe_setup, tmp_path, capsys):
+    cache, unet_path = keyframe_setup
+    trainer = run(train_config(tmp_path, model=str(unet_path), data=str(cache), steps=2, caption_pattern="green|blue"))
+    batches = trainer.batches()
+    seen = {caption for _ in range(6) for caption in next(batches)["caption"]}
+    assert seen == {"a green square moving right", "a blue square moving right"}
+    assert f"{len(trainer.task.dataset)} of {len(LatentCache(cache))} samples match caption_pattern='green|blue'" \
+        in capsys.readouterr().err
+    with pytest.raises(ValueError, match="caption_pattern='purple' matches none of the"):
+        Trainer(train_config(tmp_path / "none", model=str(unet_path), data=str(cache), caption_pattern="purple"),
+                DistEnv())
+    assert not (tmp_path / "none/run").exists()
+
+
 def test_a_cache_of_another_task_is_an_error(videos, tmp_path):
     cache = make_cache(tmp_path / "cache", videos, task="interpolation")
     with pytest.raises(ValueError, match="built for task='interpolation', not 'keyframe'"):

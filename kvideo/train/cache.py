@@ -179,6 +179,10 @@ class LatentCache(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def captions(self) -> list[str]:
+        return [sample.caption for sample in self.samples]
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """`cache[i]`, or `cache[i, epoch]` as the trainer asks (a cached clip is the same every epoch)."""
         from safetensors import safe_open

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ class TrainConfig(Config):
     # the temporal layout (a keyframe preset) when a keyframe task inflates a text-to-image UNet
     data: str = ""  # cache folder (keyframe, interpolation) or video folder (decoder)
     captions: str = ""  # decoder: the video list (CSV / JSONL) of `data`
+    caption_pattern: str = ""  # train only on the samples whose caption matches this regular expression
     output_dir: str = "runs/train"
     clip: ClipConfig = ClipConfig()  # decoder: clip sampling from the videos
     train: str = "temporal"  # temporal | all
@@ -191,6 +193,10 @@ class TrainConfig(Config):
         check(self.snr_gamma >= 0, f"snr_gamma={self.snr_gamma} must be >= 0 (0: plain MSE)")
         check(math.isfinite(self.timestep_shift) and self.timestep_shift > 0,
               f"timestep_shift={self.timestep_shift} must be a finite number > 0 (1: uniform, as the release)")
+        try:
+            re.compile(self.caption_pattern)
+        except re.error as error:
+            raise ValueError(f"caption_pattern={self.caption_pattern!r} is not a regular expression: {error}") from None
         check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
         check(self.detail_weight >= 0, f"detail_weight={self.detail_weight} must be >= 0")
         check(self.latent_noise >= 0, f"latent_noise={self.latent_noise} must be >= 0")
@@ -411,6 +417,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "timestep_shift": "image/keyframe/interpolation: draw training steps as shift·u / (1 + (shift - 1)·u), "
                           "u uniform (Esser et al. 2024); > 1 trains the noisy steps, where a clip's layout and "
                           "motion are decided, more often (1: uniform, as the release)",
+        "caption_pattern": "train only on the samples whose caption matches this regular expression (re.search; "
+                           "empty: every sample), e.g. a few captions first, then the whole set",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",
         "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
         "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -190,6 +191,10 @@ class VideoTextDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def captions(self) -> list[str]:
+        return [record.caption for record in self.records]
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -211,6 +216,34 @@ class VideoTextDataset(torch.utils.data.Dataset):
         """`dataset[i]` (clip of the current epoch) or `dataset[i, epoch]` (what the trainer asks)."""
         index, draw = key if isinstance(key, tuple) else (key, self.epoch)
         return self.sample(index, draw=draw)
+
+
+class CaptionSubset(torch.utils.data.Dataset):
+    """The samples of `dataset` (anything with a `captions` list) whose caption matches `pattern`, a
+    regular expression (re.search); keys as the dataset's own (`i` or the trainer's `(i, epoch)`)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, pattern: str) -> None:
+        captions = dataset.captions
+        regex = re.compile(pattern)
+        self.dataset, self.pattern = dataset, pattern
+        self.indices = [i for i, caption in enumerate(captions) if regex.search(caption)]
+        if not self.indices:
+            examples = "; ".join(repr(c) for c in sorted(set(captions))[:3])
+            raise ValueError(f"caption_pattern={pattern!r} matches none of the {len(captions)} samples' captions "
+                             f"(e.g. {examples})")
+
+    @property
+    def captions(self) -> list[str]:
+        captions = self.dataset.captions
+        return [captions[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            return self.dataset[(self.indices[key[0]], *key[1:])]
+        return self.dataset[self.indices[key]]
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from torch import nn
 
 from kvideo.models.base import PretrainedModel
 from kvideo.train.config import TrainConfig
+from kvideo.train.data import CaptionSubset
 from kvideo.train.seeding import seeded_generator
 
 Loss = Callable[[nn.Module, dict[str, Any], torch.Generator], torch.Tensor]
@@ -43,8 +44,12 @@ class Task:
 
 
 def build_task(cfg: TrainConfig) -> Task:
-    """The task `cfg.task` (keyframe / interpolation / decoder), checked against its data."""
-    return importlib.import_module(TASK_MODULES[cfg.task]).build(cfg)
+    """The task `cfg.task` (keyframe / interpolation / decoder ...), checked against its data; with
+    `cfg.caption_pattern`, its data is cut to the samples whose caption matches."""
+    task = importlib.import_module(TASK_MODULES[cfg.task]).build(cfg)
+    if cfg.caption_pattern:
+        task.dataset = CaptionSubset(task.dataset, cfg.caption_pattern)
+    return task
 
 
 def select_trainable(model: nn.Module, train: str) -> list[str]:

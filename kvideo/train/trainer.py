@@ -84,6 +84,10 @@ class Trainer:
         self.output_dir = Path(cfg.output_dir)
         self._check_output_dir()
         self.task: Task = build_task(cfg)
+        if cfg.caption_pattern:
+            subset = self.task.dataset
+            _on_main(env)(f"kvideo train: {len(subset)} of {len(subset.dataset)} samples match "
+                          f"caption_pattern={cfg.caption_pattern!r}")
         self.trained_keys = _trained_keys(self.task, cfg.train)
         self.info = ckpt.WeightsInfo(self.task.model.model_type, self.task.model.config.to_json(), cfg.task,
                                      cfg.trained_weights, 0)
