@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kvideo.argtypes import parse_float, parse_int
 from kvideo.checkpoint import check_writable_folder
+from kvideo.diffusion import COSINE_SPACINGS
 from kvideo.errors import BadInputError
 from kvideo.export import check_output_path
 from kvideo.pipeline import DTYPES, FPS_MODES, OFFLOAD, SAMPLERS, GenerationOptions, check_prompt
@@ -20,7 +21,7 @@ WEIGHTS_ENV = "KVIDEO_WEIGHTS"  # overrides DEFAULT_WEIGHTS (a folder or a built
 # Generation defaults of a weights folder without a model card (the official release) and of the tiny preset
 # (random weights: small and quick, it only shows the stages run); a folder's model.json overrides them.
 OFFICIAL_DEFAULTS = dict(width=512, height=512, steps=50, interpolation_steps=None, sampler="ddpm",
-                         interpolation_sampler="ddpm")
+                         interpolation_sampler="ddpm", timestep_spacing="direct")
 TINY_DEFAULTS = dict(OFFICIAL_DEFAULTS, width=64, height=64, steps=10)
 TINY_NOTICE = (
     "kvideo: the tiny preset with RANDOM weights is used (--weights tiny): the video is noise and only shows "
@@ -51,6 +52,10 @@ def register(subparsers) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, help="keyframe sampler (default: the model's; ddpm official)")
     p.add_argument("--interpolation-sampler", choices=SAMPLERS,
                    help="interpolation sampler (default: the model's; ddpm official)")
+    p.add_argument("--timestep-spacing", choices=COSINE_SPACINGS,
+                   help="the samplers' steps: direct (N cosine steps, the release's), or the training schedule's "
+                        "own steps, trailing (ending at its noisiest) or leading (default: the model's; direct "
+                        "official)")
     p.add_argument("--guidance", type=parse_float, default=5.0,
                    help="text guidance scale w: (w+1)·cond - w·uncond (default: 5.0)")
     p.add_argument("--interpolation-guidance", type=parse_float, default=0.25,
@@ -200,6 +205,7 @@ def generation_options(args, defaults: dict) -> dict:
     return dict(width=width, height=height, fps=args.fps, num_frames=args.frames, steps=steps,
                 interpolation_steps=interpolation_steps, sampler=pick(args.sampler, "sampler"),
                 interpolation_sampler=pick(args.interpolation_sampler, "interpolation_sampler"),
+                timestep_spacing=pick(args.timestep_spacing, "timestep_spacing"),
                 guidance_scale=args.guidance, interpolation_guidance_scale=args.interpolation_guidance,
                 decode_window=args.decode_window)
 
@@ -298,6 +304,9 @@ def release11_options(args, options: dict) -> dict:
     for flag, value in (("--sampler", args.sampler), ("--interpolation-sampler", args.interpolation_sampler)):
         if value not in (None, "ddpm"):
             raise BadInputError(f"{flag} {value}: release 1.1 samples with ddpm only")
+    if args.timestep_spacing is not None:
+        raise BadInputError(f"--timestep-spacing {args.timestep_spacing}: release 1.1 keeps its own steps "
+                            "(leading for the keyframes, trailing for the interpolation)")
     kept = {name: options[name] for name in ("width", "height", "fps", "num_frames", "steps", "guidance_scale",
                                              "decode_window")}
     kept.update(first_frame_steps=options["steps"], motion=args.motion or "medium")

@@ -63,6 +63,7 @@ class GenerationOptions:
     interpolation_steps: int = 50
     sampler: str = "ddpm"
     interpolation_sampler: str = "ddpm"
+    timestep_spacing: str = "direct"  # the samplers' steps: "direct" (the release's), "trailing" or "leading"
     guidance_scale: float = 5.0
     interpolation_guidance_scale: float = 0.25
     seed: int | None = None
@@ -82,6 +83,8 @@ class GenerationOptions:
         for name in ("sampler", "interpolation_sampler"):
             if getattr(self, name) not in SAMPLERS:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {SAMPLERS}")
+        if self.timestep_spacing not in diffusion.COSINE_SPACINGS:
+            raise ValueError(f"timestep_spacing={self.timestep_spacing!r}: choose one of {diffusion.COSINE_SPACINGS}")
         if self.num_frames is not None and self.num_frames < 2 and self.fps != "low":
             raise ValueError(f"num_frames={self.num_frames}: interpolation needs at least 2 keyframes")
         if self.num_frames is not None and self.num_frames < 1:
@@ -227,8 +230,8 @@ class KVideoPipeline:
         positions = torch.arange(frames, device=self.device) * cfg.frame_stride
         model = diffusion.TextGuidance(self.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
                                        frame_positions=positions)
-        return self._sample("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, opts.sampler, generator,
-                            callback)
+        return self._sample("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, opts.sampler,
+                            opts.timestep_spacing, generator, callback)
 
     def interpolate(self, latents: torch.Tensor, skip_frames: int, opts: GenerationOptions, generator, callback):
         """(b, c, T, h, w) -> (b, c, 4T - 3, h, w): 3 new frames between each pair (v-prediction)."""
@@ -243,7 +246,7 @@ class KVideoPipeline:
         shape = (b, cfg.out_channels, t - 1, h, w)
         middle = self._sample(f"interpolation x{cfg.interpolated_frames + 1} (skip {skip_frames})",
                               self.interpolation_unet, model, "v", shape, opts.interpolation_steps,
-                              opts.interpolation_sampler, generator, callback)
+                              opts.interpolation_sampler, opts.timestep_spacing, generator, callback)
         return weave(latents, rearrange(middle, "b (k c) g h w -> b c g k h w", c=c))
 
     def decode(self, latents: torch.Tensor, window: int | None) -> np.ndarray:
@@ -253,8 +256,8 @@ class KVideoPipeline:
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return rearrange(video, "b c f h w -> b f h w c").cpu().numpy()
 
-    def _sample(self, stage, unet, model, prediction, shape, steps, sampler, generator, callback):
-        schedule = diffusion.cosine_schedule(steps)
+    def _sample(self, stage, unet, model, prediction, shape, steps, sampler, spacing, generator, callback):
+        schedule = diffusion.cosine_schedule(steps, spacing=spacing)
         denoise = diffusion.X0Denoiser(model, schedule, prediction)
         x = diffusion.randn_like(torch.empty(shape, device=self.device), generator)
         report = self._step_report(stage, steps, callback)

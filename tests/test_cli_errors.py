@@ -306,3 +306,7 @@ def test_generate_flags_set_every_generation_option_with_its_defaults():
     fields = {f.name for f in dataclasses.fields(GenerationOptions)} - {"seed"}  # seed: --seed + line number
     assert set(options) == fields
     assert GenerationOptions(**options) == GenerationOptions()  # the official defaults are the dataclass's
+    args = build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4", "--timestep-spacing", "trailing"])
+    assert generation_options(args, OFFICIAL_DEFAULTS)["timestep_spacing"] == "trailing"
+    assert generation_options(args, {**OFFICIAL_DEFAULTS, "timestep_spacing": "leading"})["timestep_spacing"] \
+        == "trailing"  # the flag wins over the model card's default

@@ -73,6 +73,20 @@ def test_cosine_schedule_is_computed_at_n_steps():
     assert float(schedule.betas[-1]) == 0.999  # clipped
 
 
+def test_cosine_schedule_trailing_takes_the_training_schedules_own_steps():
+    full, direct, trailing = cosine_schedule(1000), cosine_schedule(25), cosine_schedule(25, spacing="trailing")
+    assert trailing.timesteps.tolist() == list(range(39, 1000, 40))
+    torch.testing.assert_close(trailing.alphas_cumprod, full.alphas_cumprod[39::40], rtol=0, atol=0)
+    # the release's direct steps carry the same noise levels (but for the clipped last beta), each
+    # labelled one spacing earlier
+    torch.testing.assert_close(direct.alphas_cumprod[:-1], full.alphas_cumprod[39:-1:40], rtol=1e-9, atol=0)
+    assert float(direct.alphas_cumprod[-1]) < 1e-5 and float(full.alphas_cumprod[-1]) < 1e-5
+    assert [direct.model_time(t) for t in range(25)] == list(range(0, 1000, 40))
+    assert cosine_schedule(25, spacing="leading").timesteps.tolist() == list(range(0, 1000, 40))
+    with pytest.raises(ValueError, match="unknown timestep spacing 'even'; choose one of .'direct', 'leading'"):
+        cosine_schedule(25, spacing="even")
+
+
 @pytest.mark.parametrize("steps", [0, -3, 1001, 2.5, True, "50"])
 def test_bad_step_counts_are_rejected(steps):
     with pytest.raises(ValueError, match="steps"):

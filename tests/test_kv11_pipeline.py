@@ -212,6 +212,7 @@ def test_cli_image_to_video(tmp_path, capsys):
     (["--image", "{tmp}/photo.png", "--weights", "{tmp}/v10"], "release 1.0 has no image conditioning"),
     (["--first-frame-out", "{tmp}/first.xyz"], "unknown image extension"),
     (["--image", "{tmp}/photo.png", "--sampler", "ddim"], "ddpm only"),
+    (["--image", "{tmp}/photo.png", "--timestep-spacing", "trailing"], "release 1.1 keeps its own steps"),
 ])
 def test_cli_bad_image_input_leaves_no_output(tmp_path, capsys, args, needle):
     Image.fromarray(picture(0)).save(tmp_path / "photo.png")

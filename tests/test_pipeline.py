@@ -70,6 +70,27 @@ def test_prompt_and_negative_prompt_change_the_video(pipe):
     assert not torch.equal(a, pipe("a cat", "blurry", fps="low", seed=1, **QUICK).latents)
 
 
+def test_timestep_spacing_reaches_both_samplers(pipe):
+    times = {"keyframe": [], "interpolation": []}
+
+    def recorder(name):
+        return lambda module, args, kwargs: times[name].append(round(float((args[1] if len(args) > 1 else
+                                                                            kwargs["time"]).flatten()[0])))
+
+    hooks = [pipe.unet.register_forward_pre_hook(recorder("keyframe"), with_kwargs=True),
+             pipe.interpolation_unet.register_forward_pre_hook(recorder("interpolation"), with_kwargs=True)]
+    try:
+        direct = pipe("a cat", fps="medium", seed=1, **QUICK)
+        assert sorted(set(times["keyframe"])) == sorted(set(times["interpolation"])) == [0, 500]
+        times = {"keyframe": [], "interpolation": []}
+        trailing = pipe("a cat", fps="medium", seed=1, timestep_spacing="trailing", **QUICK)
+        assert sorted(set(times["keyframe"])) == sorted(set(times["interpolation"])) == [499, 999]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert not torch.equal(direct.latents, trailing.latents)
+
+
 def test_callback_sees_every_step_of_every_stage(pipe):
     seen = []
     pipe("a cat", fps="high", seed=0, callback=lambda stage, info: seen.append((stage, info["step"])), **QUICK)
@@ -87,6 +108,7 @@ def test_weave_orders_keyframes_and_middle_frames():
     (dict(width=100), "multiples of 64"),
     (dict(steps=0), "steps=0"),
     (dict(sampler="euler"), "sampler='euler'"),
+    (dict(timestep_spacing="even"), "timestep_spacing='even'"),
     (dict(fps="ultra"), "fps='ultra'"),
     (dict(num_frames=1, fps="medium"), "at least 2 keyframes"),
 ])

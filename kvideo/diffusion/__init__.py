@@ -21,6 +21,7 @@ from kvideo.diffusion.samplers import (
     sample_dpmpp_2m,
 )
 from kvideo.diffusion.schedules import (
+    COSINE_SPACINGS,
     MODEL_TIMESTEPS,
     SPACINGS,
     Schedule,
@@ -47,7 +48,7 @@ from kvideo.diffusion.wrappers import (
 )
 
 __all__ = [
-    "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "ConditionChannels", "FirstFrameGuidance",
+    "COSINE_SPACINGS", "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "ConditionChannels", "FirstFrameGuidance",
     "KeyframeGuidance", "Schedule", "TextGuidance",
     "X0Denoiser", "add_noise", "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold",
     "get_sampler", "linear_schedule", "predict_x0", "q_sample", "randn_like", "rescale_zero_terminal_snr",

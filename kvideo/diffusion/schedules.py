@@ -8,6 +8,7 @@ import torch
 
 MODEL_TIMESTEPS = 1000  # the range of `time` the UNets were trained on
 SPACINGS = ("leading", "trailing")
+COSINE_SPACINGS = ("direct", *SPACINGS)  # `cosine_schedule`: computed at N steps (the release), or a subset of 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,12 +113,21 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be an integer in 1..{MODEL_TIMESTEPS}; got {steps!r}")
 
 
-def cosine_schedule(steps: int, *, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
-    """The release's cosine schedule computed directly at `steps` steps (not a subset of 1000).
+def cosine_schedule(steps: int, *, s: float = 0.008, max_beta: float = 0.999, spacing: str = "direct") -> Schedule:
+    """The release's cosine schedule at `steps` steps.
 
-    alpha_bar(u) = cos((u + s) / (1 + s) · pi/2)^2 and beta_i = min(1 - alpha_bar((i+1)/N) / alpha_bar(i/N), max_beta).
+    spacing "direct" (the release's): computed directly at N steps, alpha_bar(u) = cos((u + s) / (1 + s) · pi/2)^2
+    and beta_i = min(1 - alpha_bar((i+1)/N) / alpha_bar(i/N), max_beta); step i is labelled 1000·i/N
+    though its noise is that of step 1000·(i+1)/N - 1 of the 1000-step schedule (25 steps: pure noise
+    labelled 960). "leading" / "trailing": the steps of the 1000-step schedule that `spaced_timesteps`
+    picks, with their own labels (trailing: 39, 79, ..., 999 for 25 steps).
     """
     _check_steps(steps)
+    if spacing != "direct":
+        if spacing not in SPACINGS:
+            raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {COSINE_SPACINGS}")
+        full = cosine_schedule(MODEL_TIMESTEPS, s=s, max_beta=max_beta)
+        return Schedule.from_timesteps(full.alphas_cumprod, spaced_timesteps(steps, spacing))
 
     def alpha_bar(u: float) -> float:
         return math.cos((u + s) / (1.0 + s) * math.pi / 2) ** 2
