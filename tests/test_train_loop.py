@@ -310,6 +310,22 @@ def test_caption_pattern_trains_on_the_matching_clips_only(keyframe_setup, tmp_p
     assert not (tmp_path / "none/run").exists()
 
 
+def test_init_weights_start_a_run_where_an_earlier_one_ended(keyframe_setup, tmp_path):
+    cache, unet_path = keyframe_setup
+    first = run(train_config(tmp_path / "first", model=str(unet_path), data=str(cache), steps=2, ema_decay=0.0))
+    export = first.output_dir / "keyframe-temporal.safetensors"
+    second = Trainer(train_config(tmp_path / "second", model=str(unet_path), data=str(cache), init_weights=str(export)),
+                     DistEnv())
+    trained = first.task.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in second.task.model.state_dict().items())
+    missing = tmp_path / "nowhere.safetensors"
+    with pytest.raises(FileNotFoundError, match="init_weights .*nowhere.safetensors' does not exist"):
+        train(train_config(tmp_path / "x", model=str(unet_path), data=str(cache), init_weights=str(missing)))
+    wide = save_unet(tmp_path / "wide.safetensors", model_channels=32, init_channels=32)
+    with pytest.raises(CheckpointError, match="for another architecture: config fields .'init_channels'"):
+        Trainer(train_config(tmp_path / "y", model=str(wide), data=str(cache), init_weights=str(export)), DistEnv())
+
+
 def test_a_cache_of_another_task_is_an_error(videos, tmp_path):
     cache = make_cache(tmp_path / "cache", videos, task="interpolation")
     with pytest.raises(ValueError, match="built for task='interpolation', not 'keyframe'"):

@@ -127,6 +127,7 @@ class TrainConfig(Config):
 
     task: str = "keyframe"
     model: str = ""  # checkpoint to fine-tune: official .pt or kvideo .safetensors
+    init_weights: str = ""  # trained weights of an earlier run (temporal or all) loaded onto `model` first
     model_preset: str = ""  # architecture preset: for official pickles, random init when `model` is empty, or
     # the temporal layout (a keyframe preset) when a keyframe task inflates a text-to-image UNet
     data: str = ""  # cache folder (keyframe, interpolation) or video folder (decoder)
@@ -304,6 +305,8 @@ def check_inputs(config: TrainConfig | CacheConfig) -> None:
                  "the recipe's `text` stage writes one (text/image-init.safetensors), `kvideo train image` too")
         return
     _require(config.model, "model", MODEL_SOURCES[config.task])
+    _require(config.init_weights, "init_weights", "give the export of an earlier `kvideo train` run "
+             "(<task>-<temporal|all>.safetensors) or a checkpoint's trained.safetensors / ema.safetensors")
     if config.task in CACHE_TASKS or config.task == "image":
         task = "keyframe" if config.task == "image" else config.task
         _require(config.data, "data", f"build a cache with `kvideo train cache --clip.task {task} --videos DIR "
@@ -417,6 +420,9 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "timestep_shift": "image/keyframe/interpolation: draw training steps as shift·u / (1 + (shift - 1)·u), "
                           "u uniform (Esser et al. 2024); > 1 trains the noisy steps, where a clip's layout and "
                           "motion are decided, more often (1: uniform, as the release)",
+        "init_weights": "trained weights of an earlier run (its export, or a checkpoint's trained / ema file; "
+                        "temporal or all) loaded onto --model before the first step: the next phase of a "
+                        "curriculum (a resumed run restores its own checkpoint instead)",
         "caption_pattern": "train only on the samples whose caption matches this regular expression (re.search; "
                            "empty: every sample), e.g. a few captions first, then the whole set",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from kvideo.models.base import PretrainedModel
+from kvideo.train.checkpointing import load_trained_weights
 from kvideo.train.config import TrainConfig
 from kvideo.train.data import CaptionSubset
 from kvideo.train.seeding import seeded_generator
@@ -45,8 +46,11 @@ class Task:
 
 def build_task(cfg: TrainConfig) -> Task:
     """The task `cfg.task` (keyframe / interpolation / decoder ...), checked against its data; with
-    `cfg.caption_pattern`, its data is cut to the samples whose caption matches."""
+    `cfg.init_weights`, an earlier run's trained weights loaded onto its model; with `cfg.caption_pattern`,
+    its data cut to the samples whose caption matches."""
     task = importlib.import_module(TASK_MODULES[cfg.task]).build(cfg)
+    if cfg.init_weights:
+        load_trained_weights(task.model, cfg.init_weights)
     if cfg.caption_pattern:
         task.dataset = CaptionSubset(task.dataset, cfg.caption_pattern)
     return task
