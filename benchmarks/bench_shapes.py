@@ -275,7 +275,7 @@ def keyframes(args) -> None:
     for start in range(0, len(prompts), 8):
         chunk = prompts[start:start + 8]
         videos = pipe(chunk, seed=list(range(start, start + len(chunk))), fps=args.fps, width=64, height=64,
-                      steps=args.steps, sampler="ddim", guidance_scale=args.guidance, interpolation_steps=10,
+                      steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance, interpolation_steps=10,
                       interpolation_sampler="ddim", timestep_spacing=args.timestep_spacing)
         for prompt, video in zip(chunk, videos):
             score = score_clip(video.frames, prompt)
@@ -285,7 +285,7 @@ def keyframes(args) -> None:
                 print(prompt, "->", score.object_color, score.shape, score.direction,
                       [round(m, 2) for m in score.motion], flush=True)
     print(json.dumps({"image": str(args.image), "keyframe": str(args.keyframe), "fps": args.fps,
-                      "timestep_spacing": args.timestep_spacing,
+                      "sampler": args.sampler, "timestep_spacing": args.timestep_spacing,
                       "interpolation": str(args.interpolation), "prompts": len(prompts),
                       **{k: round(v / len(prompts), 3) for k, v in matches.items()},
                       "most_predicted": predicted.most_common(3)}), flush=True)
@@ -363,6 +363,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--timestep-spacing", default="direct", choices=["direct", "trailing", "leading"])
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmpp_2m"], help="keyframe sampler")
     p.add_argument("--interpolation", type=Path, help="interpolation UNet weights (for --fps medium or high)")
     p.add_argument("--fps", default="low", choices=["low", "medium", "high"])
     p.add_argument("--verbose", action="store_true", help="print each clip's reading")

@@ -323,3 +323,34 @@ def test_the_calibrated_latent_std_survives_the_samplers_thresholding():
     clipped = dynamic_threshold(calibrated)
     assert (clipped != calibrated).float().mean() < 0.02 and clipped.std() > 0.97 * calibrated.std()  # the tails only
     assert dynamic_threshold(unit).std() < 0.6 * unit.std()  # unit-variance latents are squashed
+
+
+@pytest.mark.parametrize("stage, train", [("keyframe", "temporal"), ("keyframe-all", "all")])
+def test_recipe_keyframe_stages_chain_their_phases(tmp_path, monkeypatch, stage, train):
+    """Each keyframe stage: four captions at the noisiest steps, the whole set there, then every step,
+    each run started from the weights the one before exported."""
+    import re
+
+    from kvideo.shapes.grammar import all_captions
+    from kvideo.shapes.recipe import Recipe
+
+    runs = []
+
+    def fake_train(self, cfg):
+        runs.append(cfg)
+        return {"weights": f"{cfg.output_dir}/export.safetensors", "steps": cfg.steps}
+
+    monkeypatch.setattr(Recipe, "_train", fake_train)
+    record = getattr(Recipe(tmp_path, progress=False), f"stage_{stage.replace('-', '_')}")()
+    assert [cfg.output_dir for cfg in runs] == [str(tmp_path / f"{stage}-motion"), str(tmp_path / f"{stage}-noisy"),
+                                                str(tmp_path / stage)]
+    assert [cfg.init_weights for cfg in runs] == ["", f"{runs[0].output_dir}/export.safetensors",
+                                                  f"{runs[1].output_dir}/export.safetensors"]
+    assert [cfg.timestep_shift for cfg in runs] == [1000.0, 1000.0, 12.0]
+    assert {cfg.train for cfg in runs} == {train}
+    assert {cfg.model for cfg in runs} == {str(tmp_path / "image/image-all.safetensors")}
+    motion = [c.text for c in all_captions() if re.search(runs[0].caption_pattern, c.text)]
+    assert sorted(motion) == [f"a red circle moving {d} on a black background" for d in ("down", "left", "right", "up")]
+    assert runs[1].caption_pattern == runs[2].caption_pattern == ""
+    assert record["weights"] == f"{runs[2].output_dir}/export.safetensors"
+    assert list(record["phases"]) == [f"shapes-{stage}-motion", f"shapes-{stage}-noisy"]

@@ -1,6 +1,7 @@
 """`kvideo recipe shapes OUT`: the whole shapes model from an empty folder, stage by stage, resumable.
 
-data -> movq -> text -> cache-keyframe -> image -> keyframe (temporal; and `all` for comparison)
+data -> movq -> text -> cache-keyframe -> image -> keyframe (temporal; and `all` for comparison; each in
+phases, see `KEYFRAME_PHASES`)
 -> cache-interpolation -> interpolation -> decoder -> model (the pipeline folder, fp16).
 Each stage is kvideo's own command with a `configs/train/shapes-*.json` preset; a finished stage is
 skipped, an interrupted one resumes from its latest checkpoint. `OUT/records/<stage>.json` records
@@ -22,7 +23,7 @@ import torch
 from kvideo.checkpoint import atomic_path
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, TEMPLATE, all_captions
 from kvideo.shapes.recipe_cli import STAGE_NAMES as STAGES
-from kvideo.train.config import CacheConfig, TrainConfig
+from kvideo.train.config import KEYFRAME_PHASES, CacheConfig, TrainConfig
 
 TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
 TEXT_DIM = 64  # d_model of the shapes text encoder
@@ -170,14 +171,25 @@ class Recipe:
                                              model=str(self.paths.text / "image-init.safetensors")))
 
     def stage_keyframe(self) -> dict:
-        return self._train(self.train_config("shapes-keyframe", self.paths.stage("keyframe"),
-                                             data=str(self.paths.stage("cache-keyframe")),
-                                             model=str(self.paths.weights("image", "image", "all"))))
+        return self._train_phases("shapes-keyframe", "keyframe")
 
     def stage_keyframe_all(self) -> dict:
-        return self._train(self.train_config("shapes-keyframe-all", self.paths.stage("keyframe-all"),
-                                             data=str(self.paths.stage("cache-keyframe")),
-                                             model=str(self.paths.weights("image", "image", "all"))))
+        return self._train_phases("shapes-keyframe-all", "keyframe-all")
+
+    def _train_phases(self, preset: str, stage: str) -> dict:
+        """A keyframe stage: the phases of `KEYFRAME_PHASES` (preset `<preset>-<phase>`, folder
+        `OUT/<stage>-<phase>`), then the preset's own run in `OUT/<stage>`, each started from the
+        weights the one before exported."""
+        runs = [(f"{preset}-{phase}", self.paths.stage(f"{stage}-{phase}")) for phase in KEYFRAME_PHASES]
+        runs.append((preset, self.paths.stage(stage)))
+        records, init = {}, ""
+        for name, folder in runs:
+            record = self._train(self.train_config(name, folder, data=str(self.paths.stage("cache-keyframe")),
+                                                   model=str(self.paths.weights("image", "image", "all")),
+                                                   init_weights=init))
+            records[name] = record
+            init = record["weights"]
+        return {**records.pop(preset), "phases": records}
 
     def stage_cache_interpolation(self) -> dict:
         return self._cache("shapes-interpolation", self.paths.stage("cache-interpolation"))
