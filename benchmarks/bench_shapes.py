@@ -1,6 +1,6 @@
 """The shapes model measured: quality table (kvideo eval shapes), FVD with a trained I3D, quick-start speed.
 
-    python benchmarks/bench_shapes.py quality RECIPE_DIR OUT [--variants shipped temporal-off keyframe-all]
+    python benchmarks/bench_shapes.py quality RECIPE_DIR OUT [--variants shipped temporal-off keyframe-temporal]
     python benchmarks/bench_shapes.py fvd RECIPE_DIR OUT
     python benchmarks/bench_shapes.py speed [--weights shapes]
     python benchmarks/bench_shapes.py denoise CACHE WEIGHTS [--clips 64]
@@ -9,7 +9,7 @@
     python benchmarks/bench_shapes.py words RECIPE_DIR IMAGE_WEIGHTS [KEYFRAME_WEIGHTS] [--clips 16]
 
 RECIPE_DIR is the folder of `kvideo recipe shapes` (its `model/` is the shipped model; `image/` and
-`keyframe-all/` give the comparison variants). Everything is resumable: finished clips are kept.
+`keyframe/` give the comparison variants). Everything is resumable: finished clips are kept.
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("shipped", "temporal-off", "keyframe-all")
+VARIANTS = ("shipped", "temporal-off", "keyframe-temporal")
 
 
 def variant_pipeline(recipe: Path, variant: str):
-    """The shipped pipeline, with its keyframe UNet's temporal layers off, or with the keyframe UNet
-    trained `--train all` instead of `--train temporal`."""
+    """The shipped pipeline (its keyframe UNet trained `--train all`), with that UNet's temporal layers off,
+    or with the keyframe UNet trained `--train temporal` (the paper's recipe) instead."""
     from kvideo.pipeline import KVideoPipeline
     from kvideo.shapes.quality import temporal_off
     from kvideo.shapes.recipe import full_keyframe_unet
@@ -34,9 +34,9 @@ def variant_pipeline(recipe: Path, variant: str):
     pipe = KVideoPipeline.from_pretrained(recipe / "model", progress=False)
     if variant == "temporal-off":
         pipe.unet = temporal_off(pipe.unet)
-    elif variant == "keyframe-all":
+    elif variant == "keyframe-temporal":
         unet = full_keyframe_unet(recipe / "image/image-all.safetensors",
-                                  recipe / "keyframe-all/keyframe-all.safetensors")
+                                  recipe / "keyframe/keyframe-temporal.safetensors")
         pipe.unet = unet.to(pipe.dtype).eval().requires_grad_(False)
     return pipe
 
