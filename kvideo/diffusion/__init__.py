@@ -48,8 +48,8 @@ from kvideo.diffusion.wrappers import (
 )
 
 __all__ = [
-    "COSINE_SPACINGS", "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "ConditionChannels", "FirstFrameGuidance",
-    "KeyframeGuidance", "Schedule", "TextGuidance",
+    "COSINE_SPACINGS", "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "ConditionChannels",
+    "FirstFrameGuidance", "KeyframeGuidance", "Schedule", "TextGuidance",
     "X0Denoiser", "add_noise", "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold",
     "get_sampler", "linear_schedule", "predict_x0", "q_sample", "randn_like", "rescale_zero_terminal_snr",
     "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "spaced_timesteps", "zero_snr_cosine_alphas_cumprod",
