@@ -60,7 +60,7 @@ def fvd(args) -> None:
     import torch
 
     from kvideo.eval.i3d import InceptionI3d
-    from kvideo.shapes.quality import clip_features, fvd as frechet
+    from kvideo.shapes.quality import clip_features, detector_accuracy, fvd as frechet
     from kvideo.shapes.render import render_dataset
     from kvideo.train.config import TrainConfig
     from kvideo.train.trainer import train
@@ -79,13 +79,16 @@ def fvd(args) -> None:
     for name, seed in (("real-a", 101), ("real-b", 102)):
         render_dataset(args.out / name, n, seed=seed, size=64, fps=8, seconds=57 / 8, progress=False)
         reals[name] = clip_features(detector, args.out / name)
+    accuracy = {name: detector_accuracy(features, args.out / name) for name, features in reals.items()}
+    print(f"detector accuracy (shape x direction, 12 classes) on the held-out real clips: {accuracy}", flush=True)
     results = {"real-a vs real-b": frechet(reals["real-a"], reals["real-b"])}
     for variant in args.variants:
         folder = args.quality_dir / variant
         results[f"real-a vs {variant}"] = frechet(reals["real-a"], clip_features(detector, folder))
     for name, value in results.items():
         print(f"FVD {name}: {value:.2f}", flush=True)
-    (args.out / "fvd.json").write_text(json.dumps({"clips": n, "fvd": results}, indent=1))
+    (args.out / "fvd.json").write_text(json.dumps({"clips": n, "detector_accuracy": accuracy, "fvd": results},
+                                                  indent=1))
 
 
 def denoise(args) -> None:

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from kvideo.shapes.grammar import parse_caption
-from kvideo.shapes.quality import fvd, measure_quality, passes_bar, quality_jobs, quality_prompts, temporal_off
+from kvideo.shapes.quality import (
+    detector_accuracy,
+    fvd,
+    measure_quality,
+    passes_bar,
+    quality_jobs,
+    quality_prompts,
+    temporal_off,
+)
 
 
 def test_quality_prompts_are_distinct_grammar_captions_and_jobs_give_each_its_seeds():
@@ -43,6 +51,27 @@ def test_quality_bar_and_frechet_helper():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(500, 4)), rng.normal(size=(500, 4))
     assert fvd(a, a) == 0.0 and 0 < fvd(a, b) < 0.2 and fvd(a, b + 3) > 30  # mean shift 3 in 4 dims: ~36
+
+
+def test_detector_accuracy_reads_each_clips_caption(tmp_path):
+    from kvideo.train.detector import shape_motion_classes
+
+    (tmp_path / "videos").mkdir()
+    rows = [("videos/00001.mp4", "a red square moving up on a black background"),
+            ("videos/00000.mp4", "a blue circle moving left on a gray background")]
+    (tmp_path / "captions.csv").write_text("path,caption\n" + "".join(f"{p},{c}\n" for p, c in rows))
+    for path, _ in rows:
+        (tmp_path / path).write_bytes(b"")
+    classes = shape_motion_classes()
+    features = np.zeros((2, len(classes)))
+    features[0, classes.index("circle left")] = 1  # clips in name order: 00000 (circle left), then 00001
+    features[1, classes.index("square down")] = 1
+    assert detector_accuracy(features, tmp_path) == 0.5
+    with pytest.raises(ValueError, match="3 feature rows for the 2 clips"):
+        detector_accuracy(np.zeros((3, len(classes))), tmp_path)
+    (tmp_path / "videos" / "00002.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"has no caption for \['00002.mp4'\]"):
+        detector_accuracy(features, tmp_path)
 
 
 def test_temporal_off_keeps_spatial_weights_and_resets_the_temporal_ones():

@@ -90,9 +90,7 @@ def clip_features(detector, folder: str | Path, frames: int = 16, batch_size: in
     from kvideo.eval.detectors import i3d_input
     from kvideo.video_io import read_frames
 
-    paths = sorted(Path(folder).glob("*.mp4")) or sorted(Path(folder).glob("videos/*.mp4"))
-    if not paths:
-        raise FileNotFoundError(f"no mp4 clips in {str(folder)!r}")
+    paths = clip_paths(folder)
     features = []
     for start in range(0, len(paths), batch_size):
         clips = np.stack([read_frames(p, list(range(frames))) for p in paths[start:start + batch_size]])
@@ -100,6 +98,32 @@ def clip_features(detector, folder: str | Path, frames: int = 16, batch_size: in
         with torch.no_grad():
             features.append(detector.logits_mean(i3d_input(clips, detector.config.input_size)).double().numpy())
     return np.concatenate(features)
+
+
+def clip_paths(folder: str | Path) -> list[Path]:
+    """The mp4 clips of a quality set (`folder/*.mp4`) or a rendered set (`folder/videos/*.mp4`), by name."""
+    paths = sorted(Path(folder).glob("*.mp4")) or sorted(Path(folder).glob("videos/*.mp4"))
+    if not paths:
+        raise FileNotFoundError(f"no mp4 clips in {str(folder)!r}")
+    return paths
+
+
+def detector_accuracy(features: np.ndarray, folder: str | Path) -> float:
+    """Share of the clips of `folder` (`clip_features` order) whose largest detector logit is their caption's
+    shape x direction class, the captions read from `folder/captions.csv`: how much an FVD feature sees."""
+    from kvideo.train.detector import caption_labels
+
+    folder = Path(folder)
+    with (folder / "captions.csv").open(newline="") as handle:
+        captions = {(folder / row["path"]).resolve(): row["caption"] for row in csv.DictReader(handle)}
+    paths = clip_paths(folder)
+    missing = [p.name for p in paths if p.resolve() not in captions]
+    if missing:
+        raise ValueError(f"{str(folder / 'captions.csv')!r} has no caption for {missing[:3]}")
+    labels = caption_labels([captions[p.resolve()] for p in paths]).numpy()
+    if len(labels) != len(features):
+        raise ValueError(f"{len(features)} feature rows for the {len(labels)} clips of {str(folder)!r}")
+    return float((features.argmax(axis=1) == labels).mean())
 
 
 def fvd(features_a: np.ndarray, features_b: np.ndarray) -> float:
