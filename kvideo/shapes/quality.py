@@ -111,11 +111,11 @@ def clip_paths(folder: str | Path) -> list[Path]:
 def detector_accuracy(features: np.ndarray, folder: str | Path) -> float:
     """Share of the clips of `folder` (`clip_features` order) whose largest detector logit is their caption's
     shape x direction class, the captions read from `folder/captions.csv`: how much an FVD feature sees."""
+    from kvideo.train.data import read_captions
     from kvideo.train.detector import caption_labels
 
     folder = Path(folder)
-    with (folder / "captions.csv").open(newline="") as handle:
-        captions = {(folder / row["path"]).resolve(): row["caption"] for row in csv.DictReader(handle)}
+    captions = {path.resolve(): caption for path, caption in read_captions(folder / "captions.csv")}
     paths = clip_paths(folder)
     missing = [p.name for p in paths if p.resolve() not in captions]
     if missing:
