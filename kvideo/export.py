@@ -41,6 +41,7 @@ def write_video(
     format: str | None = None,
     value_range: tuple[float, float] | None = None,
     progress: bool = True,
+    reproducible: bool = False,
 ) -> Path:
     """Write `frames` to `path` atomically and return the path written.
 
@@ -51,6 +52,8 @@ def write_video(
     the quality and speed of H.264/H.265 (VP9: crf, and the preset picks libvpx's speed). H.264
     needs even sizes: an odd height or width gets one extra row/column copied from the edge
     (bottom/right), never a rescale. GIF stores delays in 1/100 s, so other rates are averaged.
+    `reproducible=True`: the same frames always give the same bytes (H.264 is then encoded without
+    x264's assembly, about 3x slower: its assembly gave other bytes now and then for the same frames).
     """
     path_text = str(path)
     fmt = _resolve_format(path_text, format)
@@ -62,7 +65,8 @@ def write_video(
     if fmt == "png":
         return _write_png_folder(path, frames, progress)
     with atomic_path(path) as tmp:
-        _encode(tmp, frames, fps, fmt=fmt, codec=codec, crf=crf, preset=preset, progress=progress)
+        _encode(tmp, frames, fps, fmt=fmt, codec=codec, crf=crf, preset=preset, progress=progress,
+                reproducible=reproducible)
     return path
 
 
@@ -225,7 +229,8 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
 
 
 # -- encoding ------------------------------------------------------------------------------------
-def _encode(path: Path, frames: np.ndarray, fps: float, *, fmt, codec, crf, preset, progress) -> None:
+def _encode(path: Path, frames: np.ndarray, fps: float, *, fmt, codec, crf, preset, progress,
+            reproducible=False) -> None:
     import av
 
     if codec in ("libx264", "libx265"):
@@ -234,21 +239,27 @@ def _encode(path: Path, frames: np.ndarray, fps: float, *, fmt, codec, crf, pres
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "pal8" if codec == "gif" else "yuv420p"
-        stream.options = _codec_options(codec, crf, preset)
+        stream.options = _codec_options(codec, crf, preset, reproducible)
         for frame in _video_frames(frames, codec, progress):
             container.mux(stream.encode(frame))
         container.mux(stream.encode())  # flush the encoder
 
 
 def _container_options(fmt: str) -> dict[str, str]:
-    return {"movflags": "+faststart"} if fmt == "mp4" else {}
+    if fmt == "mp4":
+        return {"movflags": "+faststart"}
+    return {"fflags": "+bitexact"} if fmt == "webm" else {}  # no random segment UID: same frames, same bytes
 
 
-def _codec_options(codec: str, crf: int, preset: str) -> dict[str, str]:
-    """Encoder settings; one encoder thread, so the same frames give the same bytes on any machine
-    (the thread count changes x264's decisions and is written into the stream)."""
+def _codec_options(codec: str, crf: int, preset: str, reproducible: bool = False) -> dict[str, str]:
+    """Encoder settings; one encoder thread (the thread count changes x264's decisions and is written
+    into the stream); `reproducible`: x264 without its assembly, whose output varied from call to call
+    for the same frames (PyAV 18, 64x64 frames: 2 distinct outputs in 10 encodes of some clips)."""
     if codec in ("libx264", "libx265"):
-        return {"crf": str(crf), "preset": preset, "threads": "1"}
+        options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        if reproducible and codec == "libx264":
+            options["x264-params"] = "asm=0"
+        return options
     if codec == "libvpx-vp9":  # constant quality: crf with no bitrate target
         return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": str(VP9_SPEED[preset]), "row-mt": "0",
                 "threads": "1"}

@@ -135,6 +135,8 @@ def test_same_seed_same_set_and_a_prefix_of_a_bigger_set_is_the_smaller_set(tmp_
     a, b, c = (rows(tmp_path / name / "captions.csv") for name in "abc")
     assert a == b[:3] and len(b) == 5
     assert [r["caption"] for r in a] != [r["caption"] for r in c]
+    for row in a:  # byte for byte
+        assert (tmp_path / "a" / row["path"]).read_bytes() == (tmp_path / "b" / row["path"]).read_bytes()
     for left, right in zip(decoded(tmp_path / "a"), decoded(tmp_path / "b")):
         np.testing.assert_array_equal(left, right)
 
