@@ -62,6 +62,7 @@ def test_unknown_config_keys_are_errors(tmp_path):
     (dict(max_perturbation=1000), "max_perturbation=1000"),
     (dict(snr_gamma=-1.0), "snr_gamma=-1.0"),
     (dict(timestep_shift=0.0), "timestep_shift=0.0"),
+    (dict(detail_weight=-1.0), "detail_weight=-1.0 must be >= 0"),
     (dict(caption_pattern="moving (left"), "caption_pattern='moving (left' is not a regular expression"),
     (dict(train="spatial"), "train='spatial'"),
     (dict(clip=dict(task="keyframe", height=500)), "height=500"),
@@ -70,6 +71,12 @@ def test_unknown_config_keys_are_errors(tmp_path):
 def test_bad_values_are_named(change, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig.preset("tiny-keyframe", **change)
+
+
+def test_detail_weight_is_refused_where_no_loss_reads_it():
+    with pytest.raises(ValueError, match="task='interpolation' has none to weight"):
+        TrainConfig.preset("tiny-interpolation", detail_weight=5.0)
+    assert TrainConfig.preset("tiny-keyframe", detail_weight=5.0).detail_weight == 5.0
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])

@@ -154,6 +154,34 @@ def test_min_snr_weighting_reweights_each_sample_of_the_objectives():
     assert (min_snr_weights(schedule, t, 5.0) < 1).any() and weighted < plain  # a damped low-noise draw
 
 
+def test_detail_weight_weights_the_object_latents_of_the_keyframe_objective():
+    from kvideo.train.keyframe import latent_detail_weights
+
+    x0 = torch.zeros(2, 4, 3, 8, 8)
+    x0[:, :, :, 2:5, 3:6] = 0.5  # an object on a plain background
+    x0[:, 1, :, 2:5, 3:6] = -0.8
+    weights = latent_detail_weights(x0, 10.0)
+    assert weights.shape == (2, 1, 3, 8, 8)
+    assert torch.equal(weights[:, :, :, 2:5, 3:6], torch.full((2, 1, 3, 3, 3), 9.0))  # 1 + 10 x 0.8
+    weights[:, :, :, 2:5, 3:6] = 1
+    assert torch.equal(weights, torch.ones_like(weights))  # the background keeps weight 1
+    schedule = cosine_schedule(1000)
+    batch = {"latents": x0, "context": torch.randn(2, 5, 6), "context_mask": torch.ones(2, 5, dtype=torch.bool),
+             "step": torch.tensor([12, 12])}
+
+    def wrong(x, time, context, mask, **kwargs):
+        return torch.ones_like(x)
+
+    args = dict(schedule=schedule, null_embedding=torch.randn(6), uncond_prob=0.0)
+    plain = keyframe_loss(wrong, batch, seeded_generator(3), **args)
+    weighted = keyframe_loss(wrong, batch, seeded_generator(3), detail_weight=10.0, **args)
+    generator = seeded_generator(3)  # the draws keyframe_loss makes: t first, then the noise
+    torch.randint(1000, (2,), generator=generator)
+    error = (1 - torch.randn(x0.shape, generator=generator)).pow(2)
+    torch.testing.assert_close(plain, error.mean())
+    torch.testing.assert_close(weighted, (error * latent_detail_weights(x0, 10.0)).mean())
+
+
 def test_timestep_shift_changes_only_which_steps_the_objectives_draw():
     schedule, x0 = cosine_schedule(1000), torch.randn(16, 4, 3, 8, 8)
     batch = {"latents": x0, "context": torch.randn(16, 5, 6), "context_mask": torch.ones(16, 5, dtype=torch.bool),

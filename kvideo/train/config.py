@@ -157,7 +157,7 @@ class TrainConfig(Config):
     timestep_shift: float = 1.0  # image/keyframe/interpolation: > 1 draws noisy steps more often (1: uniform)
     decoder_loss: str = "l1"  # l1 | mse
     crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
-    detail_weight: float = 0.0  # movq: extra loss weight of pixels far from their frame's median colour
+    detail_weight: float = 0.0  # movq/image/keyframe: extra loss weight of pixels (latents) far from their frame's median
     latent_noise: float = 0.0  # decoder: std (at most) of Gaussian noise added to the latents before decoding
     strategy: str = "ddp"  # ddp | fsdp
     zero: bool = True  # ZeroRedundancyOptimizer under DDP (ZeRO-1, as in the paper)
@@ -200,6 +200,9 @@ class TrainConfig(Config):
             raise ValueError(f"caption_pattern={self.caption_pattern!r} is not a regular expression: {error}") from None
         check(len(self.adam_betas) == 2, f"adam_betas={self.adam_betas} needs two values")
         check(self.detail_weight >= 0, f"detail_weight={self.detail_weight} must be >= 0")
+        check(not self.detail_weight or self.task in ("movq", "image", "keyframe"),
+              f"detail_weight={self.detail_weight} weights the movq, image and keyframe losses; task={self.task!r} "
+              f"has none to weight (set it to 0)")
         check(self.latent_noise >= 0, f"latent_noise={self.latent_noise} must be >= 0")
         check(self.lr_schedule in ("constant", "cosine"),
               f"lr_schedule={self.lr_schedule!r}; expected 'constant' or 'cosine'")
@@ -436,8 +439,8 @@ FIELD_HELP: dict[str, dict[str, str]] = {
                            "empty: every sample), e.g. a few captions first, then the whole set",
         "decoder_loss": "decoder reconstruction loss: l1 or mse",
         "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
-        "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour "
-                         "(emphasises small objects; 0: plain loss)",
+        "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour; image/keyframe: "
+                         "the same on the clean latents (emphasises small objects; 0: plain loss, the release)",
         "latent_noise": "decoder: add Gaussian noise of a random std up to this to the (scaled) latents, so that "
                         "the decoder learns to clean up sampled latents (0: exact latents)",
         "strategy": "multi-GPU strategy: ddp or fsdp",

@@ -1,11 +1,13 @@
 """Keyframe objective: eps- (or v-) prediction at a random timestep, spatial weights frozen, 10 % empty-text
-dropout (optionally min-SNR-gamma weighted: `snr_gamma`; noisy steps drawn more often: `timestep_shift`)."""
+dropout (optionally min-SNR-gamma weighted: `snr_gamma`; noisy steps drawn more often: `timestep_shift`;
+object latents weighted up: `detail_weight`)."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from kvideo.diffusion import Schedule, cosine_schedule, min_snr_weights, q_sample, sample_timesteps
@@ -25,20 +27,36 @@ def drop_text(context: torch.Tensor, mask: torch.Tensor, null_embedding: torch.T
 
 
 def diffusion_mse(prediction: torch.Tensor, target: torch.Tensor, t: torch.Tensor, schedule: Schedule,
-                  snr_gamma: float, kind: str) -> torch.Tensor:
-    """MSE of a batch; with `snr_gamma` > 0 each sample weighted by min-SNR-gamma (`kind`: eps or v)."""
-    if not snr_gamma:
+                  snr_gamma: float, kind: str, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE of a batch; with `snr_gamma` > 0 each sample weighted by min-SNR-gamma (`kind`: eps or v);
+    `weights` (broadcast to the prediction) weight each element."""
+    if not snr_gamma and weights is None:
         return F.mse_loss(prediction.float(), target)
-    per_sample = (prediction.float() - target).pow(2).flatten(1).mean(dim=1)  # (b,)
-    return (per_sample * min_snr_weights(schedule, t, snr_gamma, kind)).mean()
+    error = (prediction.float() - target).pow(2)
+    per_sample = (error if weights is None else error * weights).flatten(1).mean(dim=1)  # (b,)
+    if snr_gamma:
+        per_sample = per_sample * min_snr_weights(schedule, t, snr_gamma, kind)
+    return per_sample.mean()
+
+
+def latent_detail_weights(latents: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-position loss weights (b, 1, f, h, w) of clean latents (b, c, f, h, w): 1 + weight x the
+    position's largest channel distance from its frame's median latent. A small object on a plain
+    background then weighs more than its area; its shape is otherwise a tiny share of the loss."""
+    from kvideo.train.movq import detail_weights
+
+    b = latents.shape[0]
+    frames = rearrange(latents.float(), "b c f h w -> (b f) c h w")
+    return rearrange(detail_weights(frames, weight), "(b f) 1 h w -> b 1 f h w", b=b)
 
 
 def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Generator, *, schedule: Schedule,
                   null_embedding: torch.Tensor, uncond_prob: float, snr_gamma: float = 0.0,
-                  prediction: str = "eps", timestep_shift: float = 1.0) -> torch.Tensor:
+                  prediction: str = "eps", timestep_shift: float = 1.0, detail_weight: float = 0.0) -> torch.Tensor:
     """MSE between the UNet's output and the noise added to the clean keyframe latents at a random t
     (`prediction` "eps"), or v = alpha·eps - sigma·x0 ("v"); min-SNR-gamma weighted when `snr_gamma` > 0;
-    t uniform, or drawn noisier with `timestep_shift` > 1 (`kvideo.diffusion.sample_timesteps`)."""
+    t uniform, or drawn noisier with `timestep_shift` > 1 (`kvideo.diffusion.sample_timesteps`);
+    object latents weighted by `latent_detail_weights` when `detail_weight` > 0."""
     x0 = batch["latents"]  # (b, c, f, h, w)
     b, f = x0.shape[0], x0.shape[2]
     t = sample_timesteps(b, len(schedule), generator, timestep_shift).to(x0.device)
@@ -47,8 +65,9 @@ def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Gene
     context, mask = drop_text(batch["context"], batch["context_mask"], null_embedding, uncond_prob, generator)
     positions = torch.arange(f, device=x0.device)[None] * batch["step"][:, None]  # (b, f) reference frames
     output = model(x_t, t * schedule.time_scale, context, mask, frame_positions=positions)
+    weights = latent_detail_weights(x0, detail_weight) if detail_weight else None
     return diffusion_mse(output, diffusion_target(x0, noise, t, schedule, prediction), t, schedule, snr_gamma,
-                         prediction)
+                         prediction, weights)
 
 
 def diffusion_target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule: Schedule,
@@ -87,6 +106,6 @@ def build(cfg: TrainConfig, kind: str = "keyframe") -> Task:
     def loss(module, batch, generator):
         return keyframe_loss(module, batch, generator, schedule=schedule, null_embedding=null_embedding,
                              uncond_prob=cfg.uncond_prob, snr_gamma=cfg.snr_gamma, prediction=unet.config.predicts,
-                             timestep_shift=cfg.timestep_shift)
+                             timestep_shift=cfg.timestep_shift, detail_weight=cfg.detail_weight)
 
     return Task(kind, unet, unet, loss, cache, collate_cached, "latents", extras, unet_shard_types())
