@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -246,13 +247,15 @@ def keyframes(args) -> None:
     or with a keyframe run's weights loaded, optionally interpolated (--interpolation, --fps medium);
     decoded by the image MoVQ frame by frame (no video decoder needed); scored."""
     import dataclasses
-    from collections import Counter
+    from collections import Counter, defaultdict
 
+    import numpy as np
     import torch
 
     from kvideo.models.movq import MoVQ, MoVQConfig
     from kvideo.models.unet import UNet, UNetConfig
     from kvideo.pipeline import KVideoPipeline
+    from kvideo.shapes.grammar import all_captions
     from kvideo.shapes.quality import quality_prompts
     from kvideo.shapes.score import score_clip
     from kvideo.train.checkpointing import read_weights
@@ -274,6 +277,10 @@ def keyframes(args) -> None:
         interp_null = torch.zeros(interpolation.config.context_dim)
     pipe = KVideoPipeline(encoder, unet, interpolation, interp_null, decoder, progress=False)
     prompts = quality_prompts(args.prompts)
+    if args.caption_pattern:  # the grammar's captions that match, instead
+        prompts = [c.text for c in all_captions() if re.search(args.caption_pattern, c.text)][:args.prompts]
+        if not prompts:
+            raise SystemExit(f"no caption of the grammar matches {args.caption_pattern!r}")
     matches, predicted = Counter(), Counter()
     for start in range(0, len(prompts), 8):
         chunk = prompts[start:start + 8]
@@ -286,7 +293,8 @@ def keyframes(args) -> None:
             predicted[f"{score.object_color} {score.shape} {score.direction}"] += 1
             if args.verbose:
                 print(prompt, "->", score.object_color, score.shape, score.direction,
-                      [round(m, 2) for m in score.motion], flush=True)
+                      [round(m, 2) for m in score.motion], "fill", score.fill_ratio and round(score.fill_ratio, 2),
+                      flush=True)
     print(json.dumps({"image": str(args.image), "keyframe": str(args.keyframe), "fps": args.fps,
                       "sampler": args.sampler, "timestep_spacing": args.timestep_spacing,
                       "interpolation": str(args.interpolation), "prompts": len(prompts),
@@ -296,8 +304,9 @@ def keyframes(args) -> None:
 
 def movq(args) -> None:
     """The image MoVQ alone: rendered clips at 8 fps, 64x64, encoded and decoded, scored (vs the input)."""
-    from collections import Counter
+    from collections import Counter, defaultdict
 
+    import numpy as np
     import torch
 
     from kvideo.models.movq import MoVQ
@@ -308,14 +317,19 @@ def movq(args) -> None:
     model = MoVQ.from_pretrained(args.weights).eval()
     pairs = read_captions(args.data / "captions.csv")[:args.clips]
     counts = {"input": Counter(), "reconstructed": Counter()}
+    fills = {name: defaultdict(list) for name in counts}  # the scorer's fill ratio, by the caption's shape
     for path, caption in pairs:
         frames = resize_center_crop(read_frames(path, list(range(0, 171, 3))), 64, 64).transpose(0, 1)
         with torch.no_grad():
             decoded = model.decode(model.encode(frames))
         for name, clip in (("input", frames), ("reconstructed", decoded)):
             clip = ((clip.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            counts[name].update({k: int(v) for k, v in score_clip(clip, caption).matches.items()})
+            score = score_clip(clip, caption)
+            counts[name].update({k: int(v) for k, v in score.matches.items()})
+            fills[name][score.expected.shape].append(score.fill_ratio)
     print(json.dumps({name: {k: round(v / len(pairs), 3) for k, v in c.items()} for name, c in counts.items()}))
+    print(json.dumps({f"median fill ratio, {name}": {shape: round(float(np.median(v)), 3) for shape, v in f.items()}
+                      for name, f in fills.items()}))
 
 
 def speed(args) -> None:
@@ -370,6 +384,8 @@ def main() -> None:
     p.add_argument("--interpolation", type=Path, help="interpolation UNet weights (for --fps medium or high)")
     p.add_argument("--fps", default="low", choices=["low", "medium", "high"])
     p.add_argument("--verbose", action="store_true", help="print each clip's reading")
+    p.add_argument("--caption-pattern", default="", help="score the grammar's captions matching this regular "
+                                                          "expression (at most --prompts) instead")
     p.set_defaults(func=keyframes)
     p = keyframe_model_parser(commands, "words", "its text/ and cache-keyframe/")
     p.add_argument("--clips", type=int, default=16)
