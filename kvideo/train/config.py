@@ -157,7 +157,7 @@ class TrainConfig(Config):
     timestep_shift: float = 1.0  # image/keyframe/interpolation: > 1 draws noisy steps more often (1: uniform)
     decoder_loss: str = "l1"  # l1 | mse
     crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
-    detail_weight: float = 0.0  # movq/image/keyframe: extra loss weight of pixels (latents) far from their frame's median
+    detail_weight: float = 0.0  # movq/image/keyframe: extra loss weight of what differs from its frame's median
     latent_noise: float = 0.0  # decoder: std (at most) of Gaussian noise added to the latents before decoding
     strategy: str = "ddp"  # ddp | fsdp
     zero: bool = True  # ZeroRedundancyOptimizer under DDP (ZeRO-1, as in the paper)
