@@ -247,9 +247,8 @@ def keyframes(args) -> None:
     or with a keyframe run's weights loaded, optionally interpolated (--interpolation, --fps medium);
     decoded by the image MoVQ frame by frame (no video decoder needed); scored."""
     import dataclasses
-    from collections import Counter, defaultdict
+    from collections import Counter
 
-    import numpy as np
     import torch
 
     from kvideo.models.movq import MoVQ, MoVQConfig
