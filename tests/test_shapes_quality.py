@@ -74,6 +74,28 @@ def test_detector_accuracy_reads_each_clips_caption(tmp_path):
         detector_accuracy(features, tmp_path)
 
 
+def test_clip_features_read_frames_spread_over_the_whole_clip(tmp_path):
+    from kvideo.export import write_video
+    from kvideo.shapes.quality import clip_features, spread_frames
+
+    assert spread_frames(57, 16)[:3] == [0, 4, 7] and spread_frames(57, 16)[-1] == 56
+    assert spread_frames(16, 16) == list(range(16))
+    with pytest.raises(ValueError, match="16 distinct frames of a 15-frame clip"):
+        spread_frames(15, 16)
+
+    class FrameBrightness:  # a stand-in detector whose features are the brightness of each frame it is given
+        config = type("Config", (), {"input_size": 64})
+
+        def logits_mean(self, clips):
+            return clips.mean(dim=(1, 3, 4))
+
+    frames = np.repeat(np.linspace(0, 255, 40).round().astype(np.uint8), 64 * 64 * 3).reshape(40, 64, 64, 3)
+    write_video(tmp_path / "00000.mp4", frames, fps=8)
+    features = clip_features(FrameBrightness(), tmp_path)  # (1, 16): frames 0, 3, 5, ... 39
+    assert features.shape == (1, 16)
+    assert features[0, 0] < -0.95 and features[0, -1] > 0.95  # the clip's first (black) and last (white) frames
+
+
 def test_temporal_off_keeps_spatial_weights_and_resets_the_temporal_ones():
     from kvideo.models.unet import UNet, UNetConfig
 

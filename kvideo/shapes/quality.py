@@ -84,20 +84,29 @@ def measure_quality(pipe, out: str | Path, *, prompts: int = 96, seeds: int = 2,
 
 
 def clip_features(detector, folder: str | Path, frames: int = 16, batch_size: int = 16) -> np.ndarray:
-    """Time-averaged I3D logits of the first `frames` frames of every mp4 in `folder` (sorted by name)."""
+    """Time-averaged I3D logits of every mp4 in `folder` (sorted by name), each read as `frames` frames spread
+    evenly over the whole clip (`spread_frames`), as the `shapes-detector` preset trains on them."""
     import torch
 
     from kvideo.eval.detectors import i3d_input
-    from kvideo.video_io import read_frames
+    from kvideo.video_io import read_frames, video_info
 
     paths = clip_paths(folder)
     features = []
     for start in range(0, len(paths), batch_size):
-        clips = np.stack([read_frames(p, list(range(frames))) for p in paths[start:start + batch_size]])
+        clips = np.stack([read_frames(p, spread_frames(video_info(p).num_frames, frames))
+                          for p in paths[start:start + batch_size]])
         clips = torch.from_numpy(clips).permute(0, 4, 1, 2, 3)  # (b, 3, f, h, w) uint8
         with torch.no_grad():
             features.append(detector.logits_mean(i3d_input(clips, detector.config.input_size)).double().numpy())
     return np.concatenate(features)
+
+
+def spread_frames(total: int, frames: int) -> list[int]:
+    """`frames` indices spread evenly over a clip of `total` frames, first and last included."""
+    if frames < 1 or total < frames:
+        raise ValueError(f"cannot take {frames} distinct frames of a {total}-frame clip")
+    return np.linspace(0, total - 1, frames).round().astype(int).tolist()
 
 
 def clip_paths(folder: str | Path) -> list[Path]:
