@@ -204,6 +204,10 @@ class PerFrameDecoder(nn.Module):
         super().__init__()
         self.movq = movq
 
+    @property
+    def config(self):
+        return self.movq.config
+
     def decode(self, latents: torch.Tensor, *, window: int | None = None) -> torch.Tensor:
         return decode_per_frame(self.movq, latents, window)
 
@@ -352,12 +356,18 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+class NoDecoder(nn.Identity):
+    """Stands in for the video MoVQ where only latents are compared: the release's latent layout, no weights."""
+
+    config = MoVQConfig.preset("official-video")
+
+
 def parity_run(args: argparse.Namespace, dtype: torch.dtype, backend: str, text, contexts: tuple
                ) -> dict[str, torch.Tensor]:
     """Keyframes and interpolation latents of one precision, from the same weights, noise and text context."""
     unet, interpolation = build_unet(args, 0, dtype), build_unet(args, 1, dtype)
-    pipe = KVideoPipeline(text, unet, interpolation, text.null_embedding.float(), nn.Identity(),
-                          device=args.device, dtype=dtype, progress=False)  # no decoder: latents only
+    pipe = KVideoPipeline(text, unet, interpolation, text.null_embedding.float(), NoDecoder(),
+                          device=args.device, dtype=dtype, progress=False)
     opts, generator = options(args), torch.Generator().manual_seed(1)
     context, mask, uncond, uncond_mask = contexts
     out = {}
@@ -376,7 +386,7 @@ def first_step_output(pipe, context, mask, uncond, uncond_mask, opts) -> torch.T
     """The guided keyframe UNet output at the first step (t = N-1) on fixed noise."""
     cfg = pipe.unet.config
     frames = opts.num_frames or cfg.num_frames
-    x = torch.randn(1, cfg.out_channels, frames, opts.height // 8, opts.width // 8,
+    x = torch.randn(1, cfg.out_channels, frames, *pipe.latent_size(opts),
                     generator=torch.Generator().manual_seed(2)).to(pipe.device)
     model = diffusion.TextGuidance(pipe.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
                                    frame_positions=torch.arange(frames, device=pipe.device) * cfg.frame_stride)

@@ -127,6 +127,10 @@ class KVideoPipeline:
         self.card: dict = {}  # the weights folder's model.json: name, prompt grammar, generation defaults
         self.text_encoder = text_encoder
         self.unet, self.interpolation_unet, self.decoder = unet, interpolation_unet, decoder
+        channels = {"keyframe UNet": unet.config.latent_channels, "video MoVQ": decoder.config.latent_channels,
+                    "interpolation UNet": interpolation_unet.config.latent_channels}
+        if len(set(channels.values())) > 1:
+            raise ValueError(f"the models do not share one latent space: latent channels {channels}")
         self.interpolation_null_embedding = interpolation_null_embedding.to(self.device)
         for model in (unet, interpolation_unet, decoder):
             model.eval().requires_grad_(False).to(dtype=self.dtype)
@@ -226,12 +230,18 @@ class KVideoPipeline:
         UNet's prediction type: eps in the release)."""
         cfg = self.unet.config
         frames = opts.num_frames or cfg.num_frames
-        shape = (context.shape[0], cfg.out_channels, frames, opts.height // 8, opts.width // 8)
+        shape = (context.shape[0], cfg.out_channels, frames, *self.latent_size(opts))
         positions = torch.arange(frames, device=self.device) * cfg.frame_stride
         model = diffusion.TextGuidance(self.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
                                        frame_positions=positions)
         return self._sample("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, opts.sampler,
                             opts.timestep_spacing, generator, callback)
+
+    def latent_size(self, opts: GenerationOptions) -> tuple[int, int]:
+        """(h, w) of the latents of a `opts.height` x `opts.width` video: the decoder's downsampling
+        (8 for the release's MoVQ, 4 for the shapes model's)."""
+        factor = self.decoder.config.downsample_factor
+        return opts.height // factor, opts.width // factor
 
     def interpolate(self, latents: torch.Tensor, skip_frames: int, opts: GenerationOptions, generator, callback):
         """(b, c, T, h, w) -> (b, c, 4T - 3, h, w): 3 new frames between each pair (v-prediction)."""

@@ -316,7 +316,8 @@ class KVideo11Pipeline(KVideoPipeline):
     def draw_first_frame(self, text, opts: Generation11Options, generator, callback):
         """Text -> a picture at twice the video size: the keyframe UNet in image mode, then the image MoVQ."""
         context, mask, uncond, uncond_mask = text
-        shape = (1, self.unet.config.out_channels, opts.height // 4, opts.width // 4)
+        factor = self.movq.config.downsample_factor  # the picture is twice the video's size
+        shape = (1, self.unet.config.out_channels, 2 * opts.height // factor, 2 * opts.width // factor)
         condition = torch.zeros(1, self.unet.config.num_channels - shape[1], *shape[2:], device=self.device)
         model = diffusion.TextGuidance(diffusion.ConditionChannels(self.unet, condition), context, mask, uncond,
                                        uncond_mask, opts.first_frame_guidance_scale, mode="image")

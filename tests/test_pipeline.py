@@ -298,3 +298,20 @@ def test_kvideo_weights_sets_the_default_of_weights(monkeypatch):
     assert default_weights() == "some/folder"
     monkeypatch.delenv("KVIDEO_WEIGHTS")
     assert default_weights() == DEFAULT_WEIGHTS
+
+
+def test_latent_size_follows_the_decoders_downsampling_and_the_models_must_share_latents(pipe):
+    from kvideo.models.movq import MoVQ, MoVQConfig
+
+    def with_decoder(**config):
+        torch.manual_seed(0)
+        decoder = MoVQ(MoVQConfig.preset("tiny-video", **config))
+        return KVideoPipeline(pipe.text_encoder, pipe.unet, pipe.interpolation_unet,
+                              pipe.interpolation_null_embedding, decoder, progress=False)
+
+    by4 = with_decoder(channel_mult=(1, 2, 2), attention_levels=(False, False, True))  # the shapes model's layout
+    video = by4("a cat", fps="low", seed=0, **QUICK)
+    assert video.latents.shape[-2:] == (16, 16) and video.frames.shape == (15, 64, 64, 3)
+    assert pipe("a cat", fps="low", seed=0, **QUICK).latents.shape[-2:] == (8, 8)  # the release's MoVQ: by 8
+    with pytest.raises(ValueError, match=r"do not share one latent space.*'video MoVQ': 8"):
+        with_decoder(latent_channels=8)
