@@ -42,6 +42,12 @@ def test_measure_quality_generates_in_batches_resumes_and_scores(tmp_path):
     before = (tmp_path / "00001.mp4").stat().st_mtime_ns
     measure_quality(pipe, tmp_path, prompts=3, seeds=1, batch_size=2, progress=False, **options)
     assert (tmp_path / "00001.mp4").stat().st_mtime_ns == before  # kept, not generated again
+    measure_quality(pipe, tmp_path, prompts=4, seeds=1, batch_size=2, progress=False, **options)  # one more job
+    assert (tmp_path / "00001.mp4").stat().st_mtime_ns == before and (tmp_path / "00003.mp4").is_file()
+    with pytest.raises(ValueError, match=r"00002.mp4.*use an empty folder"):  # job 2 is now another prompt
+        measure_quality(pipe, tmp_path, prompts=2, seeds=2, batch_size=2, progress=False, **options)
+    with pytest.raises(ValueError, match="generated with .*'steps': 2.*use an empty folder"):
+        measure_quality(pipe, tmp_path, prompts=4, seeds=1, progress=False, **{**options, "steps": 3})
 
 
 def test_quality_bar_and_frechet_helper():

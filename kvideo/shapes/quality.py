@@ -36,6 +36,26 @@ def quality_jobs(prompts: list[str], seeds: int = 2, first_seed: int = 0) -> lis
     return [PromptJob(i, prompt, f"seed{s}", first_seed + i) for i, (prompt, s) in enumerate(pairs)]
 
 
+def check_kept_clips(folder: Path, jobs: list[PromptJob], options: dict[str, Any]) -> None:
+    """The clips already in `folder` are kept only if they are the same jobs (file, prompt, seed) generated
+    with the same options: a 48 x 1 set is the start of the 96 x 2 one, a set of other prompts or settings is not."""
+    import json
+
+    if (folder / "captions.csv").is_file():
+        with (folder / "captions.csv").open(newline="") as handle:
+            before = {row["path"]: (row["caption"], int(row["seed"])) for row in csv.DictReader(handle)}
+        wanted = {job.file: (job.prompt, job.seed) for job in jobs}
+        clash = sorted(f for f, job in before.items() if (folder / f).is_file() and wanted.get(f, job) != job)
+        if clash:
+            raise ValueError(f"{str(folder)!r} holds clips of another prompt or seed ({clash[0]}: "
+                             f"{before[clash[0]]} here, {wanted[clash[0]]} wanted); use an empty folder")
+    if (folder / "report.json").is_file():
+        kept = {k: v for k, v in json.loads((folder / "report.json").read_text()).get("settings", {}).items()
+                if k not in ("prompts", "seeds")}
+        if kept and kept != json.loads(json.dumps(options)):
+            raise ValueError(f"{str(folder)!r} holds clips generated with {kept}, not {options}; use an empty folder")
+
+
 def write_captions(folder: Path, jobs: list[PromptJob]) -> Path:
     path = folder / "captions.csv"
     with atomic_path(path) as tmp:
@@ -74,8 +94,9 @@ def measure_quality(pipe, out: str | Path, *, prompts: int = 96, seeds: int = 2,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = quality_jobs(quality_prompts(prompts), seeds)
-    captions = write_captions(out, jobs)
     options = {"fps": "medium", **options}
+    check_kept_clips(out, jobs, options)
+    captions = write_captions(out, jobs)
     generate_set(pipe, jobs, out, batch_size=batch_size, progress=progress, **options)
     report = score_folder(out, captions, progress=progress)
     report["settings"] = {"prompts": prompts, "seeds": seeds, **options}
