@@ -340,3 +340,12 @@ def test_scorer_ignores_specks_and_blobs_beside_the_object(rendered):
     noisy[:, 1:5, 1:5] = 255 - noisy[:, 1:5, 1:5]  # a small blob of another colour in a corner
     noisy[:, ::7, ::5] = 255 - noisy[:, ::7, ::5]  # scattered single pixels
     assert score_clip(noisy, caption).all_match
+
+
+def test_recipe_refuses_too_few_clips_for_the_keyframe_phases_before_training(tmp_path, capsys):
+    """The keyframe stages begin on four captions: a set without them fails at once, not after hours."""
+    out = tmp_path / "recipe"
+    assert main(["recipe", "shapes", str(out), "--videos", "8", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "videos=8" in error and "render at least 216" in error and not out.exists()
+    assert main(["recipe", "shapes", str(out), "--videos", "8", "--stages", "data", "--quiet"]) == 0

@@ -86,6 +86,9 @@ class Recipe:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown recipe stages {unknown}; the stages are {list(STAGES)}")
+        for stage in ("keyframe", "keyframe-all"):
+            if stage in stages and stage not in self.records():
+                self.check_phase_captions(stage)
         self.paths.root.mkdir(parents=True, exist_ok=True)
         for stage in stages:
             if stage in self.records():
@@ -98,6 +101,22 @@ class Recipe:
             self._record(stage, values)
             self.log(f"recipe: {stage} finished in {values['wall_s']:.0f} s {values}")
         return self.paths.model
+
+    def check_phase_captions(self, stage: str) -> None:
+        """Refuse, before any training, a data set whose clips lack the captions a phase of keyframe `stage`
+        trains on (its `caption_pattern`): clip captions follow from (seed, index), so no clip is read."""
+        import re
+
+        from kvideo.shapes.render import clip_caption
+
+        preset = "shapes-keyframe" if stage == "keyframe" else "shapes-keyframe-all"
+        for phase in KEYFRAME_PHASES:
+            pattern = TrainConfig.preset(f"{preset}-{phase}").caption_pattern
+            if pattern and not any(re.search(pattern, clip_caption(self.seed, i).text) for i in range(self.videos)):
+                cycle = len(all_captions())
+                raise ValueError(f"videos={self.videos}: the {stage} stage's first phase trains on the captions "
+                                 f"matching {pattern!r}, and none of the {self.videos} clips has one; render at least "
+                                 f"{cycle} (every {cycle} clips hold each caption of the grammar once)")
 
     # -- configs -------------------------------------------------------------------------------------
     def train_config(self, preset: str, output: Path, **values) -> TrainConfig:
