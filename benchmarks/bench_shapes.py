@@ -43,17 +43,22 @@ def variant_pipeline(recipe: Path, variant: str):
 
 
 def quality(args) -> None:
+    from kvideo.checkpoint import atomic_path
     from kvideo.shapes.quality import measure_quality, passes_bar
 
-    table = {}
+    summary = args.out / "quality.json"  # every variant measured into OUT so far, rewritten after each one
+    table = json.loads(summary.read_text()) if summary.is_file() else {}
     for variant in args.variants:
         report = measure_quality(variant_pipeline(args.recipe, variant), args.out / variant, prompts=args.prompts,
                                  seeds=args.seeds, batch_size=args.batch_size)
         totals = report["totals"]
-        table[variant] = {k: totals[k] for k in ("object_color", "background", "direction", "shape", "all", "found")}
-        table[variant]["meets_bar"] = all(passes_bar(totals).values())
-        print(variant, json.dumps(table[variant]), flush=True)
-    (args.out / "quality.json").write_text(json.dumps(table, indent=1))
+        row = {k: totals[k] for k in ("object_color", "background", "direction", "shape", "all", "found")}
+        row["meets_bar"] = all(passes_bar(totals).values())
+        row["prompts"], row["seeds"] = args.prompts, args.seeds
+        table[variant] = row
+        print(variant, json.dumps(row), flush=True)
+        with atomic_path(summary) as tmp:
+            tmp.write_text(json.dumps(table, indent=1))
 
 
 def fvd(args) -> None:
