@@ -266,7 +266,8 @@ del _name, _train, _lr, _keyframe
 TrainConfig.register_preset(
     "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=4000,
     batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
-    clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64), **_SHAPES)
+    clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64),
+    **{**_SHAPES, "precision": "bf16"})
 TrainConfig.register_preset(
     "shapes-decoder", task="decoder", model_preset="shapes-video", train="all", steps=800, batch_size=2,
     grad_accum=1, lr=5e-4, latent_noise=0.1, save_every=200,
