@@ -8,7 +8,7 @@
 #   examples/train_shapes.sh OUT measure    # only the measurements (after train)
 #
 # RECIPE_ARGS adds options to every `kvideo recipe` call, e.g. a quick trial of the whole flow:
-#   RECIPE_ARGS="--videos 8 --steps-scale 0.002" examples/train_shapes.sh /tmp/trial train
+#   RECIPE_ARGS="--videos 216 --steps-scale 0.002" examples/train_shapes.sh /tmp/trial train
 # On a 2-core CPU the recipe takes about two hours, the measurements about one more; each lane logs to
 # OUT/logs/. A stage that fails stops the run (the other lane finishes its current stage first).
 set -euo pipefail

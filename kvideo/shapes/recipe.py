@@ -109,12 +109,11 @@ class Recipe:
 
         from kvideo.shapes.render import clip_caption
 
-        preset = "shapes-keyframe" if stage == "keyframe" else "shapes-keyframe-all"
         for phase in KEYFRAME_PHASES:
-            pattern = TrainConfig.preset(f"{preset}-{phase}").caption_pattern
+            pattern = TrainConfig.preset(f"shapes-{stage}-{phase}").caption_pattern
             if pattern and not any(re.search(pattern, clip_caption(self.seed, i).text) for i in range(self.videos)):
                 cycle = len(all_captions())
-                raise ValueError(f"videos={self.videos}: the {stage} stage's first phase trains on the captions "
+                raise ValueError(f"videos={self.videos}: the {stage} stage's {phase} phase trains on the captions "
                                  f"matching {pattern!r}, and none of the {self.videos} clips has one; render at least "
                                  f"{cycle} (every {cycle} clips hold each caption of the grammar once)")
 
