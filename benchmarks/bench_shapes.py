@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from kvideo.generate_cli import parse_threshold
+
 VARIANTS = ("shipped", "temporal-off", "keyframe-temporal")
 
 
@@ -290,7 +292,8 @@ def keyframes(args) -> None:
         chunk = prompts[start:start + 8]
         videos = pipe(chunk, seed=list(range(start, start + len(chunk))), fps=args.fps, width=64, height=64,
                       steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance, interpolation_steps=10,
-                      interpolation_sampler="ddim", timestep_spacing=args.timestep_spacing)
+                      interpolation_sampler="ddim", timestep_spacing=args.timestep_spacing,
+                      threshold=None if args.threshold == "off" else args.threshold)
         for prompt, video in zip(chunk, videos):
             score = score_clip(video.frames, prompt)
             matches.update({k: int(v) for k, v in score.matches.items()})
@@ -300,7 +303,7 @@ def keyframes(args) -> None:
                       [round(m, 2) for m in score.motion], "fill", score.fill_ratio and round(score.fill_ratio, 2),
                       flush=True)
     print(json.dumps({"image": str(args.image), "keyframe": str(args.keyframe), "fps": args.fps,
-                      "sampler": args.sampler, "timestep_spacing": args.timestep_spacing,
+                      "sampler": args.sampler, "timestep_spacing": args.timestep_spacing, "threshold": args.threshold,
                       "interpolation": str(args.interpolation), "prompts": len(prompts),
                       **{k: round(v / len(prompts), 3) for k, v in matches.items()},
                       "most_predicted": predicted.most_common(3)}), flush=True)
@@ -384,6 +387,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--timestep-spacing", default="direct", choices=["direct", "trailing", "leading"])
+    p.add_argument("--threshold", default="off", type=parse_threshold,
+                   help="dynamic thresholding quantile of the x0 estimates, or off (default: off, the shapes model's)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmpp_2m"], help="keyframe sampler")
     p.add_argument("--interpolation", type=Path, help="interpolation UNet weights (for --fps medium or high)")
     p.add_argument("--fps", default="low", choices=["low", "medium", "high"])

@@ -1,6 +1,7 @@
 """`kvideo generate`: prompt(s) -> video file(s); argument parsing only, the work is in kvideo.pipeline."""
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ WEIGHTS_ENV = "KVIDEO_WEIGHTS"  # overrides DEFAULT_WEIGHTS (a folder or a built
 # Generation defaults of a weights folder without a model card (the official release) and of the tiny preset
 # (random weights: small and quick, it only shows the stages run); a folder's model.json overrides them.
 OFFICIAL_DEFAULTS = dict(width=512, height=512, steps=50, interpolation_steps=None, sampler="ddpm",
-                         interpolation_sampler="ddpm", timestep_spacing="direct")
+                         interpolation_sampler="ddpm", timestep_spacing="direct", threshold=0.98)
 TINY_DEFAULTS = dict(OFFICIAL_DEFAULTS, width=64, height=64, steps=10)
 TINY_NOTICE = (
     "kvideo: the tiny preset with RANDOM weights is used (--weights tiny): the video is noise and only shows "
@@ -56,6 +57,9 @@ def register(subparsers) -> None:
                    help="the samplers' steps: direct (N cosine steps, the release's), or the training schedule's "
                         "own steps, trailing (ending at its noisiest) or leading (default: the model's; direct "
                         "official)")
+    p.add_argument("--threshold", type=parse_threshold, metavar="Q|off",
+                   help="dynamic thresholding of each step's x0 estimate at the quantile Q of |x0|, or off (default: "
+                        "the model's; 0.98 official, off for shapes)")
     p.add_argument("--guidance", type=parse_float, default=5.0,
                    help="text guidance scale w: (w+1)·cond - w·uncond (default: 5.0)")
     p.add_argument("--interpolation-guidance", type=parse_float, default=0.25,
@@ -81,6 +85,16 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def parse_threshold(text: str) -> float | str:
+    """--threshold: a quantile in (0, 1], or "off"."""
+    if text.strip().lower() in ("off", "none"):
+        return "off"
+    value = parse_float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a quantile in (0, 1], e.g. 0.98, or off")
+    return value
 
 
 def parse_size(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
@@ -206,6 +220,7 @@ def generation_options(args, defaults: dict) -> dict:
                 interpolation_steps=interpolation_steps, sampler=pick(args.sampler, "sampler"),
                 interpolation_sampler=pick(args.interpolation_sampler, "interpolation_sampler"),
                 timestep_spacing=pick(args.timestep_spacing, "timestep_spacing"),
+                threshold=None if args.threshold == "off" else pick(args.threshold, "threshold"),
                 guidance_scale=args.guidance, interpolation_guidance_scale=args.interpolation_guidance,
                 decode_window=args.decode_window)
 

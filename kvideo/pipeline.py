@@ -64,6 +64,9 @@ class GenerationOptions:
     sampler: str = "ddpm"
     interpolation_sampler: str = "ddpm"
     timestep_spacing: str = "direct"  # the samplers' steps: "direct" (the release's), "trailing" or "leading"
+    # dynamic thresholding of each step's x0 estimate: the quantile q of |x0| above which it is clipped and
+    # rescaled (the release's 0.98, for latents kept within [-1, 1]); None turns it off
+    threshold: float | None = 0.98
     guidance_scale: float = 5.0
     interpolation_guidance_scale: float = 0.25
     seed: int | None = None
@@ -85,6 +88,10 @@ class GenerationOptions:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {SAMPLERS}")
         if self.timestep_spacing not in diffusion.COSINE_SPACINGS:
             raise ValueError(f"timestep_spacing={self.timestep_spacing!r}: choose one of {diffusion.COSINE_SPACINGS}")
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
+                                           or not 0.0 < self.threshold <= 1.0):
+            raise ValueError(f"threshold={self.threshold!r}: a quantile in (0, 1] (the release's 0.98), or None "
+                             "for no thresholding")
         if self.num_frames is not None and self.num_frames < 2 and self.fps != "low":
             raise ValueError(f"num_frames={self.num_frames}: interpolation needs at least 2 keyframes")
         if self.num_frames is not None and self.num_frames < 1:
@@ -235,7 +242,7 @@ class KVideoPipeline:
         model = diffusion.TextGuidance(self.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
                                        frame_positions=positions)
         return self._sample("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, opts.sampler,
-                            opts.timestep_spacing, generator, callback)
+                            opts, generator, callback)
 
     def latent_size(self, opts: GenerationOptions) -> tuple[int, int]:
         """(h, w) of the latents of a `opts.height` x `opts.width` video: the decoder's downsampling
@@ -256,7 +263,7 @@ class KVideoPipeline:
         shape = (b, cfg.out_channels, t - 1, h, w)
         middle = self._sample(f"interpolation x{cfg.interpolated_frames + 1} (skip {skip_frames})",
                               self.interpolation_unet, model, "v", shape, opts.interpolation_steps,
-                              opts.interpolation_sampler, opts.timestep_spacing, generator, callback)
+                              opts.interpolation_sampler, opts, generator, callback)
         return weave(latents, rearrange(middle, "b (k c) g h w -> b c g k h w", c=c))
 
     def decode(self, latents: torch.Tensor, window: int | None) -> np.ndarray:
@@ -266,9 +273,9 @@ class KVideoPipeline:
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return rearrange(video, "b c f h w -> b f h w c").cpu().numpy()
 
-    def _sample(self, stage, unet, model, prediction, shape, steps, sampler, spacing, generator, callback):
-        schedule = diffusion.cosine_schedule(steps, spacing=spacing)
-        denoise = diffusion.X0Denoiser(model, schedule, prediction)
+    def _sample(self, stage, unet, model, prediction, shape, steps, sampler, opts, generator, callback):
+        schedule = diffusion.cosine_schedule(steps, spacing=opts.timestep_spacing)
+        denoise = diffusion.X0Denoiser(model, schedule, prediction, percentile=opts.threshold)
         x = diffusion.randn_like(torch.empty(shape, device=self.device), generator)
         report = self._step_report(stage, steps, callback)
         with self._on_device(unet), self._autocast():

@@ -120,6 +120,13 @@ def test_guidance_nan_is_refused_before_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_bad_threshold_is_refused_before_work(tmp_path):
+    for value, needle in (("1.5", "'1.5': a quantile in (0, 1], e.g. 0.98, or off"), ("none?", "expected a number")):
+        result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--threshold", value)
+        assert_one_line_error(result, "generate", needle)
+    assert not any(tmp_path.iterdir())
+
+
 def test_an_empty_negative_prompt_is_refused_before_work(tmp_path):
     result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--negative", " ", *QUICK)
     assert_one_line_error(result, "generate", "--negative is empty")
@@ -310,3 +317,9 @@ def test_generate_flags_set_every_generation_option_with_its_defaults():
     assert generation_options(args, OFFICIAL_DEFAULTS)["timestep_spacing"] == "trailing"
     assert generation_options(args, {**OFFICIAL_DEFAULTS, "timestep_spacing": "leading"})["timestep_spacing"] \
         == "trailing"  # the flag wins over the model card's default
+    card = {**OFFICIAL_DEFAULTS, "threshold": None}  # the shapes model's card turns thresholding off
+    assert generation_options(args, card)["threshold"] is None
+    for flag, value in (("off", None), ("0.995", 0.995)):
+        args = build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4", "--threshold", flag])
+        assert generation_options(args, card)["threshold"] == value
+        assert generation_options(args, OFFICIAL_DEFAULTS)["threshold"] == value

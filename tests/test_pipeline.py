@@ -91,6 +91,21 @@ def test_timestep_spacing_reaches_both_samplers(pipe):
     assert not torch.equal(direct.latents, trailing.latents)
 
 
+def test_threshold_option_clips_x0_estimates_of_both_stages_or_not(pipe):
+    """The release's dynamic thresholding (quantile 0.98) bounds every x0 estimate by 1; threshold=None leaves
+    them as the models predict (the shapes model's setting: its latents are not bounded by 1)."""
+    def peaks(**options):
+        seen = {}
+        pipe("a cat", fps="medium", seed=1, callback=lambda stage, info: seen.setdefault(stage, []).append(
+            float(info["x0"].abs().max())), **{**QUICK, **options})
+        return {stage: max(values) for stage, values in seen.items()}
+
+    clipped, free = peaks(), peaks(threshold=None)
+    assert set(clipped) == set(free) == {"keyframes", "interpolation x4 (skip 3)"}
+    assert all(value <= 1.0 + 1e-6 for value in clipped.values())
+    assert all(value > 1.0 for value in free.values())  # random weights: estimates well beyond 1
+
+
 def test_callback_sees_every_step_of_every_stage(pipe):
     seen = []
     pipe("a cat", fps="high", seed=0, callback=lambda stage, info: seen.append((stage, info["step"])), **QUICK)
@@ -109,6 +124,9 @@ def test_weave_orders_keyframes_and_middle_frames():
     (dict(steps=0), "steps=0"),
     (dict(sampler="euler"), "sampler='euler'"),
     (dict(timestep_spacing="even"), "timestep_spacing='even'"),
+    (dict(threshold=0.0), "threshold=0.0: a quantile in"),
+    (dict(threshold=1.5), "threshold=1.5"),
+    (dict(threshold="off"), "threshold='off'"),
     (dict(fps="ultra"), "fps='ultra'"),
     (dict(num_frames=1, fps="medium"), "at least 2 keyframes"),
 ])
