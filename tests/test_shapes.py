@@ -233,6 +233,20 @@ def test_direction_from_net_motion():
     assert classify_direction(net_motion(times[:1], centers[:1]), 64, 64) == "none"
 
 
+def test_a_blob_of_another_colour_is_tracked_by_its_mask(recwarn):
+    """A frame whose blob has nothing of the clip's object colour (generated clips do this) still gives a
+    finite centre: its mask's, not a division by zero."""
+    from kvideo.shapes.score import _track
+
+    background, red, cyan = np.array([128.0] * 3), np.array([220.0, 40, 40]), np.array([40, 220, 220])
+    frames = np.full((2, 32, 32, 3), 128.0)
+    frames[0, 4:10, 4:10], frames[1, 4:10, 20:26] = red, cyan
+    masks = {t: np.abs(frames[t] - background).sum(axis=-1) > 60 for t in range(2)}
+    fills, _, centers = _track(frames, background, red, masks)
+    np.testing.assert_allclose(centers, [[7, 7], [7, 23]])
+    assert fills == [1.0, 1.0] and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 # -- scorer: rendered clips ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):

@@ -236,6 +236,8 @@ def _track(frames, background, object_rgb, found) -> tuple[list[float], list[flo
     for t in sorted(found):
         rows, cols = bounding_box(found[t])
         alpha = coverage_map(frames[t][rows, cols], background, object_rgb)
+        if not alpha.sum() > 0:  # a blob of another colour than the clip's object: the mask stands in for it
+            alpha = found[t][rows, cols].astype(np.float64)
         fills.append(fill_ratio(alpha))
         skews.append(profile_skew(alpha))
         centers.append(centroid(alpha) + [rows.start, cols.start])
