@@ -49,7 +49,6 @@ def quality(args) -> None:
     from kvideo.shapes.quality import measure_quality, passes_bar
 
     summary = args.out / "quality.json"  # every variant measured into OUT so far, rewritten after each one
-    table = json.loads(summary.read_text()) if summary.is_file() else {}
     for variant in args.variants:
         report = measure_quality(variant_pipeline(args.recipe, variant), args.out / variant, prompts=args.prompts,
                                  seeds=args.seeds, batch_size=args.batch_size)
@@ -57,7 +56,8 @@ def quality(args) -> None:
         row = {k: totals[k] for k in ("object_color", "background", "direction", "shape", "all", "found")}
         row["meets_bar"] = all(passes_bar(totals).values())
         row["prompts"], row["seeds"] = args.prompts, args.seeds
-        table[variant] = row
+        # read just before writing: runs of other variants into the same OUT may have added theirs meanwhile
+        table = {**(json.loads(summary.read_text()) if summary.is_file() else {}), variant: row}
         print(variant, json.dumps(row), flush=True)
         with atomic_path(summary) as tmp:
             tmp.write_text(json.dumps(table, indent=1))
