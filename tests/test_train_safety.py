@@ -92,6 +92,16 @@ def test_rotation_orders_by_step_number_and_keeps_latest(tmp_path):
     assert ckpt.latest_folder(tmp_path) == final and final.is_dir()
 
 
+def test_resuming_a_finished_run_reports_its_last_logged_loss(finished_run, tmp_path):
+    """No step runs, yet the result's loss is the run's, not nan (recipes record it as the stage's final loss)."""
+    from kvideo.train.tracking import read_log
+
+    values, folder = finished_run
+    trainer = Trainer(train_config(tmp_path, resume="latest", **values), DistEnv())
+    result = trainer.run()
+    assert result.step == 4 and result.last_loss == read_log(folder)[-1]["loss"]
+
+
 def test_resume_latest_skips_a_corrupt_checkpoint_and_says_so(finished_run, tmp_path, capsys):
     values, folder = finished_run
     (folder / "checkpoints/step-00000004" / ckpt.STATE_FILE).write_bytes(os.urandom(300))

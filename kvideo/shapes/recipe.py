@@ -340,7 +340,8 @@ def calibrate_latent_scale(weights: Path, captions: Path, *, clips: int = 32, ta
     `target_std`, rewriting `weights` in place (atomically); a MoVQ already calibrated is left alone.
 
     The release's samplers clip (or rescale) predicted x0 to about [-1, 1] each step; latents trained
-    to unit variance would be squashed by that, and sampling collapses.
+    to unit variance would be squashed by that, and sampling collapses. At std 0.4 the latents of white
+    frames still reach 1.4, which is why the shapes model's card turns that thresholding off as well.
     """
     from kvideo.models.movq import MoVQ, MoVQConfig
     from kvideo.train.checkpointing import read_weights, save_weights

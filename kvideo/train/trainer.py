@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from kvideo.train.config import TrainConfig, check_finite, check_inputs
 from kvideo.train.data import StreamSampler
 from kvideo.train.seeding import rng_state, seeded_generator, set_rng_state
 from kvideo.train.task import Task, build_task
-from kvideo.train.tracking import TrainLog, peak_memory_gb
+from kvideo.train.tracking import TrainLog, peak_memory_gb, read_log
 
 
 @dataclass
@@ -31,7 +31,7 @@ class TrainResult:
     output_dir: Path
     step: int
     weights: Path  # the trained weights to use (EMA weights when the EMA is on)
-    last_loss: float
+    last_loss: float  # the last step's (a finished run resumed: the last loss in its log)
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
@@ -201,6 +201,8 @@ class Trainer:
                 self.save()
         bar.close()
         self.log.close()
+        if math.isnan(loss):  # a finished run resumed: no step ran here, its log has the last loss
+            loss = next((r["loss"] for r in reversed(read_log(self.output_dir)) if "loss" in r), loss)
         return TrainResult(self.output_dir, self.step, self.export(), loss)
 
     def train_step(self, batches: Iterator[dict[str, Any]]) -> float:
