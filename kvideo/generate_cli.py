@@ -17,7 +17,7 @@ from kvideo.export import check_output_path
 from kvideo.pipeline import DTYPES, FPS_MODES, OFFLOAD, SAMPLERS, GenerationOptions, check_prompt
 from kvideo.prompts import Prompt, read_prompts_file, report_truncated
 
-DEFAULT_WEIGHTS = "tiny"  # what `--weights` means when it is not given: a built-in model name or "tiny"
+DEFAULT_WEIGHTS = "shapes"  # what `--weights` means when it is not given: a built-in model name or "tiny"
 WEIGHTS_ENV = "KVIDEO_WEIGHTS"  # overrides DEFAULT_WEIGHTS (a folder or a built-in name), e.g. for a test session
 # Generation defaults of a weights folder without a model card (the official release) and of the tiny preset
 # (random weights: small and quick, it only shows the stages run); a folder's model.json overrides them.

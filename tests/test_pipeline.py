@@ -297,16 +297,14 @@ def test_cli_uses_the_model_card_defaults_and_names_the_grammar(tmp_path, capsys
     assert "1 prompt(s) outside the grammar" in capsys.readouterr().err
 
 
-def test_builtin_model_names_resolve_to_the_package(tmp_path):
-    from kvideo.pipeline import builtin_model_dir, resolve_weights
+def test_builtin_model_names_resolve_to_the_package_and_a_missing_one_says_how_to_make_it(tmp_path, monkeypatch):
+    import kvideo.pipeline as pipeline
 
-    assert resolve_weights(tmp_path) == tmp_path
-    folder = builtin_model_dir("shapes")
-    if (folder / "model.json").is_file():
-        assert resolve_weights("shapes") == folder
-    else:
-        with pytest.raises(FileNotFoundError, match="kvideo recipe shapes"):
-            resolve_weights("shapes")
+    assert pipeline.resolve_weights(tmp_path) == tmp_path
+    assert pipeline.resolve_weights("shapes") == pipeline.builtin_model_dir("shapes")  # shipped
+    monkeypatch.setattr(pipeline, "builtin_model_dir", lambda name: tmp_path / name)  # an install without it
+    with pytest.raises(FileNotFoundError, match="reinstall kvideo or train it: kvideo recipe shapes OUT"):
+        pipeline.resolve_weights("shapes")
 
 
 def test_kvideo_weights_sets_the_default_of_weights(monkeypatch):

@@ -1,27 +1,36 @@
 """The shipped shapes model end to end: `kvideo generate` with no --weights, scored by `kvideo eval shapes`."""
 from __future__ import annotations
 
-import pytest
+import csv
 
 from kvideo.cli import main
-from kvideo.pipeline import builtin_model_dir
+from kvideo.pipeline import builtin_model_dir, resolve_weights
 
-pytestmark = pytest.mark.skipif(not (builtin_model_dir("shapes") / "model.json").is_file(),
-                                reason="the built-in shapes model is not in this installation")
+PROMPTS = ("a yellow square moving right on a gray background", "a blue circle moving up on a white background")
+
+
+def test_the_shapes_model_is_shipped_in_the_package():
+    folder = builtin_model_dir("shapes")
+    assert resolve_weights("shapes") == folder
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert {"model.json", "keyframe_unet.safetensors", "interpolation_unet.safetensors",
+            "video_movq.safetensors"} <= {p.name for p in files}
+    assert sum(p.stat().st_size for p in files) <= 80e6  # the issue's budget
 
 
 def test_generate_without_weights_uses_the_shipped_model_and_follows_the_prompt(tmp_path, monkeypatch, capsys):
     from kvideo.shapes.score import score_folder
 
     monkeypatch.delenv("KVIDEO_WEIGHTS", raising=False)  # conftest pins the tiny preset for other tests
-    prompt = "a yellow square moving right on a gray background"
-    out = tmp_path / "clips"
-    out.mkdir()
-    assert main(["generate", prompt, "-o", str(out / "clip.mp4"), "--steps", "12", "--interpolation-steps", "4",
-                 "--fps", "low", "--seed", "0", "--quiet"]) == 0
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "clips"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    assert main(["generate", "--prompts-file", str(prompts), "-o", str(out), "--steps", "12",
+                 "--interpolation-steps", "4", "--fps", "low", "--seed", "0", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "model 'shapes'" in err and "a {color} {shape} moving" in err and "RANDOM" not in err
-    (out / "captions.csv").write_text(f"path,caption\nclip.mp4,{prompt}\n")
-    report = score_folder(out, out / "captions.csv")
-    matches = report["clips"][0]["matches"]
-    assert matches["background"] and matches["object_color"], report["clips"][0]
+    clips = sorted(out.glob("*.mp4"))
+    assert len(clips) == len(PROMPTS)
+    with (out / "captions.csv").open("w", newline="") as file:
+        csv.writer(file).writerows([("path", "caption"), *((c.name, p) for c, p in zip(clips, PROMPTS))])
+    for clip in score_folder(out, out / "captions.csv")["clips"]:
+        assert clip["matches"]["background"] and clip["matches"]["object_color"], clip
