@@ -304,8 +304,8 @@ def wants_release11(args, tiny: bool) -> bool:
     if flags:
         raise BadInputError(f"{' / '.join(flags)} {'needs' if len(flags) == 1 else 'need'} release 1.1 weights "
                             f"(t2v.pt, ...); --weights "
-                            f"{args.weights!r} holds no t2v.pt, and release 1.0 has no image conditioning "
-                            f"(--weights tiny runs the random tiny 1.1 preset)")
+                            f"{args.weights!r} holds no t2v.pt: a text-to-video model (release 1.0, the shapes "
+                            f"model) has no image conditioning (--weights tiny runs the random tiny 1.1 preset)")
     return False
 
 

@@ -209,7 +209,8 @@ def test_cli_image_to_video(tmp_path, capsys):
 @pytest.mark.parametrize("args, needle", [
     (["--image", "{tmp}/missing.png"], "does not exist"),
     (["--image", "{tmp}/text.png"], "not a readable picture"),
-    (["--image", "{tmp}/photo.png", "--weights", "{tmp}/v10"], "release 1.0 has no image conditioning"),
+    (["--image", "{tmp}/photo.png", "--weights", "{tmp}/v10"], "holds no t2v.pt: a text-to-video model"),
+    (["--motion", "low", "--weights", "shapes"], "--weights 'shapes' holds no t2v.pt"),
     (["--first-frame-out", "{tmp}/first.xyz"], "unknown image extension"),
     (["--image", "{tmp}/photo.png", "--sampler", "ddim"], "ddpm only"),
     (["--image", "{tmp}/photo.png", "--timestep-spacing", "trailing"], "release 1.1 keeps its own steps"),
