@@ -67,6 +67,7 @@ def fvd(args) -> None:
     """I3D detector trained on the training set; FVD of held-out rendered clips vs generated ones."""
     import torch
 
+    from kvideo.checkpoint import atomic_path
     from kvideo.eval.i3d import InceptionI3d
     from kvideo.shapes.quality import clip_features, detector_accuracy, fvd as frechet
     from kvideo.shapes.render import render_dataset
@@ -95,8 +96,8 @@ def fvd(args) -> None:
         results[f"real-a vs {variant}"] = frechet(reals["real-a"], clip_features(detector, folder))
     for name, value in results.items():
         print(f"FVD {name}: {value:.2f}", flush=True)
-    (args.out / "fvd.json").write_text(json.dumps({"clips": n, "detector_accuracy": accuracy, "fvd": results},
-                                                  indent=1))
+    with atomic_path(args.out / "fvd.json") as tmp:
+        tmp.write_text(json.dumps({"clips": n, "detector_accuracy": accuracy, "fvd": results}, indent=1))
 
 
 def denoise(args) -> None:
@@ -406,7 +407,7 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=48)
     p.set_defaults(func=movq)
     p = commands.add_parser("speed")
-    p.add_argument("--prompt", default="a red circle moving right on a black background")
+    p.add_argument("--prompt", default="a red circle moving right on a white background")  # the README's
     p.add_argument("--weights", help="default: kvideo generate's default")
     p.add_argument("--output", default="speed-check.mp4")
     p.set_defaults(func=speed)
