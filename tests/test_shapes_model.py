@@ -18,6 +18,19 @@ def test_the_shapes_model_is_shipped_in_the_package():
     assert sum(p.stat().st_size for p in files) <= 80e6  # the budget
 
 
+def test_from_pretrained_by_name_loads_fp16_files_and_the_cards_settings():
+    from safetensors import safe_open
+
+    from kvideo.pipeline import KVideoPipeline
+
+    pipe = KVideoPipeline.from_pretrained("shapes", progress=False)
+    assert pipe.card["name"] == "shapes" and pipe.card["generation"]["threshold"] is None
+    assert pipe.unet.config.predicts == "v" and pipe.decoder.config.downsample_factor == 4
+    for name in ("keyframe_unet", "interpolation_unet", "video_movq"):
+        with safe_open(builtin_model_dir("shapes") / f"{name}.safetensors", "pt") as file:
+            assert {file.get_slice(k).get_dtype() for k in file.keys()} == {"F16"}, name
+
+
 def test_generate_without_weights_uses_the_shipped_model_and_follows_the_prompt(tmp_path, monkeypatch, capsys):
     from kvideo.shapes.score import score_folder
 
