@@ -88,8 +88,9 @@ class GenerationOptions:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {SAMPLERS}")
         if self.timestep_spacing not in diffusion.COSINE_SPACINGS:
             raise ValueError(f"timestep_spacing={self.timestep_spacing!r}: choose one of {diffusion.COSINE_SPACINGS}")
-        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
-                                           or not 0.0 < self.threshold <= 1.0):
+        quantile = self.threshold
+        if quantile is not None and (isinstance(quantile, bool) or not isinstance(quantile, (int, float))
+                                     or not 0.0 < quantile <= 1.0):
             raise ValueError(f"threshold={self.threshold!r}: a quantile in (0, 1] (the release's 0.98), or None "
                              "for no thresholding")
         if self.num_frames is not None and self.num_frames < 2 and self.fps != "low":
