@@ -49,19 +49,41 @@ def manifest_for(jobs: list[PromptJob], settings: dict[str, Any]) -> dict[str, A
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any], shard: Shard) -> None:
-    """Rank 0 writes the manifest atomically; an existing one must describe the same run (resume)."""
+    """Rank 0 writes the manifest atomically; an existing one must describe the same run (resume). A folder
+    without one must be empty: its videos would be counted as generated (every rank checks before any writes)."""
     from kvideo.checkpoint import atomic_path
 
     path = out_dir / MANIFEST
-    if path.is_file():
-        existing = json.loads(path.read_text())
+    if path.exists():
+        existing = read_own_manifest(path)
         if existing != manifest:
             raise ValueError(f"{str(path)!r} describes another run (other prompts or settings); "
                              "use a new --out folder, or delete it to start over")
-    elif shard.is_main:
+        shard.barrier()
+        return
+    foreign = sorted(p for p in out_dir.iterdir() if not _is_temporary(p)) if out_dir.is_dir() else []
+    if foreign:
+        raise ValueError(f"{str(foreign[0])!r} was not written by kvideo eval generate ({str(out_dir)!r} has no "
+                         f"{MANIFEST}); use a new or empty --out folder, nothing was changed")
+    shard.barrier()  # every rank has looked before rank 0 writes
+    if shard.is_main:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     shard.barrier()
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temp file of a killed atomic write (`.NAME.<random>.tmp...`): removed or replaced, never adopted."""
+    return path.name.startswith(".") and ".tmp" in path.name
+
+
+def read_own_manifest(path: Path) -> Any:
+    """The JSON of an existing manifest, or a one-line error naming it."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not a manifest kvideo eval generate can read ({error}); "
+                         "use a new --out folder") from None
 
 
 def generate_videos(

@@ -23,6 +23,7 @@ import torch
 from kvideo.checkpoint import atomic_path
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, TEMPLATE, all_captions
 from kvideo.shapes.recipe_cli import STAGE_NAMES as STAGES
+from kvideo.shapes.render import RenderSettings
 from kvideo.train.config import KEYFRAME_PHASES, CacheConfig, TrainConfig
 
 TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
@@ -31,6 +32,7 @@ LATENT_STD = 0.4  # std of the diffusion latents: |x0| then stays within the sam
 # The keyframe run the model ships: every weight trained. With the temporal layers alone the direction word
 # never reached the motion (the text reaches them only through the frozen image UNet; benchmarks/README.md).
 SHIPPED_KEYFRAME = ("keyframe-all", "keyframe", "all")  # (stage, task, trained weights)
+DATA_SETTINGS = RenderSettings(height=128, width=128, fps=24.0, seconds=10.0)  # the clips the data stage renders
 MODEL_FILES = ("keyframe_unet.safetensors", "interpolation_unet.safetensors", "video_movq.safetensors",
                "text_encoder")
 
@@ -86,9 +88,7 @@ class Recipe:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown recipe stages {unknown}; the stages are {list(STAGES)}")
-        for stage in ("keyframe", "keyframe-all"):
-            if stage in stages and stage not in self.records():
-                self.check_phase_captions(stage)
+        self.check_before_work(stages)
         self.paths.root.mkdir(parents=True, exist_ok=True)
         for stage in stages:
             if stage in self.records():
@@ -101,6 +101,24 @@ class Recipe:
             self._record(stage, values)
             self.log(f"recipe: {stage} finished in {values['wall_s']:.0f} s {values}")
         return self.paths.model
+
+    def check_before_work(self, stages: tuple[str, ...]) -> None:
+        """Everything that would stop a stage, checked before the first one runs: the device, the captions
+        of the keyframe phases, and the folders the data and model stages write (only into what they made)."""
+        from kvideo.shapes.render import check_folder
+
+        done = self.records()
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device {self.device!r}: expected auto, cpu or cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU is available here; use --device cpu (or auto)")
+        for stage in ("keyframe", "keyframe-all"):
+            if stage in stages and stage not in done:
+                self.check_phase_captions(stage)
+        if "data" in stages and "data" not in done:
+            check_folder(self.paths.data, self.seed, DATA_SETTINGS)
+        if "model" in stages and "model" not in done:
+            check_model_folder(self.paths.model)
 
     def check_phase_captions(self, stage: str) -> None:
         """Refuse, before any training, a data set whose clips lack the captions a phase of keyframe `stage`
@@ -140,7 +158,8 @@ class Recipe:
     def stage_data(self) -> dict:
         from kvideo.shapes.render import render_dataset
 
-        render_dataset(self.paths.data, num_videos=self.videos, seed=self.seed, size=128, progress=self.progress)
+        render_dataset(self.paths.data, num_videos=self.videos, seed=self.seed, size=DATA_SETTINGS.height,
+                       fps=DATA_SETTINGS.fps, seconds=DATA_SETTINGS.seconds, progress=self.progress)
         return {"videos": self.videos}
 
     def stage_movq(self) -> dict:
@@ -236,6 +255,23 @@ class Recipe:
         write_model_card(folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         return {"folder": str(folder), "megabytes": round(size / 2**20, 1)}
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a model folder holding anything the model stage does not write (it replaces what it writes)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is a file; the recipe's model stage writes a folder there")
+    ours = {*MODEL_FILES, "model.json"}
+    foreign = sorted(p for p in folder.iterdir() if p.name not in ours and not _is_temporary(p)) \
+        if folder.is_dir() else []
+    if foreign:
+        raise ValueError(f"{str(foreign[0])!r} was not written by kvideo recipe (its model stage writes only "
+                         f"{', '.join(sorted(ours))} in {str(folder)!r}); move it away, nothing was changed")
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temp file of an interrupted atomic write (`.NAME.<random>.tmp...`)."""
+    return path.name.startswith(".") and ".tmp" in path.name
 
 
 def assemble_model(folder: Path, *, image: Path, keyframe: Path, interpolation: Path, movq: Path, decoder: Path,

@@ -164,6 +164,7 @@ def render_dataset(out: str | Path, num_videos: int, seed: int = 0, size: int | 
     settings = RenderSettings.from_size(size, fps, seconds)
     _check_counts(num_videos, seed)
     out = Path(out)
+    check_folder(out, seed, settings)  # before anything is written
     (out / "videos").mkdir(parents=True, exist_ok=True)
     _claim_folder(out, seed, settings)
     rows = []
@@ -183,18 +184,65 @@ def _check_counts(num_videos: int, seed: int) -> None:
         raise BadInputError(f"seed={seed!r} must be a non-negative integer")
 
 
+def _wanted_settings(seed: int, settings: RenderSettings) -> dict:
+    return {"version": FORMAT_VERSION, "seed": int(seed), **asdict(settings)}
+
+
+def check_folder(out: Path, seed: int, settings: RenderSettings) -> None:
+    """Refuse, before anything is written, a folder the renderer would write into but did not make: one
+    without `render.json` that holds anything (a data set of the user's own: its captions.csv would be
+    replaced and its videos adopted), or one whose `render.json` records other settings (its clips differ)."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{str(out)!r} is a file, not a folder; render into a new or empty folder")
+    path = out / SETTINGS_FILE
+    if not path.exists():
+        foreign = _foreign_entry(out)
+        if foreign is not None:
+            raise BadInputError(f"{str(foreign)!r} was not written by kvideo data shapes ({str(out)!r} has no "
+                                f"{SETTINGS_FILE}); render into a new or empty folder, nothing was changed")
+        return
+    found = _read_settings(path)
+    wanted = _wanted_settings(seed, settings)
+    if found != wanted:
+        raise BadInputError(f"{str(out)!r} holds clips rendered with {found}, not {wanted}; "
+                            f"render into another folder (or empty this one)")
+
+
+def _foreign_entry(out: Path) -> Path | None:
+    """The first thing in `out` (a folder without render.json) other than an empty `videos/` folder."""
+    if not out.is_dir():
+        return None
+    for entry in sorted(out.iterdir()):
+        if entry.name == "videos" and entry.is_dir() and not entry.is_symlink():
+            inside = sorted(entry.iterdir())
+            if inside:
+                return inside[0]
+            continue
+        return entry
+    return None
+
+
+def _read_settings(path: Path) -> dict:
+    """The settings a folder's render.json records, or a one-line error naming the file."""
+    try:
+        found = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadInputError(f"{str(path)!r} is not a kvideo render settings file ({error}); render into a new "
+                            "folder") from None
+    if not isinstance(found, dict):
+        raise BadInputError(f"{str(path)!r} is not a kvideo render settings file (it holds a "
+                            f"{type(found).__name__}); render into a new folder")
+    return found
+
+
 def _claim_folder(out: Path, seed: int, settings: RenderSettings) -> None:
-    """Record the set's settings in `out`; refuse a folder rendered with other settings (its clips differ)."""
-    wanted = {"version": FORMAT_VERSION, "seed": int(seed), **asdict(settings)}
+    """Record the set's settings in `out` (checked by `check_folder` first)."""
+    check_folder(out, seed, settings)
     path = out / SETTINGS_FILE
     if path.is_file():
-        found = json.loads(path.read_text())
-        if found != wanted:
-            raise BadInputError(f"{str(out)!r} holds clips rendered with {found}, not {wanted}; "
-                             f"render into another folder (or empty this one)")
         return
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(wanted, indent=1) + "\n")
+        tmp.write_text(json.dumps(_wanted_settings(seed, settings), indent=1) + "\n")
 
 
 def _csv_row(relative: str, params: ClipParams, settings: RenderSettings) -> list:

@@ -1,0 +1,103 @@
+"""Faults and bad input, round two (issue 29): each case in a subprocess, as a user meets it: exit status 2, one
+line naming the file or flag, nothing written, and the user's own files byte-identical afterwards."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_cli_errors import assert_one_line_error, kvideo, snapshot
+
+
+def user_data_set(folder: Path) -> Path:
+    """A captioned set of the user's own: captions.csv and videos/00000.mp4, no render.json."""
+    (folder / "videos").mkdir(parents=True)
+    (folder / "captions.csv").write_text("path,caption\nvideos/00000.mp4,my holiday\n")
+    (folder / "videos" / "00000.mp4").write_bytes(b"the user's own video, not rendered by kvideo")
+    return folder
+
+
+# -- never touch what kvideo did not make ------------------------------------------------------------
+def test_data_shapes_refuses_a_folder_holding_the_users_own_data_set(tmp_path):
+    folder = user_data_set(tmp_path / "mine")
+    before = snapshot(folder)
+    result = kvideo("data", "shapes", folder, "--videos", "2", "--size", "32", "--seconds", "0.5", "--quiet")
+    assert_one_line_error(result, "data shapes", "captions.csv' was not written by kvideo data shapes",
+                          "no render.json")
+    assert snapshot(folder) == before and sorted(p.name for p in folder.iterdir()) == ["captions.csv", "videos"]
+
+
+def test_data_shapes_refuses_a_video_of_the_users_in_an_otherwise_empty_folder(tmp_path):
+    (tmp_path / "set" / "videos").mkdir(parents=True)
+    (tmp_path / "set" / "videos" / "00000.mp4").write_bytes(b"mine")
+    result = kvideo("data", "shapes", tmp_path / "set", "--videos", "1", "--size", "32", "--seconds", "0.5",
+                    "--quiet")
+    assert_one_line_error(result, "data shapes", "00000.mp4' was not written by kvideo data shapes")
+    assert snapshot(tmp_path / "set") == {"videos/00000.mp4": b"mine"}
+
+
+def test_data_shapes_names_an_unreadable_render_json(tmp_path):
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "render.json").write_bytes(b"\xff\xfe{not json")
+    result = kvideo("data", "shapes", tmp_path / "set", "--videos", "1", "--size", "32", "--seconds", "0.5",
+                    "--quiet")
+    assert_one_line_error(result, "data shapes", "render.json' is not a kvideo render settings file")
+    assert snapshot(tmp_path / "set") == {"render.json": b"\xff\xfe{not json"}
+
+
+def test_recipe_data_stage_refuses_someone_elses_captions(tmp_path):
+    user_data_set(tmp_path / "out" / "data")
+    before = snapshot(tmp_path / "out")
+    result = kvideo("recipe", "shapes", tmp_path / "out", "--stages", "data", "--videos", "2", "--quiet")
+    assert_one_line_error(result, "recipe shapes", "captions.csv' was not written by kvideo data shapes")
+    assert snapshot(tmp_path / "out") == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data"]  # no records, no stage folders
+
+
+def test_recipe_model_stage_refuses_a_model_folder_holding_other_files(tmp_path):
+    (tmp_path / "out" / "model").mkdir(parents=True)
+    (tmp_path / "out" / "model" / "notes.txt").write_text("mine")
+    result = kvideo("recipe", "shapes", tmp_path / "out", "--stages", "model", "--quiet")
+    assert_one_line_error(result, "recipe shapes", "notes.txt' was not written by kvideo recipe")
+    assert snapshot(tmp_path / "out") == {"model/notes.txt": b"mine"}
+
+
+def test_recipe_checks_the_device_before_any_stage(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is available: --device cuda is valid here")
+    result = kvideo("recipe", "shapes", tmp_path / "out", "--stages", "data", "--videos", "2", "--device", "cuda",
+                    "--quiet")
+    assert_one_line_error(result, "recipe shapes", "--device cuda", "no CUDA GPU")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory) -> Path:
+    from test_eval_support import make_ucf101
+
+    return make_ucf101(tmp_path_factory.mktemp("ucf"), per_class=3, num_frames=4)
+
+
+def test_eval_generate_refuses_an_unrelated_video_in_a_folder_without_manifest(ucf, tmp_path):
+    out = tmp_path / "gen"
+    out.mkdir()
+    (out / "00000.mp4").write_bytes(b"an unrelated clip")
+    result = kvideo("eval", "generate", "--benchmark", "ucf101", "--data", ucf, "--split", "test", "--out", out,
+                    "--num-videos", "2", "--preset", "tiny", "--quiet")
+    assert_one_line_error(result, "eval generate", "00000.mp4' was not written by kvideo eval generate",
+                          "no manifest.json")
+    assert snapshot(out) == {"00000.mp4": b"an unrelated clip"}
+
+
+def test_eval_generate_names_an_unreadable_manifest(ucf, tmp_path):
+    out = tmp_path / "gen"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"videos": [')
+    result = kvideo("eval", "generate", "--benchmark", "ucf101", "--data", ucf, "--split", "test", "--out", out,
+                    "--num-videos", "2", "--preset", "tiny", "--quiet")
+    assert_one_line_error(result, "eval generate", "manifest.json' is not a manifest kvideo eval generate can read")
+    assert snapshot(out) == {"manifest.json": b'{"videos": ['}
