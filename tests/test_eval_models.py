@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from golden_dir import golden_path
 from kvideo.eval.c3d import C3D, C3DConfig
 from kvideo.eval.detectors import c3d_input, i3d_input, load_c3d_detector, load_i3d_detector
 from kvideo.eval.i3d import I3DConfig, InceptionI3d, same_padding
 from test_eval_support import tiny_c3d_file, tiny_i3d_file
-
-GOLDEN = Path(os.environ.get("KVIDEO_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "golden")) / "i3d.safetensors"
 
 
 def meta_i3d(**config) -> InceptionI3d:
@@ -35,8 +32,7 @@ def test_official_i3d_has_the_piergiaj_key_set():
 def test_official_i3d_keys_equal_the_golden_state():
     from safetensors import safe_open
 
-    assert GOLDEN.is_file(), f"golden file {GOLDEN} not found; set KVIDEO_GOLDEN_DIR to the golden folder"
-    with safe_open(str(GOLDEN), "pt") as handle:
+    with safe_open(str(golden_path("i3d.safetensors")), "pt") as handle:
         golden = {k[6:]: tuple(handle.get_slice(k).get_shape()) for k in handle.keys() if k.startswith("state.")}
     assert {k: tuple(v.shape) for k, v in meta_i3d().state_dict().items()} == golden
 

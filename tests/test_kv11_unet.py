@@ -1,18 +1,14 @@
 """Release 1.1 UNets: the keyframe UNet's image and video modes, the interpolation UNet's temporal mask, key names."""
 from __future__ import annotations
 
-import os
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
+from golden_dir import golden_path
 from kvideo.models.unet import UNet, UNetConfig
-
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("KVIDEO_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
 
 
 def random_unet(preset: str, seed: int = 0) -> UNet:
@@ -145,7 +141,7 @@ def test_interpolation_uses_the_text():
 def test_presets_have_the_release_key_names_and_shapes(name, kind):
     """The tiny 1.1 presets are the golden files' reference configs; their official key names and
     shapes are exactly the golden state dicts' (the official-size presets share the structure)."""
-    with safe_open(str(GOLDEN_DIR / f"{name}.safetensors"), "pt") as handle:
+    with safe_open(str(golden_path(f"{name}.safetensors")), "pt") as handle:
         config = json.loads(handle.metadata()["config"])
         expected = {k.removeprefix("state."): list(handle.get_slice(k).get_shape())
                     for k in handle.keys() if k.startswith("state.")}
@@ -159,7 +155,7 @@ def test_presets_have_the_release_key_names_and_shapes(name, kind):
 
 
 def test_official_keyframe_keys_are_the_1_0_keys_plus_the_1_1_parts():
-    official_10 = json.loads((GOLDEN_DIR / "official_checkpoints.json").read_text())["kandinsky_video.pt:unet"]
+    official_10 = json.loads(golden_path("official_checkpoints.json").read_text())["kandinsky_video.pt:unet"]
     renamed = {k.replace("temporal_attention_block.in_norm", "temporal_attention_block.temporal_norm")
                .replace("temporal_attention_block.out_norm", "temporal_attention_block.ff_norm"): v
                for k, v in official_10.items()}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,6 @@ from kvideo.models.movq import (
 )
 from kvideo.models.temporal import temporal_modules
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("KVIDEO_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
-OFFICIAL = GOLDEN_DIR / "official_checkpoints.json"
 OFFICIAL_PARAMETERS = {"movq.pt": 270_603_567, "video_movq.pt": 666_131_275}
 
 
@@ -61,8 +57,7 @@ def latents(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def official_layouts() -> dict:
-    assert OFFICIAL.is_file(), f"{OFFICIAL} is missing; set KVIDEO_GOLDEN_DIR to the golden folder"
-    return json.loads(OFFICIAL.read_text())
+    return json.loads(golden_path("official_checkpoints.json").read_text())
 
 
 # -- configs ---------------------------------------------------------------------------------------------

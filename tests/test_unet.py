@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from golden_dir import golden_path
 from kvideo import attention
 from kvideo.checkpoint import CheckpointError
 from kvideo.models.layers import TemporalAttentionBlock
 from kvideo.models.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("KVIDEO_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -99,7 +98,7 @@ def test_config_rejects_unknown_fields():
     ("official-interpolation", "kandinsky_video_interpolation.pt:unet", 3_872_572_046),
 ])
 def test_official_size_keys_and_shapes(preset, key, params):
-    official = json.loads((GOLDEN_DIR / "official_checkpoints.json").read_text())
+    official = json.loads(golden_path("official_checkpoints.json").read_text())
     with torch.device("meta"):
         model = UNet(UNetConfig.preset(preset))
     ours = {k: list(v.shape) for k, v in model.official_state_dict().items()}
