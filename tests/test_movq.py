@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from golden_dir import golden_path
 from kvideo.checkpoint import CheckpointError, save_safetensors
 from kvideo.models.movq import (
     MoVQ,
