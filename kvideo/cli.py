@@ -5,6 +5,7 @@ import argparse
 import importlib
 import sys
 
+from kvideo.argtypes import parse_int
 from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, debug_requested, run_command, without_debug_flag
 
 # Each module provides `register(subparsers)`, adding its subcommand(s) with `set_defaults(func=...)`.
@@ -46,10 +47,42 @@ def _info(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """kvideo's parser: it and every subcommand's parser (add_subparsers makes them of this class) take
+    the global options, so `kvideo --threads 1 generate ...` and `kvideo generate ... --threads 1` both work."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--threads", type=_threads, metavar="N", default=argparse.SUPPRESS,
+                          help="CPU threads torch uses; 1 on a busy shared machine "
+                               "(default: OMP_NUM_THREADS if set, else the cores this process may use)")
+
+
+def _threads(text: str) -> int:
+    value = parse_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def version() -> str:
+    """The installed distribution's version, or the package's own when kvideo runs from a source tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kvideo")
+    except metadata.PackageNotFoundError:
+        from kvideo import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvideo", description="Kandinsky Video text-to-video toolkit",
-                                     epilog=f"Errors are one line and exit status {EXIT_ERROR}; {DEBUG_FLAG} (anywhere "
-                                            f"on the line) or {DEBUG_ENV}=1 shows the Python traceback.")
+    parser = Parser(prog="kvideo", description="Kandinsky Video text-to-video toolkit",
+                    epilog=f"Errors are one line and exit status {EXIT_ERROR}; {DEBUG_FLAG} (anywhere "
+                           f"on the line) or {DEBUG_ENV}=1 shows the Python traceback.")
+    parser.add_argument("--version", action="version", version=f"kvideo {version()}",
+                        help="print kvideo's version and exit (default: off)")
     parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of any error (default: off)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
@@ -71,7 +104,14 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
-    return run_command(command_name(args), lambda: args.func(args), debug=debug)
+    return run_command(command_name(args), lambda: _run(args), debug=debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kvideo.threads import set_threads
+
+    set_threads(getattr(args, "threads", None))
+    return args.func(args)
 
 
 def command_name(args: argparse.Namespace) -> str:
