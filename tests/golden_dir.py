@@ -21,11 +21,22 @@ def golden_required() -> bool:
 
 
 def golden_path(name: str = "") -> Path:
-    """`GOLDEN_DIR / name` if it exists; otherwise skip (module-level too), or fail when it is required."""
+    """`GOLDEN_DIR / name` if it exists; otherwise skip the test, or fail it when the golden files are required."""
     path = GOLDEN_DIR / name
     if path.exists():
         return path
     if golden_required():
         pytest.fail(f"golden file {path} not found and KVIDEO_REQUIRE_GOLDEN=1: "
                     "put the golden folder at ../shared/golden or set KVIDEO_GOLDEN_DIR", pytrace=False)
-    pytest.skip(SKIP_REASON, allow_module_level=True)
+    _skip()
+
+
+def skip_module_without_golden() -> None:
+    """At module level: skip the whole module when the golden folder is absent. When it is required the
+    module is collected as usual, so its tests fail one by one instead of stopping the collection."""
+    if not GOLDEN_DIR.is_dir() and not golden_required():
+        _skip()
+
+
+def _skip() -> None:
+    pytest.skip(SKIP_REASON, allow_module_level=True)  # one place, so pytest -rs folds every skip into one line
