@@ -51,9 +51,19 @@ def test_every_caption_round_trips_and_there_are_216():
     "a red circle moving left on a blue background", "a red circle moving left on a black background now",
     "the red circle moving left on a black background", "a red circle running left on a black background",
     "a red circle moving left in a black background", "a red circle moving left on a black floor", None, 3,
+    "an red circle moving left on a black background", "a orange square moving down on an black background",
+    "the orange square moving down on a black background",
 ])
 def test_text_outside_the_grammar_does_not_parse(text):
     assert parse_caption(text) is None
+
+
+def test_an_before_a_vowel_is_in_the_grammar():
+    expected = Caption("orange", "square", "down", "black")
+    assert parse_caption("an orange square moving down on a black background") == expected
+    assert parse_caption("An Orange square moving down on a black background") == expected
+    assert parse_caption(expected.text) == expected  # the template's own "a orange" still parses
+    assert check_prompt_in_grammar("an orange square moving down on a black background") is None
 
 
 def test_grammar_notice_only_outside_the_grammar():

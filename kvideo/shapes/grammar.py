@@ -49,19 +49,27 @@ class Caption:
 
 
 def parse_caption(text: str) -> Caption | None:
-    """The Caption that `text` spells (case and runs of spaces ignored), or None outside the grammar."""
+    """The Caption that `text` spells (case and runs of spaces ignored), or None outside the grammar.
+
+    Either article may be "an" before a word that starts with a vowel ("an orange square ...")."""
     if not isinstance(text, str):
         return None
     words = text.lower().split()
     if len(words) != 9:
         return None
     color, shape, direction, background = words[1], words[2], words[4], words[7]
-    fixed = (words[0], words[3], words[5], words[6], words[8])
-    if fixed != ("a", "moving", "on", "a", "background"):
+    if (words[3], words[5], words[8]) != ("moving", "on", "background"):
+        return None
+    if not (_article_fits(words[0], color) and _article_fits(words[6], background)):
         return None
     if color not in COLORS or shape not in SHAPES or direction not in DIRECTIONS or background not in BACKGROUNDS:
         return None
     return Caption(color, shape, direction, background)
+
+
+def _article_fits(article: str, word: str) -> bool:
+    """"a" before any word (the template's own), "an" before a vowel."""
+    return article == "a" or (article == "an" and word[:1] in "aeiou")
 
 
 def all_captions() -> list[Caption]:
