@@ -40,6 +40,10 @@ class SamplingDivergedError(KVideoError, RuntimeError):
     """Sampling produced non-finite latents; nothing was decoded or written."""
 
 
+class TrainingDivergedError(KVideoError, RuntimeError):
+    """Training produced a non-finite loss or weights; the run stopped and nothing non-finite was saved."""
+
+
 # The exceptions a command reports as one line: kvideo's own and the expected bad-input / file errors.
 EXPECTED = (KVideoError, ValueError, OSError)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from test_cli_errors import assert_one_line_error, kvideo, snapshot
+from test_train_helpers import keyframe_setup, videos  # noqa: F401 (fixtures)
 
 
 def user_data_set(folder: Path) -> Path:
@@ -101,3 +102,60 @@ def test_eval_generate_names_an_unreadable_manifest(ucf, tmp_path):
                     "--num-videos", "2", "--preset", "tiny", "--quiet")
     assert_one_line_error(result, "eval generate", "manifest.json' is not a manifest kvideo eval generate can read")
     assert snapshot(out) == {"manifest.json": b'{"videos": ['}
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+def train_args(setup, run: Path, *extra) -> list:
+    cache, unet = setup
+    return ["train", "keyframe", "--preset", "tiny-keyframe", "--model", unet, "--data", cache, "--output-dir", run,
+            "--progress", "false", "--tensorboard", "false", *extra]
+
+
+def test_training_stops_at_the_first_non_finite_loss_and_exports_nothing(keyframe_setup, tmp_path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    result = kvideo(*train_args(keyframe_setup, run, "--lr", "1e30", "--steps", "6", "--save-every", "1"))
+    line = assert_one_line_error(result, "train keyframe", "loss became nan at step",
+                                 "the last good checkpoint is")
+    assert not list(run.glob("*.safetensors"))  # no export
+    for weights in run.glob("checkpoints/step-*/*.safetensors"):  # every checkpoint written is finite
+        assert all(bool(t.isfinite().all()) for t in load_file(weights).values()), weights
+    folder = line.split("the last good checkpoint is '")[1].split("'")[0]
+    assert Path(folder).is_dir(), line
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--max-grad-norm", "-1", "max_grad_norm=-1.0 must be > 0"),
+    ("--adam-eps", "0", "adam_eps=0.0 must be > 0"),
+])
+def test_training_numbers_out_of_range_are_refused_before_work(keyframe_setup, tmp_path, flag, value, needle):
+    result = kvideo(*train_args(keyframe_setup, tmp_path / "run", flag, value))
+    assert_one_line_error(result, "train keyframe", needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_larger_than_the_data_is_capped_with_a_notice(keyframe_setup, tmp_path):
+    run = tmp_path / "run"
+    result = kvideo(*train_args(keyframe_setup, run, "--batch-size", "100000", "--steps", "1", "--save-every", "1"))
+    assert result.returncode == 0, result.stderr
+    assert "batch_size=100000 is more than the 4 samples of the data; training with batch_size=4" in result.stderr
+    assert json.loads((run / "config.json").read_text())["batch_size"] == 4
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("c.yaml", "lr: 1e-3\n", "lr='1e-3' is a string; expected a number (YAML reads an exponent without a dot"),
+    ("c.json", '{"steps": "2"}', "steps='2' is a string; expected a whole number (write it without quotes)"),
+    ("c.json", '{"clip": {"height": 64.5}}', "clip.height=64.5 is a number; expected a whole number"),
+    ("c.json", '{"adam_betas": [0.9, "x"]}', "adam_betas=[0.9, 'x'] is a list; expected a list of numbers"),
+    ("c.json", '{"steps": 2,}', "is not JSON"),
+    ("c.yaml", "steps: [\n", "is not YAML"),
+    ("c.json", b'{"model": "\xff"}', "is not UTF-8 text"),
+])
+def test_config_file_values_are_type_checked_naming_the_file_and_key(keyframe_setup, tmp_path, name, text, needle):
+    config = tmp_path / name
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    result = kvideo(*train_args(keyframe_setup, tmp_path / "run", "--config", config))
+    assert_one_line_error(result, "train keyframe", f"config file {str(config)!r}", needle)
+    assert not (tmp_path / "run").exists()

@@ -204,6 +204,10 @@ class TrainConfig(Config):
               f"detail_weight={self.detail_weight} weights the movq, image and keyframe losses; task={self.task!r} "
               f"has none to weight (set it to 0)")
         check(self.latent_noise >= 0, f"latent_noise={self.latent_noise} must be >= 0")
+        check(self.max_grad_norm >= 0, f"max_grad_norm={self.max_grad_norm} must be > 0 (or 0: no clipping); a "
+              "negative norm would turn the gradient around")
+        check(self.adam_eps > 0 and self.weight_decay >= 0,
+              f"adam_eps={self.adam_eps} must be > 0 and weight_decay={self.weight_decay} >= 0")
         check(self.lr_schedule in ("constant", "cosine"),
               f"lr_schedule={self.lr_schedule!r}; expected 'constant' or 'cosine'")
         check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
@@ -334,22 +338,97 @@ def check_inputs(config: TrainConfig | CacheConfig) -> None:
 
 # -- files ----------------------------------------------------------------------------------------
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or YAML file (YAML needs PyYAML) -> dict."""
+    """A JSON or YAML file (YAML needs PyYAML) -> dict; a file that does not parse is a one-line error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadInputError(f"config file {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") \
+            from None
     if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as error:
-            raise ImportError("reading YAML configs needs PyYAML: pip install 'kvideo[train]' (or pyyaml), "
-                              "or use a .json config") from error
-        data = yaml.safe_load(path.read_text())
+        data = _parse_yaml(path, text)
     else:
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise BadInputError(f"config file {str(path)!r} is not JSON: {error} (YAML files need a .yaml or "
+                                ".yml name)") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping, not {type(data).__name__}")
+        raise BadInputError(f"config file {str(path)!r} must hold a mapping, not {type(data).__name__}")
     return data
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    try:
+        import yaml
+    except ImportError as error:
+        raise ImportError("reading YAML configs needs PyYAML: pip install 'kvideo[train]' (or pyyaml), "
+                          "or use a .json config") from error
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())
+        raise BadInputError(f"config file {str(path)!r} is not YAML: {reason}") from None
+
+
+TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def check_file_types(cls: type[Config], values: dict[str, Any], path: str | Path, prefix: str = "") -> None:
+    """Each value a config file gives has its field's type (a number for lr, a whole number for steps, ...),
+    else a one-line error naming the file and the key. Unknown keys are left to `from_dict`."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name not in values:
+            continue
+        value, annotation, key = values[field.name], hints[field.name], prefix + field.name
+        if isinstance(annotation, type) and issubclass(annotation, Config):
+            if not isinstance(value, dict):
+                raise BadInputError(f"config file {str(path)!r}: {key} must be a mapping of its fields, "
+                                    f"not {value!r}")
+            check_file_types(annotation, value, path, prefix=f"{key}.")
+        elif not _has_type(value, annotation):
+            raise BadInputError(f"config file {str(path)!r}: {key}={value!r} is {_described(value)}; expected "
+                                f"{_expected(annotation)}{_quote_hint(value, annotation, path)}")
+
+
+def _has_type(value: Any, annotation: Any) -> bool:
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        return isinstance(value, (list, tuple)) and all(_has_type(v, item) for v in value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def _described(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "a whole number", float: "a number", list: "a list",
+             dict: "a mapping", type(None): "empty (null)"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _expected(annotation: Any) -> str:
+    if typing.get_origin(annotation) is tuple:
+        items = {float: "numbers", int: "whole numbers", str: "strings", bool: "booleans"}
+        return f"a list of {items.get(typing.get_args(annotation)[0], 'values')}"
+    return TYPE_NAMES.get(annotation, str(annotation))
+
+
+def _quote_hint(value: Any, annotation: Any, path: str | Path) -> str:
+    """A number written as a string: say how to write it (YAML 1.1 reads `1e-3`, without a dot, as a string)."""
+    if annotation not in (float, int) or not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    if Path(path).suffix in (".yaml", ".yml"):
+        return " (YAML reads an exponent without a dot as a string: write 1.0e-3, not 1e-3)"
+    return " (write it without quotes)"
 
 
 def load_config(cls: type[Config], path: str | Path | None = None, preset: str | None = None,
@@ -358,7 +437,9 @@ def load_config(cls: type[Config], path: str | Path | None = None, preset: str |
     if preset and preset not in cls._presets:
         raise ValueError(f"{cls.__name__}: unknown preset {preset!r}; available presets: {cls.presets()}")
     values = dict(cls._presets[preset]) if preset else {}
-    values = _merge(_as_plain(values), read_config_file(path) if path else {})
+    from_file = read_config_file(path) if path else {}
+    check_file_types(cls, from_file, path)
+    values = _merge(_as_plain(values), from_file)
     values = _merge(values, _nest(overrides or {}))
     return cls.from_dict(values)
 

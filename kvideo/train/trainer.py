@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -14,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path
-from kvideo.errors import KVideoError
+from kvideo.errors import KVideoError, TrainingDivergedError
 from kvideo.train import checkpointing as ckpt
 from kvideo.train import distributed
 from kvideo.train.config import TrainConfig, check_finite, check_inputs
@@ -84,6 +85,7 @@ class Trainer:
         self.output_dir = Path(cfg.output_dir)
         self._check_output_dir()
         self.task: Task = build_task(cfg)
+        self.cfg = cfg = self._fit_batch_to_data(cfg)
         if cfg.caption_pattern:
             subset = self.task.dataset
             _on_main(env)(f"kvideo train: {len(subset)} of {len(subset.dataset)} samples match "
@@ -113,6 +115,18 @@ class Trainer:
     def _lr_factor(self, step: int) -> float:
         """An optional linear warm-up, then a constant learning rate or a cosine decay to `min_lr_ratio`."""
         return lr_factor(step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.lr_schedule, self.cfg.min_lr_ratio)
+
+    def _fit_batch_to_data(self, cfg: TrainConfig) -> TrainConfig:
+        """A batch larger than the data would read every sample many times a step (4 clips and
+        batch_size=100000 never finished a step): cap it at what the data holds, and say so."""
+        samples = len(self.task.dataset)
+        most = max(1, samples // self.env.world_size)
+        if cfg.batch_size <= most:
+            return cfg
+        _on_main(self.env)(f"kvideo train: batch_size={cfg.batch_size} is more than the {samples} samples of the "
+                           f"data{f' over {self.env.world_size} processes' if self.env.world_size > 1 else ''}; "
+                           f"training with batch_size={most}")
+        return dataclasses.replace(cfg, batch_size=most)
 
     def _check_output_dir(self) -> None:
         """Rank 0 checks the run folder (before any rank writes to it) and every rank raises what it found."""
@@ -190,17 +204,19 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.task}",
                    disable=not (cfg.progress and self.env.is_main))
         loss, window = float("nan"), _Window()
-        while self.step < cfg.steps:
-            loss = self.train_step(batches)
-            self.step += 1
-            window.add(loss)
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                self._log(window, bar)
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self.save()
-        bar.close()
-        self.log.close()
+        try:
+            while self.step < cfg.steps:
+                loss = self.train_step(batches)
+                self.step += 1
+                window.add(loss)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(window, bar)
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    self.save()
+        finally:
+            bar.close()
+            self.log.close()
         if math.isnan(loss):  # a finished run resumed: no step ran here, its log has the last loss
             loss = next((r["loss"] for r in reversed(read_log(self.output_dir)) if "loss" in r), loss)
         return TrainResult(self.output_dir, self.step, self.export(), loss)
@@ -217,6 +233,7 @@ class Trainer:
                     loss = self.task.loss(self.module, batch, generator)
                 (loss / cfg.grad_accum).backward()
             total += float(loss.detach())
+        self._check_loss(total / cfg.grad_accum)  # before the update: the weights stay those of the last step
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.max_grad_norm)
         self.optimizer.step()
@@ -225,6 +242,28 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.params, self.step + 1)  # self.step counts the steps before this one
         return total / cfg.grad_accum
+
+    def _check_loss(self, loss: float) -> None:
+        """Stop at the first non-finite loss (of any rank): the updates after it would only spread it."""
+        if math.isfinite(distributed.mean_over_ranks(loss, self.env)):
+            return
+        shown = f"{loss}" if math.isinf(loss) else "nan"
+        raise TrainingDivergedError(f"loss became {shown} at step {self.step + 1}; {self._last_good()}")
+
+    def _last_good(self) -> str:
+        """Where a diverged run can be picked up: its newest checkpoint (each was checked finite when saved)."""
+        hint = "a lower --lr, or --max-grad-norm 1.0"
+        folder = ckpt.latest_folder(self.output_dir) if self.step else None
+        if folder is not None and folder.is_dir():
+            return f"the last good checkpoint is {str(folder)!r} (step {ckpt.folder_step(folder)}); try {hint}"
+        return f"no checkpoint was saved before it; try {hint}"
+
+    def _check_weights(self, state: dict[str, torch.Tensor], what: str) -> None:
+        """Refuse to write non-finite weights: name the first tensor that holds nan or inf."""
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingDivergedError(f"the {what} became non-finite by step {self.step} (tensor {name!r} "
+                                            f"holds nan or inf) and were not saved; {self._last_good()}")
 
     def _next_usable(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
         """The next batch with data in it (clips that failed to decode are dropped by the collate)."""
@@ -261,6 +300,9 @@ class Trainer:
         weights, optimizer = self.trained_state(), self._optimizer_state()
         ema = self.ema.state_dict() if self.ema is not None else None
         folder = None
+        self._check_weights(weights, "weights")
+        if ema is not None:
+            self._check_weights(ema, "EMA weights")
         if self.env.is_main:
             tmp = ckpt.begin_checkpoint(self.output_dir, self.step)
             self._write_weights(tmp / ckpt.WEIGHTS_FILE, weights)
@@ -283,6 +325,7 @@ class Trainer:
         """`<output_dir>/<task>-<temporal|all>.safetensors`: the weights to use (EMA when kept)."""
         path = self.output_dir / f"{self.cfg.task}-{self.cfg.trained_weights}.safetensors"
         state = self.ema.state_dict() if self.ema is not None else self.trained_state()
+        self._check_weights(state, "EMA weights" if self.ema is not None else "weights")
         if self.env.is_main:
             self._write_weights(path, state)
         distributed.barrier(self.env)
