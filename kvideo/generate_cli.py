@@ -42,14 +42,17 @@ def register(subparsers) -> None:
                         f"own small model), tiny (random weights, for tests) (default: ${WEIGHTS_ENV} if set, "
                         f"else {DEFAULT_WEIGHTS})")
     p.add_argument("--fps", default="medium", choices=sorted(FPS_MODES),
-                   help="low 15 / medium 57 / high 225 frames (default: medium)")
+                   help="frames at low / medium / high (nominal 2 / 8 / 32 fps): 15 / 57 / 225 with release 1.0 "
+                        "and the shapes model, 12 / 45 / 177 with release 1.1 (default: medium)")
     p.add_argument("--size", help="WIDTHxHEIGHT, multiples of 64 (default: the model's; 512x512 for the "
                                   "official weights, 64x64 for shapes and tiny)")
-    p.add_argument("--frames", type=parse_int, help="number of keyframes (default: the model's, 15)")
-    p.add_argument("--steps", type=parse_int, help="keyframe sampling steps (default: the model's; 50 official, "
-                                                   "10 tiny)")
+    p.add_argument("--frames", type=parse_int, help="number of keyframes (default: the model's: 15 for release 1.0 "
+                                                    "and the shapes model, 12 for release 1.1)")
+    p.add_argument("--steps", type=parse_int, help="keyframe sampling steps (default: the model's: 50 official "
+                                                   "(1.0 and 1.1), 25 shapes, 10 tiny)")
     p.add_argument("--interpolation-steps", type=parse_int,
-                   help="interpolation sampling steps (default: the model's, else --steps)")
+                   help="interpolation sampling steps (default: the model's: 10 shapes, 10 release 1.1; else "
+                        "--steps: 50 official 1.0, 10 tiny)")
     p.add_argument("--sampler", choices=SAMPLERS, help="keyframe sampler (default: the model's; ddpm official)")
     p.add_argument("--interpolation-sampler", choices=SAMPLERS,
                    help="interpolation sampler (default: the model's; ddpm official)")
@@ -164,7 +167,12 @@ def say(message: str) -> None:
 
 
 def slug(text: str, length: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:length] or "video"
+    """A file-name stem from `text`: lower-case words joined by '-', cut at a word boundary within `length`."""
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(words) > length:
+        boundary = words.rfind("-", 0, length + 1)
+        words = words[:boundary] if boundary > 0 else words[:length]  # one word longer than `length`: cut it
+    return words or "video"
 
 
 def run(args) -> int:
