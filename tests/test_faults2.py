@@ -159,3 +159,97 @@ def test_config_file_values_are_type_checked_naming_the_file_and_key(keyframe_se
     result = kvideo(*train_args(keyframe_setup, tmp_path / "run", "--config", config))
     assert_one_line_error(result, "train keyframe", f"config file {str(config)!r}", needle)
     assert not (tmp_path / "run").exists()
+
+
+# -- checkpoints verify their bytes -------------------------------------------------------------------
+@pytest.fixture
+def finished_run(keyframe_setup, tmp_path) -> tuple[list, Path]:
+    """(train flags, run folder) of a finished 4-step run with checkpoints at steps 2 and 4 (and an EMA)."""
+    run = tmp_path / "run"
+    flags = train_args(keyframe_setup, run, "--steps", "4", "--save-every", "2", "--ema-decay", "0.5")
+    result = kvideo(*flags)
+    assert result.returncode == 0, result.stderr
+    return flags, run
+
+
+def damage_tensor_bytes(path: Path) -> None:
+    """Flip bytes of the tensor data at the end of a safetensors file; the header stays intact."""
+    data = bytearray(path.read_bytes())
+    for offset in range(1, 33):
+        data[-offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def resume(flags: list, *extra) -> "subprocess.CompletedProcess":
+    return kvideo(*flags[:-6], "--steps", "6", "--save-every", "2", "--ema-decay", "0.5", "--resume", "latest",
+                  *extra)
+
+
+@pytest.mark.parametrize("name", ["trained.safetensors", "ema.safetensors"])
+def test_resume_skips_a_checkpoint_whose_tensor_bytes_are_damaged(finished_run, name):
+    from kvideo.train.checkpointing import read_weights
+
+    flags, run = finished_run
+    step4 = run / "checkpoints/step-00000004"
+    read_weights(step4 / name)  # loads before the damage
+    damage_tensor_bytes(step4 / name)
+    result = resume(flags)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped checkpoint {str(step4)!r}" in result.stderr
+    assert f"{name}' is damaged: its tensor data does not match the checksum" in result.stderr
+    assert "resuming from" in result.stderr and "step-00000002" in result.stderr
+
+
+def test_resume_skips_a_checkpoint_whose_state_bytes_are_damaged(finished_run):
+    flags, run = finished_run
+    state = run / "checkpoints/step-00000004/state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit inside the pickled optimizer state
+    state.write_bytes(bytes(data))
+    result = resume(flags)
+    assert result.returncode == 0, result.stderr
+    assert "state.pt' is damaged: its bytes do not match the checksum" in result.stderr
+    assert "resuming from" in result.stderr and "step-00000002" in result.stderr
+
+
+def test_an_explicit_damaged_resume_folder_is_one_line(finished_run, tmp_path):
+    flags, run = finished_run
+    step4 = run / "checkpoints/step-00000004"
+    damage_tensor_bytes(step4 / "trained.safetensors")
+    before = snapshot(run)
+    result = kvideo(*flags[:-6], "--steps", "6", "--ema-decay", "0.5", "--resume", step4)
+    assert_one_line_error(result, "train keyframe", "trained.safetensors' is damaged")
+    assert snapshot(run) == before
+
+
+def test_resume_drops_a_torn_last_log_line_and_says_so(finished_run):
+    flags, run = finished_run
+    with (run / "log.jsonl").open("a") as handle:
+        handle.write('{"step": 5, "loss": 0.1, "ti')
+    result = resume(flags)
+    assert result.returncode == 0, result.stderr
+    assert "dropped the torn last line 5 of" in result.stderr and "log.jsonl" in result.stderr
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_bad_log_line_before_the_last_is_one_line_naming_it(finished_run):
+    flags, run = finished_run
+    lines = (run / "log.jsonl").read_text().splitlines()
+    lines[1] = "garbage"
+    (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    before = snapshot(run)
+    result = resume(flags)
+    assert_one_line_error(result, "train keyframe", "log.jsonl' line 2 is not a JSON log record")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("pointer", [b"\x80\xfe\xff binary", b"../../elsewhere\n", b"\x00\x00"])
+def test_resume_ignores_a_garbage_latest_pointer(finished_run, pointer):
+    flags, run = finished_run
+    (run / "checkpoints/latest").write_bytes(pointer)
+    result = resume(flags)
+    assert result.returncode == 0, result.stderr
+    assert "ignored the latest pointer" in result.stderr
+    assert "trained 6 steps" in result.stdout
+    assert (run / "checkpoints/latest").read_text() == "step-00000006\n"

@@ -108,7 +108,8 @@ def test_resume_latest_skips_a_corrupt_checkpoint_and_says_so(finished_run, tmp_
     trainer = Trainer(train_config(tmp_path, resume="latest", **values), DistEnv())
     err = capsys.readouterr().err
     assert trainer.step == 2
-    assert "skipped checkpoint" in err and "step-00000004" in err and "is not a checkpoint kvideo can read" in err
+    assert "skipped checkpoint" in err and "step-00000004" in err
+    assert "state.pt' is damaged: its bytes do not match the checksum" in err  # checked before unpickling
     assert "resuming from" in err and "step-00000002" in err
 
 
@@ -125,6 +126,11 @@ def test_an_explicit_corrupt_resume_folder_is_an_error_naming_the_file(finished_
     values, folder = finished_run
     step = folder / "checkpoints/step-00000004"
     torch.save({"not": "a state"}, step / ckpt.STATE_FILE)
+    with pytest.raises(UnreadableCheckpointError, match="state.pt' is damaged: its bytes do not match the checksum"):
+        Trainer(train_config(tmp_path, resume=str(step), **values), DistEnv())
+    state, extras, info = ckpt.read_weights(step / ckpt.WEIGHTS_FILE)  # the new state's checksum recorded
+    ckpt.save_weights(step / ckpt.WEIGHTS_FILE, state, info, extras,
+                      more_metadata={ckpt.STATE_CHECKSUM_KEY: ckpt.file_checksum(step / ckpt.STATE_FILE)})
     with pytest.raises(UnreadableCheckpointError, match="state.pt' is not a kvideo training state"):
         Trainer(train_config(tmp_path, resume=str(step), **values), DistEnv())
 

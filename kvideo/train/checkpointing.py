@@ -1,6 +1,7 @@
 """Training checkpoints: trained weights (small safetensors, config in metadata), optimizer / RNG / data state."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from torch import nn
 
 from kvideo.checkpoint import (
     CheckpointError, UnreadableCheckpointError, atomic_path, check_writable_folder, load_file, load_pickle,
-    load_state_dict_strict, save_safetensors,
+    load_state_dict_strict, read_metadata, save_safetensors,
 )
 from kvideo.errors import BadInputError
 from kvideo.models.base import EXTRA_PREFIX
@@ -26,6 +27,8 @@ STATE_FILE = "state.pt"
 LATEST = "latest"
 CHECKPOINTS = "checkpoints"
 STATE_KEYS = ("step", "optimizer", "scheduler", "rng")
+CHECKSUM_KEY = "kvideo_sha256"  # metadata: sha256 of the tensor data (`tensor_checksum`)
+STATE_CHECKSUM_KEY = "state_sha256"  # a checkpoint's trained.safetensors: sha256 of its state.pt
 PIPELINE_MODELS = {"keyframe": "unet", "interpolation": "interpolation_unet", "decoder": "decoder"}
 
 
@@ -45,27 +48,78 @@ class WeightsInfo:
 
 # -- trained weights -------------------------------------------------------------------------------
 def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], info: WeightsInfo,
-                 extras: Mapping[str, torch.Tensor] | None = None, train_config: str | None = None) -> None:
-    """Atomically write trained weights; `weights="all"` files are also `from_pretrained` checkpoints."""
+                 extras: Mapping[str, torch.Tensor] | None = None, train_config: str | None = None,
+                 more_metadata: Mapping[str, str] | None = None) -> None:
+    """Atomically write trained weights; `weights="all"` files are also `from_pretrained` checkpoints.
+    The metadata holds a checksum of the tensor data, which `read_weights` verifies."""
     tensors = {**state, **{EXTRA_PREFIX + k: v for k, v in (extras or {}).items()}}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"model_type": info.model_type, "config": info.model_config, "task": info.task,
-                "kvideo_weights": info.weights, "step": str(info.step)}
+                "kvideo_weights": info.weights, "step": str(info.step), CHECKSUM_KEY: tensor_checksum(tensors),
+                **(more_metadata or {})}
     if train_config:
         metadata["train_config"] = train_config
     save_safetensors(path, tensors, metadata)
 
 
+def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of every tensor's name, dtype, shape and bytes, in name order (independent of the file layout)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def file_checksum(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], WeightsInfo]:
-    """(state, extras, info) of a trained-weights file."""
+    """(state, extras, info) of a trained-weights file; its tensor data checked against the checksum in its
+    metadata (files written before kvideo stored one are read unchecked)."""
     contents, metadata = load_file(path)
     if "kvideo_weights" not in metadata:
         raise CheckpointError(f"{str(path)!r} is not a kvideo training output (no 'kvideo_weights' metadata); "
                               "load full model checkpoints with from_pretrained")
-    info = WeightsInfo(metadata["model_type"], metadata["config"], metadata["task"], metadata["kvideo_weights"],
-                       int(metadata.get("step", 0)))
+    info = _weights_info(path, metadata)
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensor_checksum(contents) != expected:
+        raise UnreadableCheckpointError(f"{str(path)!r} is damaged: its tensor data does not match the checksum "
+                                        "written when it was saved; copy it again or use another checkpoint")
     extras = {k[len(EXTRA_PREFIX):]: v for k, v in contents.items() if k.startswith(EXTRA_PREFIX)}
     state = {k: v for k, v in contents.items() if not k.startswith(EXTRA_PREFIX)}
     return state, extras, info
+
+
+def _weights_info(path: str | Path, metadata: Mapping[str, str]) -> WeightsInfo:
+    """The WeightsInfo of a file's metadata, or a one-line error naming the file and the missing or bad key."""
+    missing = [key for key in ("model_type", "config", "task") if key not in metadata]
+    if missing:
+        raise UnreadableCheckpointError(f"{str(path)!r} has kvideo_weights metadata but no {', '.join(missing)}; "
+                                        "it was not written by kvideo train (or was edited)")
+    try:
+        step = int(metadata.get("step", 0))
+    except ValueError:
+        raise UnreadableCheckpointError(f"{str(path)!r}: its metadata step={metadata['step']!r} is not a whole "
+                                        "number") from None
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as error:
+        raise UnreadableCheckpointError(f"{str(path)!r}: its metadata config is not JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise UnreadableCheckpointError(f"{str(path)!r}: its metadata config is a {type(config).__name__}, "
+                                        "not a mapping of config fields")
+    if metadata["kvideo_weights"] not in ("temporal", "all"):
+        raise UnreadableCheckpointError(f"{str(path)!r}: its metadata kvideo_weights="
+                                        f"{metadata['kvideo_weights']!r} is neither 'temporal' nor 'all'")
+    return WeightsInfo(metadata["model_type"], metadata["config"], metadata["task"], metadata["kvideo_weights"], step)
 
 
 def check_compatible(info: WeightsInfo, model: nn.Module, *, what: str) -> None:
@@ -77,7 +131,7 @@ def check_compatible(info: WeightsInfo, model: nn.Module, *, what: str) -> None:
     theirs = json.loads(info.model_config)
     try:  # fields added to the config after the file was written read as their defaults
         theirs = type(model.config).from_dict(theirs).to_dict()
-    except ValueError:  # fields this version does not know: compare as stored, naming them below
+    except (ValueError, TypeError):  # fields this version does not know, or of another type: compared as stored
         pass
     if theirs != ours:
         changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
@@ -134,9 +188,24 @@ def step_folders(output_dir: str | Path) -> list[Path]:
 
 
 def latest_folder(output_dir: str | Path) -> Path | None:
-    """The folder the `latest` pointer names (None without a pointer)."""
+    """The folder the `latest` pointer names (None without a pointer, or when it names no step folder)."""
+    return read_pointer(output_dir)[0]
+
+
+def read_pointer(output_dir: str | Path) -> tuple[Path | None, str | None]:
+    """(folder the `latest` pointer names, None) or (None, why the pointer is ignored: not text, or not a
+    step folder's name); (None, None) without a pointer."""
     pointer = checkpoint_root(output_dir) / LATEST
-    return checkpoint_root(output_dir) / pointer.read_text().strip() if pointer.is_file() else None
+    if not pointer.is_file():
+        return None, None
+    raw = pointer.read_bytes()
+    try:
+        name = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None, f"{str(pointer)!r} is not text ({raw[:16]!r}...)"
+    if folder_step(Path(name)) is None or name != Path(name).name:
+        return None, f"{str(pointer)!r} does not name a step-N folder ({name[:40]!r})"
+    return checkpoint_root(output_dir) / name, None
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -224,6 +293,8 @@ def restore(output_dir: str | Path, resume: str, *, model: nn.Module, task: str,
         return None
     candidates = _resume_candidates(output_dir, resume)
     skipped = []
+    if resume == LATEST and (problem := read_pointer(output_dir)[1]) is not None:
+        (report or _print)(f"kvideo train: ignored the latest pointer: {problem}; trying the step folders")
     for folder in candidates:
         try:
             restored = _read_checkpoint(folder, model=model, task=task, weights=weights, ema=ema)
@@ -267,7 +338,17 @@ def _read_checkpoint(folder: Path, *, model: nn.Module, task: str, weights: str,
         if not (folder / EMA_FILE).is_file():
             raise CheckpointError(f"{what} has no EMA weights; set ema_decay=0 or resume from a run that kept an EMA")
         ema_state = read_weights(folder / EMA_FILE)[0]
+    check_state_checksum(folder)
     return Restored(folder, state, ema_state, load_state(folder / STATE_FILE), temporal=weights == "temporal")
+
+
+def check_state_checksum(folder: Path) -> None:
+    """A checkpoint's state.pt against the sha256 its trained.safetensors records (older checkpoints: none)."""
+    expected = read_metadata(folder / WEIGHTS_FILE).get(STATE_CHECKSUM_KEY)
+    path = folder / STATE_FILE
+    if expected is not None and path.is_file() and file_checksum(path) != expected:
+        raise UnreadableCheckpointError(f"{str(path)!r} is damaged: its bytes do not match the checksum written "
+                                        "when the checkpoint was saved")
 
 
 def _print(message: str) -> None:

@@ -6,9 +6,12 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+from kvideo.checkpoint import atomic_path
+from kvideo.errors import BadDataError
 
 LOG_FILE = "log.jsonl"
 
@@ -41,10 +44,12 @@ class TrainLog:
         return SummaryWriter(str(output_dir / "tensorboard"))
 
     def drop_after(self, step: int) -> None:
-        """Forget lines of steps after `step` (a resumed run redoes them)."""
+        """Forget lines of steps after `step` (a resumed run redoes them), and a torn last line (a killed write)."""
         if self.enabled and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            records = parse_log(self.path, report=lambda m: print(f"kvideo train: {m}", file=sys.stderr))
+            kept = [json.dumps(r) for r in records if r["step"] <= step]
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -63,5 +68,32 @@ class TrainLog:
 
 
 def read_log(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's log.jsonl ([] without one); a torn last line is left out."""
     path = Path(output_dir) / LOG_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return parse_log(path) if path.exists() else []
+
+
+def parse_log(path: Path, report: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Each line of a JSONL log as a record with a whole-number "step". A last line that does not parse was
+    torn by a killed write: left out (and `report`ed); any other bad line is an error naming the file and line."""
+    lines = path.read_bytes().split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            if number == len(lines):
+                if report is not None:
+                    report(f"dropped the torn last line {number} of {str(path)!r} (a killed write: {error})")
+                break
+            raise BadDataError(f"{str(path)!r} line {number} is not a JSON log record ({error}); move the log "
+                               "away to start it again") from None
+        if not isinstance(record, dict) or isinstance(record.get("step"), bool) or \
+                not isinstance(record.get("step"), int):
+            raise BadDataError(f"{str(path)!r} line {number} is not a log record with a whole-number step")
+        records.append(record)
+    return records

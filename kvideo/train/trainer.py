@@ -134,6 +134,8 @@ class Trainer:
         if self.env.is_main:
             try:
                 ckpt.check_output_dir(self.output_dir, resume=self.cfg.resume, overwrite=self.overwrite)
+                if self.cfg.resume:
+                    read_log(self.output_dir)  # a log it cannot continue is refused before anything is written
             except KVideoError as found:
                 error = found
         error = distributed.broadcast_object(error, self.env)
@@ -305,21 +307,23 @@ class Trainer:
             self._check_weights(ema, "EMA weights")
         if self.env.is_main:
             tmp = ckpt.begin_checkpoint(self.output_dir, self.step)
-            self._write_weights(tmp / ckpt.WEIGHTS_FILE, weights)
-            if ema is not None:
-                self._write_weights(tmp / ckpt.EMA_FILE, ema)
             ckpt.save_state(tmp / ckpt.STATE_FILE, {
                 "step": self.step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "data": {"micro_batches": self.step * self.cfg.grad_accum},
             })
+            if ema is not None:
+                self._write_weights(tmp / ckpt.EMA_FILE, ema)
+            # written last, with the state's checksum: resume verifies every file of the folder
+            self._write_weights(tmp / ckpt.WEIGHTS_FILE, weights,
+                                {ckpt.STATE_CHECKSUM_KEY: ckpt.file_checksum(tmp / ckpt.STATE_FILE)})
             folder = ckpt.commit_checkpoint(self.output_dir, tmp, self.step, self.cfg.keep_checkpoints)
         distributed.barrier(self.env)
         return folder
 
-    def _write_weights(self, path: Path, state: dict[str, torch.Tensor]) -> None:
+    def _write_weights(self, path: Path, state: dict[str, torch.Tensor], more: dict[str, str] | None = None) -> None:
         info = ckpt.WeightsInfo(self.info.model_type, self.info.model_config, self.info.task, self.info.weights,
                                 self.step)
-        ckpt.save_weights(path, state, info, self.task.extras, self.cfg.to_json())
+        ckpt.save_weights(path, state, info, self.task.extras, self.cfg.to_json(), more)
 
     def export(self) -> Path:
         """`<output_dir>/<task>-<temporal|all>.safetensors`: the weights to use (EMA when kept)."""
