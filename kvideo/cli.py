@@ -19,7 +19,10 @@ def register(subparsers) -> None:
     p.add_argument("source", help="official checkpoint (kandinsky_video.pt, movq.pt, ...)")
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")
     p.add_argument("--model", choices=sorted(_models()), help="model kind (default: detected from the keys)")
-    p.add_argument("--config", help="JSON config for non-official sizes (default: the official preset)")
+    p.add_argument("--config", metavar="FILE", help="JSON config for non-official sizes (default: the official preset)")
+    p.add_argument("--model-preset", metavar="NAME",
+                   help="a named size instead of --config, e.g. tiny-interpolation; `kvideo info` names the one a "
+                        "file's shapes fit (default: the official preset)")
     p.set_defaults(func=_convert)
     p = subparsers.add_parser("info", help="config and parameter counts of a checkpoint")
     p.add_argument("checkpoint", help="a kvideo .safetensors file or an official .pt checkpoint")
@@ -35,7 +38,7 @@ def _models():
 def _convert(args) -> int:
     from kvideo.convert import convert
 
-    name = convert(args.source, args.output, model=args.model, config_path=args.config)
+    name = convert(args.source, args.output, model=args.model, config_path=args.config, preset=args.model_preset)
     print(f"wrote {args.output} ({name})")
     return 0
 
