@@ -42,11 +42,13 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise unreadable(path, error) from error
 
 
-def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+def load_file(path: str | Path, *, finite: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
     """Read a checkpoint: `(contents, metadata)`.
 
     `.safetensors` files give a flat tensor dict and their metadata; official pickles
-    (`.pt`, ...) are opened with `torch.load(weights_only=True)` and may nest dicts.
+    (`.pt`, ...) are opened with `torch.load(weights_only=True)` and may nest dicts. With `finite`
+    (the default) a floating tensor holding nan or inf is an error naming it: such weights only
+    ever give black videos or nan losses.
     """
     path = _require_file(path)
     if path.suffix == ".safetensors":
@@ -54,18 +56,35 @@ def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
         metadata = read_metadata(path)
         try:
-            return load_safetensors(str(path)), metadata
+            contents = load_safetensors(str(path))
         except Exception as error:  # noqa: BLE001
             raise unreadable(path, error) from error
-    if path.suffix in PICKLE_SUFFIXES:
+    elif path.suffix in PICKLE_SUFFIXES:
         contents = load_pickle(path)
         if not isinstance(contents, Mapping):
             raise CheckpointError(f"{str(path)!r} holds a {type(contents).__name__}, not a state dict")
-        return dict(contents), {}
-    raise UnreadableCheckpointError(
-        f"cannot read {str(path)!r}: unknown extension {path.suffix!r}; "
-        f"expected .safetensors or one of {PICKLE_SUFFIXES}"
-    )
+        contents, metadata = dict(contents), {}
+    else:
+        raise UnreadableCheckpointError(
+            f"cannot read {str(path)!r}: unknown extension {path.suffix!r}; "
+            f"expected .safetensors or one of {PICKLE_SUFFIXES}"
+        )
+    if finite:
+        check_finite_tensors(contents, what=repr(str(path)))
+    return contents, metadata
+
+
+def check_finite_tensors(contents: Mapping[str, Any], *, what: str, prefix: str = "") -> None:
+    """Raise UnreadableCheckpointError naming the first floating tensor (nested dicts walked) holding nan or
+    inf; one `torch.isfinite(t).all()` per tensor."""
+    for key, value in contents.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            check_finite_tensors(value, what=what, prefix=f"{name}.")
+        elif torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            kind = "nan" if bool(torch.isnan(value).any()) else "inf"
+            raise UnreadableCheckpointError(f"{what} holds {kind} values in tensor {name!r}; the weights are "
+                                            "damaged or come from a diverged training run: use another checkpoint")
 
 
 def load_pickle(path: str | Path) -> Any:

@@ -253,3 +253,77 @@ def test_resume_ignores_a_garbage_latest_pointer(finished_run, pointer):
     assert "ignored the latest pointer" in result.stderr
     assert "trained 6 steps" in result.stdout
     assert (run / "checkpoints/latest").read_text() == "step-00000006\n"
+
+
+# -- non-finite weights never load ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    from test_pipeline import write_tiny_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    write_tiny_weights(folder)
+    return folder
+
+
+def poisoned_copy(weights: Path, target: Path, name: str, value: float) -> str:
+    """`weights` with one tensor of file `name` filled with `value` (the others linked); returns its key."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir()
+    for item in weights.iterdir():
+        if item.name != name:
+            (target / item.name).symlink_to(item)
+    tensors = load_file(weights / name)
+    with safe_open(str(weights / name), "pt") as handle:
+        metadata = handle.metadata()
+    key = sorted(k for k, v in tensors.items() if v.is_floating_point())[-1]
+    tensors[key] = torch.full_like(tensors[key], value)
+    save_file(tensors, str(target / name), metadata=metadata)
+    return key
+
+
+@pytest.mark.parametrize("name, value, kind", [("video_movq.safetensors", float("nan"), "nan"),
+                                               ("keyframe_unet.safetensors", float("inf"), "inf")])
+def test_a_weights_folder_holding_non_finite_values_is_refused_naming_the_tensor(weights, tmp_path, name, value,
+                                                                                  kind):
+    key = poisoned_copy(weights, tmp_path / "weights", name, value)
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", tmp_path / "weights",
+                    "--fps", "low", "--steps", "2", "--frames", "2", "--quiet")
+    assert_one_line_error(result, "generate", f"{name}' holds {kind} values in tensor {key!r}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+def test_temporal_weights_holding_nan_are_refused_before_any_model_loads(tmp_path):
+    import torch
+
+    from kvideo.models.unet import UNet, UNetConfig
+    from kvideo.train.checkpointing import WeightsInfo, save_weights
+
+    unet = UNet(UNetConfig.preset("tiny-keyframe"))
+    state = {k: torch.full_like(v, float("nan")) for k, v in unet.temporal_state_dict().items()}
+    info = WeightsInfo(unet.model_type, unet.config.to_json(), "keyframe", "temporal", 3)
+    save_weights(tmp_path / "bad.safetensors", state, info)
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--temporal-weights",
+                    tmp_path / "bad.safetensors", "--fps", "low", "--steps", "2", "--frames", "2", "--quiet")
+    assert_one_line_error(result, "generate", "bad.safetensors' holds nan values in tensor")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
+
+
+def test_resume_skips_a_checkpoint_holding_nan_weights(finished_run):
+    import torch
+
+    from kvideo.train import checkpointing as ckpt
+
+    flags, run = finished_run
+    step4 = run / "checkpoints/step-00000004"
+    state, extras, info = ckpt.read_weights(step4 / "trained.safetensors")
+    metadata = ckpt.read_metadata(step4 / "trained.safetensors")
+    first = sorted(state)[0]
+    state[first] = torch.full_like(state[first], float("nan"))
+    ckpt.save_weights(step4 / "trained.safetensors", state, info, extras, metadata["train_config"],
+                      {ckpt.STATE_CHECKSUM_KEY: metadata[ckpt.STATE_CHECKSUM_KEY]})
+    result = resume(flags)
+    assert result.returncode == 0, result.stderr
+    assert f"holds nan values in tensor {first!r}" in result.stderr and "step-00000002" in result.stderr
