@@ -188,6 +188,19 @@ def test_decoding_halves_the_windows_per_pass_after_an_out_of_memory_error(video
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("per_batch", [None, 1])
+def test_decoding_progress_is_one_bar_over_all_windows_and_changes_nothing(video_movq: MoVQ, capsys,
+                                                                           per_batch) -> None:
+    clips = latents(2, 4, 7, 2, 2)  # windows of 3: two of 3 frames and one of 1 in each clip, 6 in all
+    quiet = video_movq.decode(clips, window=3, windows_per_batch=per_batch)
+    assert capsys.readouterr().err == ""
+    shown = video_movq.decode(clips, window=3, windows_per_batch=per_batch, progress=True)
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "decoding" in line]
+    assert torch.equal(shown, quiet)  # bitwise
+    assert bars and "6/6" in bars[-1] and all("/6 " in bar for bar in bars), bars
+
+
+@torch.no_grad()
 def test_clips_of_a_batch_are_decoded_independently(video_movq: MoVQ) -> None:
     clips = latents(2, 4, 4, 2, 3)
     both = video_movq.decode(clips, window=2, clamp=False)

@@ -381,32 +381,32 @@ DECODE_PIXELS_PER_PASS = 10 * 512 * 512
 
 
 def decode_halving_on_oom(decode: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, num_frames: int,
-                          progress: bool = False, per_pass: int | None = None) -> torch.Tensor:
+                          per_pass: int | None = None, done: Callable[[int], Any] | None = None) -> torch.Tensor:
     """Decode ((n f), ...) windows of `num_frames` rows, `per_pass` windows per pass (default all).
 
     On a CUDA out-of-memory error the windows per pass are halved (the result does not depend on it)
     and the smaller size is kept for the rest; one window that does not fit re-raises the error.
+    `done(k)` is called after each pass with the k windows it decoded (a progress bar's update).
     """
     windows = rows.shape[0] // num_frames
     per_pass, start, outs = min(windows, per_pass or windows), 0, []
-    with tqdm(total=windows, desc="decoding", unit="window", disable=not progress) as bar:
-        while start < windows:
-            chunk = rows[start * num_frames:(start + per_pass) * num_frames]
-            try:
-                out = decode(chunk)
-            except torch.OutOfMemoryError:
-                if per_pass == 1:
-                    raise
-                out = None
-            if out is None:  # outside the handler, so that the failed pass's tensors are freed
-                per_pass = (per_pass + 1) // 2
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            outs.append(out)
-            done = chunk.shape[0] // num_frames
-            start += done
-            bar.update(done)
+    while start < windows:
+        chunk = rows[start * num_frames:(start + per_pass) * num_frames]
+        try:
+            out = decode(chunk)
+        except torch.OutOfMemoryError:
+            if per_pass == 1:
+                raise
+            out = None
+        if out is None:  # outside the handler, so that the failed pass's tensors are freed
+            per_pass = (per_pass + 1) // 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        outs.append(out)
+        start += chunk.shape[0] // num_frames
+        if done is not None:
+            done(chunk.shape[0] // num_frames)
     return torch.cat(outs)
 
 
@@ -491,7 +491,8 @@ class MoVQ(PretrainedModel):
         windows_per_batch: at most this many windows (or images) per decoder pass, to bound memory;
             the result does not depend on it. Default: about 10 frames of 512x512 per pass
             (DECODE_PIXELS_PER_PASS), halved after a CUDA out-of-memory error.
-        clamp: clip to [-1, 1] (False returns the decoder's raw output). progress: a tqdm bar.
+        clamp: clip to [-1, 1] (False returns the decoder's raw output).
+        progress: one tqdm bar over all the windows of the batch (the result does not depend on it).
         """
         self._check_latents(latents)
         latents = latents / self.config.latent_scale if self.config.latent_scale != 1 else latents
@@ -499,24 +500,26 @@ class MoVQ(PretrainedModel):
         video = latents.dim() == 5
         clips = latents if video else latents[:, :, None]  # (b, z, f, h, w)
         window = window if self.config.is_video else 1
-        out = self._decode_clips(clips, window, tile_size, tile_overlap, windows_per_batch, progress)
+        windows = clips.shape[0] * sum(count for _, count in window_groups(clips.shape[2], window))
+        with tqdm(total=windows, desc="decoding", unit="window", disable=not progress) as bar:
+            out = self._decode_clips(clips, window, tile_size, tile_overlap, windows_per_batch, bar.update)
         out = out if video else out[:, :, 0]
         return out.clamp(-1, 1) if clamp else out
 
     def _decode_clips(self, clips: torch.Tensor, window: int | None, tile, overlap: int,
-                      windows_per_batch: int | None, progress: bool) -> torch.Tensor:
+                      windows_per_batch: int | None, done: Callable[[int], Any]) -> torch.Tensor:
         """(b, z, f, h, w) -> (b, out, f, H, W): the windows of each length decoded as one folded batch."""
         parts, start = [], 0
         for length, count in window_groups(clips.shape[2], window):
             part = clips[:, :, start:start + length * count]
             rows = rearrange(part, "b c (n f) h w -> (b n f) c h w", f=length)
-            out = self._decode_rows(rows, length, tile, overlap, windows_per_batch, progress)
+            out = self._decode_rows(rows, length, tile, overlap, windows_per_batch, done)
             parts.append(rearrange(out, "(b n f) c h w -> b c (n f) h w", b=clips.shape[0], f=length))
             start += length * count
         return torch.cat(parts, dim=2)
 
     def _decode_rows(self, rows: torch.Tensor, num_frames: int, tile, overlap: int,
-                     windows_per_batch: int | None, progress: bool) -> torch.Tensor:
+                     windows_per_batch: int | None, done: Callable[[int], Any]) -> torch.Tensor:
         """((n f), z, h, w) windows of `num_frames` rows -> ((n f), out, H, W), a bounded number per pass."""
         def decode(latents: torch.Tensor) -> torch.Tensor:
             return self._decode_folded(latents, num_frames)
@@ -527,12 +530,12 @@ class MoVQ(PretrainedModel):
 
         if windows_per_batch is None:  # a bounded pass, halved further if the GPU runs out of memory
             pixels = num_frames * rows.shape[-2] * rows.shape[-1] * self.config.downsample_factor ** 2
-            return decode_halving_on_oom(decode_chunk, rows, num_frames, progress,
-                                         per_pass=max(1, DECODE_PIXELS_PER_PASS // pixels))
-        chunks = rows.split(windows_per_batch * num_frames)
+            return decode_halving_on_oom(decode_chunk, rows, num_frames,
+                                         per_pass=max(1, DECODE_PIXELS_PER_PASS // pixels), done=done)
         outs = []
-        for chunk in tqdm(chunks, desc="decoding", unit="batch", disable=not progress or len(chunks) == 1):
+        for chunk in rows.split(windows_per_batch * num_frames):
             outs.append(decode_chunk(chunk))
+            done(chunk.shape[0] // num_frames)
         return torch.cat(outs)
 
     def _decode_folded(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
