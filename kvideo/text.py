@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -10,11 +12,12 @@ from typing import Mapping, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from kvideo.checkpoint import load_state_dict_strict
+from kvideo.checkpoint import UnreadableCheckpointError, load_state_dict_strict
 
 MAX_TOKENS = 128
 # Hugging Face model_type -> encoder class in transformers
 T5_ENCODERS = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+T5_CONFIGS = {"t5": "T5Config", "mt5": "MT5Config", "umt5": "UMT5Config"}
 ENCODER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -153,29 +156,130 @@ def hf_progress_bars(enabled: bool):
         (logging.enable_progress_bar if before else logging.disable_progress_bar)()
 
 
-def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32, *, progress: bool = True):
-    """(encoder, tokenizer) from a local Hugging Face directory of a T5-family model (T5, mT5, UMT5);
-    `progress=False` hides transformers' loading bar."""
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")  # a fast tokenizer, or T5's sentencepiece model
+MIN_VOCAB_FRACTION = 0.9  # a tokenizer may cover less than the embedding table (T5: 32100 of 32128 rows), not much
+
+
+def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32, *, progress: bool = False,
+                    expected_dim: int | None = None):
+    """(encoder, tokenizer) from a local Hugging Face directory of a T5-family model (T5, mT5, UMT5).
+
+    The folder must be complete: config, weights, and a tokenizer whose vocabulary fits the encoder's
+    (else one line naming what is wrong; `expected_dim`: the d_model the projection takes). Code the
+    folder asks for (`auto_map`) never runs: transformers' own classes load it, and a notice says so.
+    transformers' loading bar stays off unless `progress`.
+    """
     transformers = _transformers()
     directory = Path(directory)
+    model_type, config = _read_encoder_config(directory)
+    if expected_dim is not None and config.d_model != expected_dim:
+        raise ValueError(f"{str(directory)!r} holds a {config.d_model}-d encoder but the projection takes "
+                         f"{expected_dim}-d text features; use the encoder the checkpoint was trained with")
+    tokenizer = _load_tokenizer(transformers, directory)
+    _check_vocabulary(directory, tokenizer, config.vocab_size)
+    encoder_class = getattr(transformers, T5_ENCODERS[model_type])
+    with hf_progress_bars(progress), hf_quiet():
+        try:
+            encoder = encoder_class.from_pretrained(directory, config=config, **_dtype_argument(transformers, dtype))
+        except (OSError, ValueError) as error:  # missing weights: transformers' message names the folder
+            raise FileNotFoundError(f"{str(directory)!r}: {_first_line(error)}") from None
+        except Exception as error:  # noqa: BLE001 (safetensors, pickle and size errors have their own types)
+            raise UnreadableCheckpointError(f"{str(directory)!r}: the encoder weights cannot be loaded "
+                                            f"({_weights_problem(error)})") from None
+    return encoder.eval().requires_grad_(False), tokenizer
+
+
+def _weights_problem(error: BaseException) -> str:
+    """Why transformers could not load a folder's weights, in a few words, with the way out."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        return ("a pickle that torch.load(weights_only=True) refuses: it holds Python objects, and loading them "
+                "would run code; convert it to model.safetensors where it came from")
+    if "ignore_mismatched_sizes" in text:
+        return "the tensors' sizes do not match its config.json; use the config the weights were saved with"
+    return f"{type(error).__name__}: {_first_line(error)}; copy the folder again"
+
+
+def _read_encoder_config(directory: Path):
+    """(model_type, config) of a T5-family folder, read without running any code it names."""
+    transformers = _transformers()
     if not directory.is_dir():
         raise FileNotFoundError(f"text encoder directory {str(directory)!r} does not exist; "
                                 "pass a local Hugging Face T5 folder (e.g. a download of google/flan-ul2)")
-    if not (directory / "config.json").is_file():
+    path = directory / "config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"{str(directory)!r} has no config.json; it is not a Hugging Face model folder")
-    model_type = transformers.AutoConfig.from_pretrained(directory).model_type
+    try:
+        values = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not a JSON config ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(values).__name__}, not a model config")
+    model_type = values.get("model_type")
     if model_type not in T5_ENCODERS:
         raise ValueError(f"{str(directory)!r} holds a {model_type!r} model; kvideo needs a T5-family encoder "
                          f"({', '.join(sorted(T5_ENCODERS))}), e.g. google/flan-ul2")
-    encoder_class = getattr(transformers, T5_ENCODERS[model_type])
-    with hf_progress_bars(progress):
-        encoder = encoder_class.from_pretrained(directory, **_dtype_argument(transformers, dtype))
+    if "auto_map" in values:
+        _say(f"kvideo: {str(path)!r} asks for code of its own (auto_map); it is loaded with transformers' "
+             f"{T5_ENCODERS[model_type]} instead, and none of the folder's code runs")
+        values = {k: v for k, v in values.items() if k != "auto_map"}
+    config_class = getattr(transformers, T5_CONFIGS[model_type])
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(
-            f"{str(directory)!r} has no usable tokenizer (tokenizer.json or spiece.model): {error}") from error
-    return encoder.eval().requires_grad_(False), tokenizer
+        config = config_class.from_dict(values)
+    except Exception as error:  # noqa: BLE001 (transformers validates fields with its own error types)
+        raise ValueError(f"{str(path)!r} is not a {model_type} config: {' '.join(str(error).split())[:200]}") \
+            from None
+    for name in ("d_model", "vocab_size"):
+        value = getattr(config, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{str(path)!r}: {name}={value!r} must be a whole number >= 1")
+    return model_type, config
+
+
+def _load_tokenizer(transformers, directory: Path):
+    """The folder's own tokenizer (never a default one built from nothing), without remote code."""
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{str(directory)!r} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); without "
+                                "it every word would read as <unk>: copy the encoder's tokenizer files into it")
+    settings = directory / "tokenizer_config.json"
+    if settings.is_file() and "auto_map" in settings.read_bytes().decode("utf-8", "replace"):
+        _say(f"kvideo: {str(settings)!r} asks for code of its own (auto_map); the tokenizer is loaded with "
+             "transformers' own classes instead, and none of the folder's code runs")
+    try:
+        with hf_quiet():
+            return transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    except Exception as error:  # noqa: BLE001 (tokenizers raise many types for a damaged file)
+        raise FileNotFoundError(f"{str(directory)!r} has no usable tokenizer ({' or '.join(TOKENIZER_FILES)}): "
+                                f"{_first_line(error)}") from None
+
+
+def _check_vocabulary(directory: Path, tokenizer, vocab_size: int) -> None:
+    """The tokenizer's ids index the encoder's embedding table, and cover most of it."""
+    size, largest = len(tokenizer), max(tokenizer.get_vocab().values(), default=-1)
+    if largest >= vocab_size or size < MIN_VOCAB_FRACTION * vocab_size:
+        raise ValueError(f"{str(directory)!r}: its tokenizer has {size} tokens (ids up to {largest}) but the encoder "
+                         f"has a vocabulary of {vocab_size}; the tokenizer files belong to another model")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:200]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def hf_quiet():
+    """transformers' own log lines (load reports, warnings) off within the block; kvideo says what matters."""
+    logging = _transformers().utils.logging
+    before = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
 
 
 def default_encoder_dtype(device: str | torch.device) -> torch.dtype:
@@ -214,12 +318,12 @@ class TextEncoder:
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                         max_length: int = MAX_TOKENS, offload: bool = False, cache_size: int = 64,
                         progress: bool = True) -> "TextEncoder":
-        """Load a T5-family encoder + tokenizer from a local folder; `dtype` defaults to bf16 on GPU, fp32 on CPU;
-        `progress=False` hides transformers' loading bar."""
+        """Load a T5-family encoder + tokenizer from a local folder; `dtype` defaults to bf16 on GPU, fp32 on CPU.
+        transformers' own loading bar is always off (it printed on every generate); `progress` is kept for callers."""
         dtype = dtype or default_encoder_dtype(device)
         if dtype not in ENCODER_DTYPES:
             raise ValueError(f"text encoder dtype {dtype} is not supported; choose one of {ENCODER_DTYPES}")
-        encoder, tokenizer = load_t5_encoder(directory, dtype, progress=progress)
+        encoder, tokenizer = load_t5_encoder(directory, dtype, expected_dim=projection.text_dim)
         return cls(encoder, tokenizer, projection, null_embedding, device=device, max_length=max_length,
                    offload=offload, cache_size=cache_size)
 

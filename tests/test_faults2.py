@@ -327,3 +327,82 @@ def test_resume_skips_a_checkpoint_holding_nan_weights(finished_run):
     result = resume(flags)
     assert result.returncode == 0, result.stderr
     assert f"holds nan values in tensor {first!r}" in result.stderr and "step-00000002" in result.stderr
+
+
+# -- a text encoder folder must be complete ---------------------------------------------------------------
+def with_text_encoder(weights: Path, target: Path, change) -> Path:
+    """`weights` (other files linked) with a copy of its text_encoder/ that `change(folder)` alters."""
+    import shutil
+
+    target.mkdir()
+    for item in weights.iterdir():
+        if item.name != "text_encoder":
+            (target / item.name).symlink_to(item)
+    shutil.copytree(weights / "text_encoder", target / "text_encoder")
+    change(target / "text_encoder")
+    return target
+
+
+def edit_json(path: Path, **values) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
+def pickle_that_runs_code(folder: Path) -> None:
+    import torch
+
+    (folder / "model.safetensors").unlink()
+    torch.save({"x": Marker(str(folder.parent.parent / "pwned"))}, folder / "pytorch_model.bin")
+
+
+class Marker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: (d / "tokenizer.json").unlink(), "has no tokenizer (tokenizer.json or spiece.model)"),
+    (lambda d: (d / "tokenizer.json").write_text("{garbage"), "has no usable tokenizer"),
+    (lambda d: edit_json(d / "config.json", vocab_size=1000), "its tokenizer has 259 tokens"),
+    (lambda d: edit_json(d / "config.json", d_model=64), "holds a 64-d encoder but the projection takes 32-d"),
+    (lambda d: edit_json(d / "config.json", d_model="32"), "config.json' is not a t5 config"),
+    (lambda d: (d / "config.json").write_text("{"), "config.json' is not a JSON config"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 999), "the encoder weights cannot be loaded"),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:4000]),
+     "the encoder weights cannot be loaded"),
+    (lambda d: edit_json(d / "config.json", num_heads=2, d_kv=4), "sizes do not match its config.json"),
+    (pickle_that_runs_code, "a pickle that torch.load(weights_only=True) refuses"),
+], ids=["no-tokenizer", "bad-tokenizer", "vocab", "d-model", "config-type", "config-json", "random-bytes",
+        "truncated", "sizes", "pickle"])
+def test_an_incomplete_text_encoder_folder_is_one_line(weights, tmp_path, change, needle):
+    folder = with_text_encoder(weights, tmp_path / "weights", change)
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", folder, "--fps", "low",
+                    "--steps", "2", "--frames", "2", "--quiet")
+    assert_one_line_error(result, "generate", "text_encoder", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]  # no video, and no 'pwned'
+
+
+def test_a_text_encoder_asking_for_remote_code_loads_without_it_and_says_so(weights, tmp_path):
+    def ask_for_code(folder: Path) -> None:
+        marker = tmp_path / "pwned"
+        (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                        "from transformers import T5Config\nclass EvilConfig(T5Config):\n    pass\n")
+        edit_json(folder / "config.json", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
+        edit_json(folder / "tokenizer_config.json", auto_map={"AutoTokenizer": ["evil.EvilTokenizer", None]})
+
+    folder = with_text_encoder(weights, tmp_path / "weights", ask_for_code)
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", folder, "--fps", "low",
+                    "--steps", "2", "--frames", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if "auto_map" in line]
+    assert len(notices) == 2 and all("none of the folder's code runs" in line for line in notices), result.stderr
+    assert (tmp_path / "clip.mp4").is_file() and not (tmp_path / "pwned").exists()
+
+
+def test_generate_does_not_show_transformers_loading_bar(weights, tmp_path):
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", weights, "--fps", "low",
+                    "--steps", "2", "--frames", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Loading weights" not in result.stderr and "Loading checkpoint" not in result.stderr

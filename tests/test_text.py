@@ -175,3 +175,18 @@ def test_gpu_encoder_in_bfloat16_with_offload(t5_dir, encoder):
     assert context.device.type == "cuda" and next(gpu.encoder.parameters()).device.type == "cpu"
     reference = encoder.encode("a red panda").context
     assert float((context.cpu() - reference).norm() / reference.norm()) < 0.05  # bf16 encoder
+
+
+def test_an_incomplete_folder_is_refused_before_the_weights_load(t5_dir, tmp_path):
+    import shutil
+
+    projection, null = TextProjection(TEXT_DIM, CONTEXT_DIM), torch.zeros(CONTEXT_DIM)
+    folder = shutil.copytree(t5_dir, tmp_path / "t5")
+    (folder / "tokenizer.json").unlink()  # transformers would build an empty default tokenizer: all <unk>
+    with pytest.raises(FileNotFoundError, match="has no tokenizer"):
+        TextEncoder.from_pretrained(folder, projection, null)
+    shutil.copy(t5_dir / "tokenizer.json", folder / "tokenizer.json")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 4 * config["vocab_size"]}))
+    with pytest.raises(ValueError, match="its tokenizer has 259 tokens .* vocabulary of 1036"):
+        TextEncoder.from_pretrained(folder, projection, null)
