@@ -7,7 +7,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 if "OMP_NUM_THREADS" not in os.environ:  # set it to run the suite beside other jobs without oversubscribing
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # in the environment too, so that kvideo commands run in-process (which follow OMP_NUM_THREADS, else
+    # take every core: kvideo.threads) and subprocesses keep this count
+    os.environ["OMP_NUM_THREADS"] = str(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 # `kvideo generate` without --weights uses the tiny random preset in tests (quick; the shipped shapes
 # model is tested on its own, in test_shapes_model.py); subprocesses inherit it.
 os.environ["KVIDEO_WEIGHTS"] = "tiny"
