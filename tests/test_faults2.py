@@ -48,6 +48,16 @@ def test_data_shapes_names_an_unreadable_render_json(tmp_path):
     assert snapshot(tmp_path / "set") == {"render.json": b"\xff\xfe{not json"}
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--size", "100000"], "100000x100000 frames at 24 fps for 10 s: a clip of 240 frames needs about 13411.0 GiB"),
+    (["--fps", "1e9"], "a clip of 10000000000 frames needs about"),
+])
+def test_data_shapes_refuses_clips_larger_than_memory_before_writing(tmp_path, flags, needle):
+    result = kvideo("data", "shapes", tmp_path / "set", "--videos", "1", "--quiet", *flags)
+    assert_one_line_error(result, "data shapes", needle, "lower --size, --fps or --seconds")
+    assert not (tmp_path / "set").exists()
+
+
 def test_recipe_data_stage_refuses_someone_elses_captions(tmp_path):
     user_data_set(tmp_path / "out" / "data")
     before = snapshot(tmp_path / "out")

@@ -1,10 +1,12 @@
 """Render captioned clips of one shape moving in a straight line, deterministic by (seed, index), anti-aliased."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import numbers
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -163,6 +165,7 @@ def render_dataset(out: str | Path, num_videos: int, seed: int = 0, size: int | 
 
     settings = RenderSettings.from_size(size, fps, seconds)
     _check_counts(num_videos, seed)
+    check_memory(settings)
     out = Path(out)
     check_folder(out, seed, settings)  # before anything is written
     (out / "videos").mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,39 @@ def _check_counts(num_videos: int, seed: int) -> None:
         raise BadInputError(f"videos={num_videos!r}: render at least 1 video")
     if not isinstance(seed, numbers.Integral) or seed < 0:
         raise BadInputError(f"seed={seed!r} must be a non-negative integer")
+
+
+def clip_memory(settings: RenderSettings) -> int:
+    """Bytes one clip takes while it is rendered and encoded: its uint8 frames, twice (the encoder's copy)."""
+    return 2 * settings.num_frames * settings.height * settings.width * 3
+
+
+def memory_limit() -> int | None:
+    """The most memory this process may use: physical memory, the address-space and cgroup limits (None: unknown)."""
+    import resource
+
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    for kind in ("RLIMIT_AS", "RLIMIT_DATA"):
+        soft = resource.getrlimit(getattr(resource, kind))[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text != "max":
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def check_memory(settings: RenderSettings) -> None:
+    """Refuse, before anything is written, clips that would not fit in this machine's memory."""
+    need, limit = clip_memory(settings), memory_limit()
+    if limit is not None and need > limit:
+        raise BadInputError(f"{settings.height}x{settings.width} frames at {settings.fps:g} fps for "
+                            f"{settings.seconds:g} s: a clip of {settings.num_frames} frames needs about "
+                            f"{need / 2**30:.1f} GiB while it is rendered, more than the {limit / 2**30:.1f} GiB "
+                            "this process may use; lower --size, --fps or --seconds")
 
 
 def _wanted_settings(seed: int, settings: RenderSettings) -> dict:
