@@ -31,3 +31,14 @@ def parse_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
+
+
+MAX_SEED = 2**63 - 1  # torch and numpy take seeds as signed 64-bit integers
+
+
+def parse_seed(text: str) -> int:
+    """A whole number in [0, 2**63 - 1] (larger ones overflow torch's generators after the model has loaded)."""
+    value = parse_int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63 - 1], got {text!r}")
+    return value

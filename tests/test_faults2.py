@@ -416,3 +416,36 @@ def test_generate_does_not_show_transformers_loading_bar(weights, tmp_path):
                     "--steps", "2", "--frames", "2")
     assert result.returncode == 0, result.stderr
     assert "Loading weights" not in result.stderr and "Loading checkpoint" not in result.stderr
+
+
+# -- seeds, caption lists -----------------------------------------------------------------------------------
+BIG = str(2**64)
+
+
+def test_seeds_past_64_bits_are_refused_before_work(keyframe_setup, ucf, tmp_path):
+    result = kvideo(*train_args(keyframe_setup, tmp_path / "run", "--seed", BIG))
+    assert_one_line_error(result, "train keyframe", f"seed={BIG} must lie in [0, 2**63 - 1]")
+    result = kvideo("recipe", "shapes", tmp_path / "recipe", "--seed", BIG, "--stages", "data", "--quiet")
+    assert_one_line_error(result, "recipe shapes", "--seed: expected a seed in [0, 2**63 - 1]")
+    result = kvideo("eval", "generate", "--benchmark", "ucf101", "--data", ucf, "--split", "test", "--out",
+                    tmp_path / "gen", "--num-videos", "2", "--preset", "tiny", "--seed", str(2**63 - 1), "--quiet")
+    assert_one_line_error(result, "eval generate", "video 1 would use seed 9223372036854775808, past 2**63 - 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("bad.csv", b"path,caption\nvideo-000.mp4,a caf\xe9\n", "bad.csv' line 2: not valid UTF-8 (byte 0xe9"),
+    ("bad.jsonl", b'{"path": "video-000.mp4", "caption": "x"}\n["a list"]\n',
+     "bad.jsonl' line 2 holds a list, not an object"),
+    ("bad.jsonl", b'{"path": "video-000.mp4", "caption": "x"}\n{"path": \n', "bad.jsonl' line 2 is not JSON"),
+])
+def test_caption_lists_name_the_file_and_line(videos, tmp_path, name, content, needle):
+    captions = videos.parent / name  # beside the videos (their own list is captions.csv)
+    captions.write_bytes(content)
+    try:
+        result = kvideo("train", "decoder", "--preset", "tiny-decoder", "--data", videos.parent, "--captions",
+                        captions, "--output-dir", tmp_path / "run", "--progress", "false")
+    finally:
+        captions.unlink()
+    assert_one_line_error(result, "train decoder", needle)
+    assert not (tmp_path / "run").exists()

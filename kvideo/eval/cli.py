@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kvideo.argtypes import parse_float, parse_int
+from kvideo.argtypes import MAX_SEED, parse_float, parse_int, parse_seed
 
 REAL_FORMATS = ("ucf101", "msrvtt", "folder")
 FAKE_FORMATS = ("auto", "generated", "folder", "ucf101", "msrvtt")
@@ -224,7 +224,7 @@ def _generate_parser(commands) -> None:
     p.add_argument("--out", required=True, help="output folder (videos + manifest.json); reruns resume")
     p.add_argument("--num-videos", type=_positive_int,
                    help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
-    p.add_argument("--seed", type=int, default=0, help="base seed: video i uses seed + i")
+    p.add_argument("--seed", type=parse_seed, default=0, help="base seed: video i uses seed + i (default 0)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="Kandinsky Video weights folder")
     source.add_argument("--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
@@ -259,6 +259,9 @@ def _generate(args) -> int:
     dataset = load_dataset(args.benchmark, args.data, **_dataset_options(args.benchmark, args, None))
     num = args.num_videos if args.num_videos is not None else (2048 if args.benchmark == "ucf101" else None)
     jobs = benchmark_prompts(dataset, num, args.seed)
+    if jobs and jobs[-1].seed > MAX_SEED:
+        raise ValueError(f"--seed {args.seed}: video {len(jobs) - 1} would use seed {jobs[-1].seed}, past 2**63 - 1; "
+                         "use a smaller --seed")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"benchmark": args.benchmark, "dataset": dataset.describe(), "seed": args.seed, **options,

@@ -24,7 +24,7 @@ from kvideo.checkpoint import atomic_path
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, TEMPLATE, all_captions
 from kvideo.shapes.recipe_cli import STAGE_NAMES as STAGES
 from kvideo.shapes.render import RenderSettings
-from kvideo.train.config import KEYFRAME_PHASES, CacheConfig, TrainConfig
+from kvideo.train.config import KEYFRAME_PHASES, CacheConfig, TrainConfig, check_seed
 
 TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
 TEXT_DIM = 64  # d_model of the shapes text encoder
@@ -65,6 +65,7 @@ class Recipe:
             raise ValueError(f"steps_scale={steps_scale} must be a finite number > 0")
         if isinstance(batch_scale, bool) or not isinstance(batch_scale, int) or batch_scale < 1:
             raise ValueError(f"batch_scale={batch_scale!r} must be a whole number >= 1")
+        check_seed(seed)
         self.paths = RecipePaths(Path(root))
         self.videos, self.seed, self.device, self.steps_scale = videos, seed, device, steps_scale
         self.batch_scale = batch_scale

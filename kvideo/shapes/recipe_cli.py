@@ -1,6 +1,8 @@
 """`kvideo recipe shapes OUT`: argument parsing only; the stages are in kvideo.shapes.recipe."""
 from __future__ import annotations
 
+from kvideo.argtypes import parse_seed
+
 STAGE_NAMES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
                "interpolation", "decoder", "model")  # the recipe's stages, in order (here: no torch import)
 
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
                                           "interpolation and decoder models; resumable")
     p.add_argument("out", metavar="OUT", help="working folder; a rerun skips finished stages and resumes the rest")
     p.add_argument("--videos", type=int, default=864, help="training clips to render (default 864: 4 per caption)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and of every stage (default 0)")
+    p.add_argument("--seed", type=parse_seed, default=0, help="seed of the data and of every stage (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--steps-scale", type=float, default=1.0,
                    help="multiply every stage's training steps (default 1.0; e.g. 0.01 for a quick trial)")

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from kvideo.argtypes import parse_bool, parse_float, parse_int
+from kvideo.argtypes import MAX_SEED, parse_bool, parse_float, parse_int
 from kvideo.config import Config, check
 from kvideo.errors import BadInputError
 
@@ -29,6 +29,10 @@ def check_finite(config: Config, prefix: str = "") -> None:
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, float) and not math.isfinite(item):
                 raise BadInputError(f"{prefix}{field.name}={value}: must be a finite number")
+
+
+def check_seed(seed: int) -> None:
+    check(0 <= seed <= MAX_SEED, f"seed={seed} must lie in [0, 2**63 - 1] (torch takes 64-bit signed seeds)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +120,7 @@ class CacheConfig(Config):
         check(self.dtype in STORAGE_DTYPES, f"dtype={self.dtype!r}; expected one of {STORAGE_DTYPES}")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               f"device={self.device!r}; expected auto, cpu, cuda or cuda:N")
+        check_seed(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "clip": self.clip.to_dict()}
@@ -213,6 +218,7 @@ class TrainConfig(Config):
         check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
         check(self.num_workers >= 0 and self.warmup_steps >= 0, "num_workers and warmup_steps must be >= 0")
         check(self.device in ("auto", "cpu", "cuda"), f"device={self.device!r}; expected auto, cpu or cuda")
+        check_seed(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "clip": self.clip.to_dict()}

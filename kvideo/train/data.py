@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
+from kvideo.errors import BadDataError
 from kvideo.train.config import ClipConfig
 from kvideo.train.seeding import seeded_generator
 from kvideo.video_io import VideoInfo, VideoReadError, read_frames, video_info
@@ -36,15 +38,37 @@ class VideoRecord:
 
 # -- caption lists --------------------------------------------------------------------------------
 def read_caption_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV (with a header) or JSONL caption list."""
+    """Rows of a CSV (with a header) or JSONL caption list; a file that is not UTF-8, or a JSONL line that is
+    not a JSON object, is an error naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"caption list {str(path)!r} does not exist")
+    text = _utf8_text(path)
     if path.suffix in (".jsonl", ".json"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        return [json.loads(line) for line in lines]
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+        return [_json_row(path, number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def _utf8_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise BadDataError(f"{str(path)!r} line {line}: not valid UTF-8 (byte 0x{data[error.start]:02x} at column "
+                           f"{column}); save the list as UTF-8") from None
+
+
+def _json_row(path: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise BadDataError(f"{str(path)!r} line {number} is not JSON ({error})") from None
+    if not isinstance(row, dict):
+        raise BadDataError(f"{str(path)!r} line {number} holds a {type(row).__name__}, not an object with a path "
+                           "and a caption")
+    return row
 
 
 def _pick(row: dict[str, Any], names: tuple[str, ...], what: str, source: Path) -> tuple[str, str]:
