@@ -449,3 +449,28 @@ def test_caption_lists_name_the_file_and_line(videos, tmp_path, name, content, n
         captions.unlink()
     assert_one_line_error(result, "train decoder", needle)
     assert not (tmp_path / "run").exists()
+
+
+# -- a full disk during a checkpoint save ---------------------------------------------------------------------
+def test_a_checkpoint_save_that_runs_out_of_space_is_one_line_and_keeps_the_previous(finished_run):
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    flags, run = finished_run
+    step4 = run / "checkpoints/step-00000004"
+    before = snapshot(step4)
+
+    def small_files():  # writes past 800 kB fail with EFBIG, as on a full disk (state.pt is larger)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (800_000, 800_000))
+
+    args = [*flags[:-6], "--steps", "6", "--save-every", "2", "--ema-decay", "0.5", "--resume", "latest"]
+    result = subprocess.run([sys.executable, "-m", "kvideo", *map(str, args)], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, preexec_fn=small_files)
+    assert_one_line_error(result, "train keyframe", "writing checkpoint 6 into", "failed (",
+                          f"the last checkpoint, {str(step4)!r}, is intact")
+    assert snapshot(step4) == before and (run / "checkpoints/latest").read_text() == "step-00000004\n"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-00000002", "step-00000004"]

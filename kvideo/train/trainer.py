@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path
-from kvideo.errors import KVideoError, TrainingDivergedError
+from kvideo.errors import KVideoError, OutputError, TrainingDivergedError
 from kvideo.train import checkpointing as ckpt
 from kvideo.train import distributed
 from kvideo.train.config import TrainConfig, check_finite, check_inputs
@@ -307,18 +308,37 @@ class Trainer:
             self._check_weights(ema, "EMA weights")
         if self.env.is_main:
             tmp = ckpt.begin_checkpoint(self.output_dir, self.step)
-            ckpt.save_state(tmp / ckpt.STATE_FILE, {
-                "step": self.step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "data": {"micro_batches": self.step * self.cfg.grad_accum},
-            })
-            if ema is not None:
-                self._write_weights(tmp / ckpt.EMA_FILE, ema)
-            # written last, with the state's checksum: resume verifies every file of the folder
-            self._write_weights(tmp / ckpt.WEIGHTS_FILE, weights,
-                                {ckpt.STATE_CHECKSUM_KEY: ckpt.file_checksum(tmp / ckpt.STATE_FILE)})
+            with self._writing(f"checkpoint {self.step}", ckpt.checkpoint_root(self.output_dir), tmp):
+                ckpt.save_state(tmp / ckpt.STATE_FILE, {
+                    "step": self.step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                    "rng": rng_state(), "data": {"micro_batches": self.step * self.cfg.grad_accum},
+                })
+                if ema is not None:
+                    self._write_weights(tmp / ckpt.EMA_FILE, ema)
+                # written last, with the state's checksum: resume verifies every file of the folder
+                self._write_weights(tmp / ckpt.WEIGHTS_FILE, weights,
+                                    {ckpt.STATE_CHECKSUM_KEY: ckpt.file_checksum(tmp / ckpt.STATE_FILE)})
             folder = ckpt.commit_checkpoint(self.output_dir, tmp, self.step, self.cfg.keep_checkpoints)
         distributed.barrier(self.env)
         return folder
+
+    @contextlib.contextmanager
+    def _writing(self, what: str, where: Path, leftover: Path | None = None):
+        """A failed write (a full disk: torch and safetensors raise their own types) as one line naming the
+        folder; the half-written `leftover` is removed and the previous checkpoint stays as it was."""
+        try:
+            yield
+        except KVideoError:
+            raise
+        except Exception as error:  # noqa: BLE001 (RuntimeError from torch.save, SafetensorError, OSError)
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
+            free = shutil.disk_usage(where).free / 2**20
+            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            latest = ckpt.latest_folder(self.output_dir)
+            kept = f"the last checkpoint, {str(latest)!r}, is intact" if latest is not None else "no checkpoint before it"
+            raise OutputError(f"writing {what} into {str(where)!r} failed ({reason[:160]}; {free:.0f} MiB free "
+                              f"there); {kept}: free some space, then --resume latest") from None
 
     def _write_weights(self, path: Path, state: dict[str, torch.Tensor], more: dict[str, str] | None = None) -> None:
         info = ckpt.WeightsInfo(self.info.model_type, self.info.model_config, self.info.task, self.info.weights,
@@ -331,7 +351,8 @@ class Trainer:
         state = self.ema.state_dict() if self.ema is not None else self.trained_state()
         self._check_weights(state, "EMA weights" if self.ema is not None else "weights")
         if self.env.is_main:
-            self._write_weights(path, state)
+            with self._writing(f"the trained weights {path.name}", self.output_dir):
+                self._write_weights(path, state)
         distributed.barrier(self.env)
         return path
 
