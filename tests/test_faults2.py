@@ -474,3 +474,74 @@ def test_a_checkpoint_save_that_runs_out_of_space_is_one_line_and_keeps_the_prev
                           f"the last checkpoint, {str(step4)!r}, is intact")
     assert snapshot(step4) == before and (run / "checkpoints/latest").read_text() == "step-00000004\n"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-00000002", "step-00000004"]
+
+
+# -- malformed files, property style: every wrong value is one expected error, never a traceback ----------------
+WRONG_VALUES = ["1e-3", "", None, True, [], [1, "x"], {}, {"a": 1}, -1, 0, 2**70, 1.5, float("nan"), "nan"]
+
+
+def test_training_config_files_with_any_wrong_value_give_an_expected_error(tmp_path):
+    import dataclasses
+    import random
+
+    from kvideo.errors import is_expected
+    from kvideo.train.config import CacheConfig, TrainConfig, load_config
+
+    rng = random.Random(29)
+    for cls, preset in ((TrainConfig, "tiny-keyframe"), (CacheConfig, "keyframe")):
+        names = [f.name for f in dataclasses.fields(cls)] + ["clip.height", "clip.keyframes", "clip.task"]
+        for trial in range(120):
+            name, value = rng.choice(names), rng.choice(WRONG_VALUES)
+            head, _, tail = name.partition(".")
+            values = {head: {tail: value}} if tail else {head: value}
+            path = tmp_path / f"{trial}.json"
+            path.write_text(json.dumps(values))
+            try:
+                load_config(cls, path, preset)
+            except Exception as error:  # noqa: BLE001 (sorted below)
+                assert is_expected(error), (values, repr(error))
+                assert "\n" not in str(error) and (name.split(".")[-1] in str(error) or str(path) in str(error)), \
+                    (values, str(error))
+
+
+def test_trained_weights_files_with_any_malformed_metadata_give_an_expected_error(tmp_path):
+    import random
+
+    import torch
+    from safetensors.torch import save_file
+
+    from kvideo.errors import is_expected
+    from kvideo.train.checkpointing import read_weights
+
+    good = {"model_type": "unet", "config": "{}", "task": "keyframe", "kvideo_weights": "temporal", "step": "3"}
+    wrong = ["", "x", "{", "[]", "null", "-1", "1.5", "all", "{\"dim\": \"x\"}"]
+    rng = random.Random(29)
+    for trial in range(60):
+        metadata = dict(good)
+        for key in rng.sample(sorted(good), rng.randint(1, 3)):
+            if rng.random() < 0.3:
+                del metadata[key]
+            else:
+                metadata[key] = rng.choice(wrong)
+        path = tmp_path / f"{trial}.safetensors"
+        save_file({"w": torch.ones(2)}, str(path), metadata=metadata)
+        try:
+            read_weights(path)
+        except Exception as error:  # noqa: BLE001 (sorted below)
+            assert is_expected(error) and str(path) in str(error), (metadata, repr(error))
+
+
+@pytest.mark.parametrize("state, needle", [
+    ({"step": "4", "optimizer": {}, "scheduler": {}, "rng": {}}, "step='4'"),
+    ({"step": 4, "optimizer": [], "scheduler": {}, "rng": {}}, "optimizer is not a mapping"),
+    ({"step": 4, "optimizer": {}, "scheduler": 1, "rng": 2}, "scheduler, rng are not a mapping"),
+])
+def test_a_training_state_of_the_wrong_types_is_refused_naming_the_file(tmp_path, state, needle):
+    import torch
+
+    from kvideo.errors import UnreadableCheckpointError
+    from kvideo.train.checkpointing import load_state
+
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(UnreadableCheckpointError, match=f"state.pt' is not a kvideo training state .*{needle}"):
+        load_state(tmp_path / "state.pt")

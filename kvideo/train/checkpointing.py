@@ -221,6 +221,14 @@ def load_state(path: str | Path) -> dict[str, Any]:
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise UnreadableCheckpointError(f"{str(path)!r} is not a kvideo training state (no {missing})")
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UnreadableCheckpointError(f"{str(path)!r} is not a kvideo training state (step={step!r})")
+    wrong = [k for k in ("scheduler", "rng") if not isinstance(state[k], dict)]
+    wrong += [] if state["optimizer"] is None or isinstance(state["optimizer"], dict) else ["optimizer"]
+    if wrong:
+        raise UnreadableCheckpointError(f"{str(path)!r} is not a kvideo training state ({', '.join(wrong)} "
+                                        f"{'is' if len(wrong) == 1 else 'are'} not a mapping)")
     return state
 
 

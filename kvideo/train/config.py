@@ -383,9 +383,15 @@ TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", s
 
 
 def check_file_types(cls: type[Config], values: dict[str, Any], path: str | Path, prefix: str = "") -> None:
-    """Each value a config file gives has its field's type (a number for lr, a whole number for steps, ...),
-    else a one-line error naming the file and the key. Unknown keys are left to `from_dict`."""
+    """Each key of a config file is a field and each value has its field's type (a number for lr, a whole number
+    for steps, ...), else a one-line error naming the file and the key."""
     hints = typing.get_type_hints(cls)
+    names = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(str(key) for key in values if key not in names)
+    if unknown:
+        where = f" of {prefix[:-1]}" if prefix else ""
+        raise BadInputError(f"config file {str(path)!r}: unknown field(s) {unknown}{where}; valid fields are "
+                            f"{sorted(names)}")
     for field in dataclasses.fields(cls):
         if field.name not in values:
             continue

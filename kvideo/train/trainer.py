@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path
-from kvideo.errors import KVideoError, OutputError, TrainingDivergedError
+from kvideo.errors import CheckpointError, KVideoError, OutputError, TrainingDivergedError
 from kvideo.train import checkpointing as ckpt
 from kvideo.train import distributed
 from kvideo.train.config import TrainConfig, check_finite, check_inputs
@@ -145,11 +145,17 @@ class Trainer:
 
     def _restore(self, restored: ckpt.Restored) -> None:
         """The training state of a checkpoint: optimizer, scheduler, EMA, RNG and step."""
-        self._load_optimizer(restored.state["optimizer"])
-        self.scheduler.load_state_dict(restored.state["scheduler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(restored.ema)
-        set_rng_state(restored.state["rng"])
+        try:
+            self._load_optimizer(restored.state["optimizer"])
+            self.scheduler.load_state_dict(restored.state["scheduler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(restored.ema)
+            set_rng_state(restored.state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            reason = next(iter(str(error).splitlines()), "")[:160]
+            raise CheckpointError(f"resume checkpoint {str(restored.folder)!r}: its training state does not fit "
+                                  f"this run ({type(error).__name__}: {reason}); resume with the settings it was "
+                                  "saved with, or from another checkpoint") from None
         self.step = restored.step
 
     def _prepare_output_dir(self) -> None:
@@ -336,7 +342,8 @@ class Trainer:
             free = shutil.disk_usage(where).free / 2**20
             reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
             latest = ckpt.latest_folder(self.output_dir)
-            kept = f"the last checkpoint, {str(latest)!r}, is intact" if latest is not None else "no checkpoint before it"
+            kept = (f"the last checkpoint, {str(latest)!r}, is intact" if latest is not None
+                    else "no checkpoint before it")
             raise OutputError(f"writing {what} into {str(where)!r} failed ({reason[:160]}; {free:.0f} MiB free "
                               f"there); {kept}: free some space, then --resume latest") from None
 
