@@ -545,3 +545,12 @@ def test_a_training_state_of_the_wrong_types_is_refused_naming_the_file(tmp_path
     torch.save(state, tmp_path / "state.pt")
     with pytest.raises(UnreadableCheckpointError, match=f"state.pt' is not a kvideo training state .*{needle}"):
         load_state(tmp_path / "state.pt")
+
+
+def test_a_damaged_recipe_record_is_one_line_naming_it(tmp_path):
+    (tmp_path / "out" / "records").mkdir(parents=True)
+    (tmp_path / "out" / "records" / "data.json").write_text('{"videos": ')
+    result = kvideo("recipe", "shapes", tmp_path / "out", "--stages", "data", "--videos", "2", "--quiet")
+    assert_one_line_error(result, "recipe shapes", "data.json' is not a recipe record",
+                          "delete it to run that stage again")
+    assert snapshot(tmp_path / "out") == {"records/data.json": b'{"videos": '}

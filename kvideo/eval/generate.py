@@ -107,7 +107,8 @@ def generate_videos(
             counts["existing"] += 1
             continue
         video = generator(job.prompt, seed=job.seed, **(options or {}))
-        write_video(path, video.frames, video.fps, progress=False)  # atomic: no half-written file
+        # atomic (no half-written file), and the same frames give the same bytes
+        write_video(path, video.frames, video.fps, progress=False, reproducible=True)
         counts["generated"] += 1
     shard.barrier()
     return counts

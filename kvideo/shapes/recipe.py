@@ -76,8 +76,8 @@ class Recipe:
         """What each finished stage recorded (`OUT/records/<stage>.json`: one file a stage, so stages
         of independent branches can run in parallel processes)."""
         folder = self.paths.root / "records"
-        return {stage: json.loads((folder / f"{stage}.json").read_text())
-                for stage in STAGES if (folder / f"{stage}.json").is_file()}
+        paths = {stage: folder / f"{stage}.json" for stage in STAGES}
+        return {stage: _read_record(path) for stage, path in paths.items() if path.is_file()}
 
     def _record(self, stage: str, values: dict) -> None:
         folder = self.paths.root / "records"
@@ -256,6 +256,19 @@ class Recipe:
         write_model_card(folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         return {"folder": str(folder), "megabytes": round(size / 2**20, 1)}
+
+
+def _read_record(path: Path) -> dict:
+    """A finished stage's record, or a one-line error naming it (delete it to run the stage again)."""
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not a recipe record ({error}); delete it to run that stage again") \
+            from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{str(path)!r} is not a recipe record (a {type(record).__name__}); delete it to run that "
+                         "stage again")
+    return record
 
 
 def check_model_folder(folder: Path) -> None:
