@@ -506,7 +506,7 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "output_dir": "run folder: config, log, checkpoints and the trained weights",
         "train": "temporal (the temporal layers only) or all (every weight)",
         "steps": "optimizer steps in the whole run",
-        "batch_size": "clips per process and micro-step",
+        "batch_size": "clips per process and micro-step (capped, with a notice, at what the data holds)",
         "grad_accum": "micro-steps accumulated per optimizer step",
         "lr": "AdamW learning rate (finite, > 0)",
         "warmup_steps": "linear learning-rate warm-up steps (0: none)",
@@ -515,7 +515,7 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "weight_decay": "AdamW weight decay",
         "adam_betas": "AdamW betas, two comma-separated numbers",
         "adam_eps": "AdamW epsilon",
-        "max_grad_norm": "clip the gradient norm to this (0: no clipping)",
+        "max_grad_norm": "clip the gradient norm to this, > 0 (0: no clipping)",
         "precision": "bf16 (autocast, float32 master weights) or fp32",
         "gradient_checkpointing": "recompute activations in the backward pass to save memory",
         "ema_decay": "decay of an exponential moving average of the weights, in [0, 1) (0: no EMA); over the "
