@@ -102,6 +102,9 @@ def test_eval_generate_refuses_an_unrelated_video_in_a_folder_without_manifest(u
     assert_one_line_error(result, "eval generate", "00000.mp4' was not written by kvideo eval generate",
                           "no manifest.json")
     assert snapshot(out) == {"00000.mp4": b"an unrelated clip"}
+    result = kvideo("eval", "generate", "--benchmark", "ucf101", "--data", tmp_path / "no-data", "--out", out,
+                    "--preset", "tiny", "--quiet")  # refused before the (missing) dataset is read
+    assert_one_line_error(result, "eval generate", "00000.mp4' was not written by kvideo eval generate")
 
 
 def test_eval_generate_names_an_unreadable_manifest(ucf, tmp_path):

@@ -246,6 +246,7 @@ def _generate(args) -> int:
     from kvideo.eval.distributed import init_shard
     from kvideo.eval.generate import (
         benchmark_prompts,
+        check_own_folder,
         generate_videos,
         manifest_for,
         write_manifest,
@@ -255,6 +256,7 @@ def _generate(args) -> int:
     options = {"fps": args.fps, "width": args.width, "height": args.height, "steps": args.steps}
     GenerationOptions(**options)  # bad sizes and steps: refused before anything is written
     check_writable_folder(args.out, what="--out")  # before the dataset, the model and any video
+    check_own_folder(args.out)  # a folder of other videos is not adopted
     shard = init_shard()
     dataset = load_dataset(args.benchmark, args.data, **_dataset_options(args.benchmark, args, None))
     num = args.num_videos if args.num_videos is not None else (2048 if args.benchmark == "ucf101" else None)

@@ -61,15 +61,24 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any], shard: Shard) -> Non
                              "use a new --out folder, or delete it to start over")
         shard.barrier()
         return
-    foreign = sorted(p for p in out_dir.iterdir() if not _is_temporary(p)) if out_dir.is_dir() else []
-    if foreign:
-        raise ValueError(f"{str(foreign[0])!r} was not written by kvideo eval generate ({str(out_dir)!r} has no "
-                         f"{MANIFEST}); use a new or empty --out folder, nothing was changed")
+    check_own_folder(out_dir)
     shard.barrier()  # every rank has looked before rank 0 writes
     if shard.is_main:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     shard.barrier()
+
+
+def check_own_folder(out_dir: str | Path) -> None:
+    """A folder without a manifest must be empty: its videos would be counted as generated (checked before any
+    work; `write_manifest` checks an existing manifest against the run)."""
+    out_dir = Path(out_dir)
+    if (out_dir / MANIFEST).exists() or not out_dir.is_dir():
+        return
+    foreign = sorted(p for p in out_dir.iterdir() if not _is_temporary(p))
+    if foreign:
+        raise ValueError(f"{str(foreign[0])!r} was not written by kvideo eval generate ({str(out_dir)!r} has no "
+                         f"{MANIFEST}); use a new or empty --out folder, nothing was changed")
 
 
 def _is_temporary(path: Path) -> bool:
