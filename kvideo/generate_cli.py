@@ -22,7 +22,9 @@ WEIGHTS_ENV = "KVIDEO_WEIGHTS"  # overrides DEFAULT_WEIGHTS (a folder or a built
 # Generation defaults of a weights folder without a model card (the official release) and of the tiny preset
 # (random weights: small and quick, it only shows the stages run); a folder's model.json overrides them.
 OFFICIAL_DEFAULTS = dict(width=512, height=512, steps=50, interpolation_steps=None, sampler="ddpm",
-                         interpolation_sampler="ddpm", timestep_spacing="direct", threshold=0.98)
+                         interpolation_sampler="ddpm", timestep_spacing="direct", threshold=0.98, guidance_scale=5.0,
+                         interpolation_guidance_scale=0.25, guidance_interval=None, guidance_rescale=0.0,
+                         cache_interval=1)
 TINY_DEFAULTS = dict(OFFICIAL_DEFAULTS, width=64, height=64, steps=10)
 TINY_NOTICE = (
     "kvideo: the tiny preset with RANDOM weights is used (--weights tiny): the video is noise and only shows "
@@ -63,10 +65,21 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=parse_threshold, metavar="Q|off",
                    help="dynamic thresholding of each step's x0 estimate at the quantile Q of |x0|, or off (default: "
                         "the model's; 0.98 official, off for shapes)")
-    p.add_argument("--guidance", type=parse_float, default=5.0,
-                   help="text guidance scale w: (w+1)·cond - w·uncond (default: 5.0)")
-    p.add_argument("--interpolation-guidance", type=parse_float, default=0.25,
-                   help="keyframe guidance scale of the interpolation model (default: 0.25)")
+    p.add_argument("--guidance", type=parse_float,
+                   help="text guidance scale w: (w+1)·cond - w·uncond (default: the model's; 5.0 official)")
+    p.add_argument("--interpolation-guidance", type=parse_float,
+                   help="keyframe guidance scale of the interpolation model (default: the model's; 0.25 official, "
+                        "0.5 release 1.1)")
+    p.add_argument("--guidance-interval", type=parse_guidance_interval, metavar="LOW:HIGH|off",
+                   help="text guidance only at model times LOW..HIGH (0..1000, the noisiest steps near 1000); the "
+                        "other steps run one UNet branch instead of two, or off: every step (default: the model's; "
+                        "off official)")
+    p.add_argument("--guidance-rescale", type=parse_float, metavar="F",
+                   help="scale the guided prediction back toward the conditional one's deviation, 0..1 (default: "
+                        "the model's; 0 official)")
+    p.add_argument("--cache-interval", type=parse_int, metavar="N",
+                   help="step caching: the UNets' deep levels run every N-th step and are reused between; 1 is off "
+                        "and exact (default: the model's; 1 official)")
     p.add_argument("--negative", metavar="PROMPT", help="negative prompt (default: none)")
     p.add_argument("--seed", type=parse_int, default=0,
                    help="seed; line i of --prompts-file uses seed + i (default: 0)")
@@ -98,6 +111,19 @@ def parse_threshold(text: str) -> float | str:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r}: a quantile in (0, 1], e.g. 0.98, or off")
     return value
+
+
+def parse_guidance_interval(text: str) -> tuple[float, float] | str:
+    """--guidance-interval: LOW:HIGH model times in 0..1000, or "off"."""
+    if text.strip().lower() in ("off", "none"):
+        return "off"
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW:HIGH, e.g. 300:1000, or off")
+    low, high = parse_float(parts[0]), parse_float(parts[1])
+    if not 0 <= low <= high <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LOW <= HIGH <= 1000 (model times)")
+    return low, high
 
 
 def parse_size(text: str | None, default: tuple[int, int]) -> tuple[int, int]:
@@ -229,8 +255,12 @@ def generation_options(args, defaults: dict) -> dict:
                 interpolation_sampler=pick(args.interpolation_sampler, "interpolation_sampler"),
                 timestep_spacing=pick(args.timestep_spacing, "timestep_spacing"),
                 threshold=None if args.threshold == "off" else pick(args.threshold, "threshold"),
-                guidance_scale=args.guidance, interpolation_guidance_scale=args.interpolation_guidance,
-                decode_window=args.decode_window)
+                guidance_scale=pick(args.guidance, "guidance_scale"),
+                interpolation_guidance_scale=pick(args.interpolation_guidance, "interpolation_guidance_scale"),
+                guidance_interval=None if args.guidance_interval == "off" else pick(args.guidance_interval,
+                                                                                     "guidance_interval"),
+                guidance_rescale=pick(args.guidance_rescale, "guidance_rescale"),
+                cache_interval=pick(args.cache_interval, "cache_interval"), decode_window=args.decode_window)
 
 
 def model_card(weights: str) -> dict:
@@ -317,6 +347,14 @@ def wants_release11(args, tiny: bool) -> bool:
     return False
 
 
+# Generate flags the 1.1 pipeline has no counterpart for: (flag, argument name, why), refused rather than ignored.
+RELEASE11_REFUSED = (
+    ("--threshold", "threshold", "clips each x0 estimate to [-1, 1] as the release does; it takes no quantile"),
+    ("--guidance-interval", "guidance_interval", "guides its keyframes over three branches at every step"),
+    ("--guidance-rescale", "guidance_rescale", "guides its keyframes over three branches, with no rescale"),
+)
+
+
 def release11_options(args, options: dict) -> dict:
     """The 1.1 pipeline's options from the command line, checked (and the picture read) before any model loads.
 
@@ -330,11 +368,16 @@ def release11_options(args, options: dict) -> dict:
     if args.timestep_spacing is not None:
         raise BadInputError(f"--timestep-spacing {args.timestep_spacing}: release 1.1 keeps its own steps "
                             "(leading for the keyframes, trailing for the interpolation)")
+    for flag, value, why in RELEASE11_REFUSED:
+        if getattr(args, value) is not None:
+            raise BadInputError(f"{flag}: release 1.1 {why}")
     kept = {name: options[name] for name in ("width", "height", "fps", "num_frames", "steps", "guidance_scale",
-                                             "decode_window")}
+                                             "decode_window", "cache_interval")}
     kept.update(first_frame_steps=options["steps"], motion=args.motion or "medium")
     if args.interpolation_steps is not None:
         kept["interpolation_steps"] = args.interpolation_steps
+    if args.interpolation_guidance is not None:
+        kept["interpolation_guidance_scale"] = args.interpolation_guidance
     Generation11Options(**kept)
     if args.first_frame_out is not None:
         if args.prompts_file:

@@ -16,7 +16,7 @@ from kvideo import diffusion
 from kvideo.checkpoint import CheckpointError, sub_state_dict
 from kvideo.errors import SamplingDivergedError
 from kvideo.models.movq import MoVQ, MoVQConfig
-from kvideo.models.unet import UNet, UNetConfig
+from kvideo.models.unet import DeepFeatureCache, UNet, UNetConfig
 from kvideo.text import TextEncoder, TextProjection, null_context
 
 FPS_MODES = {"low": (), "medium": (3,), "high": (3, 1)}  # skip_frames of each interpolation pass
@@ -69,6 +69,13 @@ class GenerationOptions:
     threshold: float | None = 0.98
     guidance_scale: float = 5.0
     interpolation_guidance_scale: float = 0.25
+    # text guidance only at model times low <= t <= high (0..1000; the noisiest step is near 1000); the other
+    # steps run the conditional branch alone, one UNet pass instead of two. None: every step
+    guidance_interval: tuple[float, float] | None = None
+    # the guided output scaled back toward the conditional output's standard deviation (0: off, 1: fully)
+    guidance_rescale: float = 0.0
+    # step caching: the UNets' deep levels computed every N-th step and reused between (1: off, exact)
+    cache_interval: int = 1
     seed: int | None = None
     decode_window: int | None = None
 
@@ -103,6 +110,13 @@ class GenerationOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name}={value!r}: must be a finite number")
+        object.__setattr__(self, "guidance_interval", diffusion.check_guidance_interval(self.guidance_interval))
+        rescale = self.guidance_rescale
+        if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0.0 <= rescale <= 1.0:
+            raise ValueError(f"guidance_rescale={rescale!r}: a number in [0, 1] (0: off)")
+        interval = self.cache_interval
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"cache_interval={interval!r}: an integer >= 1 (1: no step caching)")
 
 
 def check_prompt(prompt: object, name: str = "prompt") -> str:
@@ -241,7 +255,8 @@ class KVideoPipeline:
         shape = (context.shape[0], cfg.out_channels, frames, *self.latent_size(opts))
         positions = torch.arange(frames, device=self.device) * cfg.frame_stride
         model = diffusion.TextGuidance(self.unet, context, mask, uncond, uncond_mask, opts.guidance_scale,
-                                       frame_positions=positions)
+                                       interval=opts.guidance_interval, rescale=opts.guidance_rescale,
+                                       frame_positions=positions, **step_cache(opts))
         return self._sample("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, opts.sampler,
                             opts, generator, callback)
 
@@ -259,7 +274,7 @@ class KVideoPipeline:
         model = diffusion.KeyframeGuidance(
             self.interpolation_unet, latents[:, :, :-1], latents[:, :, 1:], opts.interpolation_guidance_scale,
             context=context, context_mask=mask,
-            batch_kwargs={"skip_frames": torch.full((1,), skip_frames, device=self.device)},
+            batch_kwargs={"skip_frames": torch.full((1,), skip_frames, device=self.device)}, **step_cache(opts),
         )
         shape = (b, cfg.out_channels, t - 1, h, w)
         middle = self._sample(f"interpolation x{cfg.interpolated_frames + 1} (skip {skip_frames})",
@@ -308,6 +323,12 @@ class KVideoPipeline:
             model.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def step_cache(opts: GenerationOptions) -> dict[str, DeepFeatureCache]:
+    """The UNet keyword that turns on step caching for one sampling run ({} when `cache_interval` is 1, so
+    that the uncached path is the one that runs)."""
+    return {"cache": DeepFeatureCache(opts.cache_interval)} if opts.cache_interval > 1 else {}
 
 
 def batch_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:

@@ -32,6 +32,7 @@ from kvideo.pipeline import (
     KVideoPipeline,
     VideoOutput,
     check_prompt,
+    step_cache,
     tiny_text_encoder,
     weave,
 )
@@ -90,6 +91,7 @@ class Generation11Options:
     seed: int | None = None
     decode_window: int | None = None
     upscale_image: bool = False
+    cache_interval: int = 1  # step caching: the UNets' deep levels computed every N-th step (1: off, exact)
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -114,6 +116,9 @@ class Generation11Options:
             raise ValueError(f"num_frames={self.num_frames!r}: needs at least 2 keyframes (frame 0 is the first frame)")
         if self.decode_window is not None and self.decode_window < 1:
             raise ValueError(f"decode_window={self.decode_window}: must be >= 1")
+        interval = self.cache_interval
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"cache_interval={interval!r}: an integer >= 1 (1: no step caching)")
 
 
 def check_motion(motion: object) -> int:
@@ -320,7 +325,7 @@ class KVideo11Pipeline(KVideoPipeline):
         shape = (1, self.unet.config.out_channels, 2 * opts.height // factor, 2 * opts.width // factor)
         condition = torch.zeros(1, self.unet.config.num_channels - shape[1], *shape[2:], device=self.device)
         model = diffusion.TextGuidance(diffusion.ConditionChannels(self.unet, condition), context, mask, uncond,
-                                       uncond_mask, opts.first_frame_guidance_scale, mode="image")
+                                       uncond_mask, opts.first_frame_guidance_scale, mode="image", **step_cache(opts))
         latent = self._sample_11("first frame", self.unet, model, self.unet.config.predicts, shape,
                                  opts.first_frame_steps, "leading", generator, callback)
         with self._on_device(self.movq), self._autocast():
@@ -347,7 +352,7 @@ class KVideo11Pipeline(KVideoPipeline):
         model = diffusion.FirstFrameGuidance(
             self.unet, condition, context, mask, uncond, uncond_mask, text_scale=opts.guidance_scale,
             image_scale=opts.image_guidance_scale, batch_kwargs=per_video, mode="video",
-            frame_positions=torch.arange(frames, device=self.device) * cfg.frame_stride)
+            frame_positions=torch.arange(frames, device=self.device) * cfg.frame_stride, **step_cache(opts))
         shape = (1, cfg.out_channels, frames, *first.shape[-2:])
         return self._sample_11("keyframes", self.unet, model, cfg.predicts, shape, opts.steps, "leading", generator,
                                callback)
@@ -366,7 +371,7 @@ class KVideo11Pipeline(KVideoPipeline):
             context=context, context_mask=mask, uncond_context=uncond, uncond_context_mask=uncond_mask,
             batch_kwargs={"skip_frames": torch.full((1,), skip_frames, device=self.device),
                           "perturbation_time": torch.zeros(1, device=self.device), "temporal_mask": ones},
-            uncond_batch_kwargs={"temporal_mask": torch.zeros_like(ones)},
+            uncond_batch_kwargs={"temporal_mask": torch.zeros_like(ones)}, **step_cache(opts),
         )
         shape = (b, cfg.out_channels, t - 1, h, w)
         middle = self._sample_11(f"interpolation (skip {skip_frames})", self.interpolation_unet, model, "v", shape,

@@ -14,7 +14,7 @@ The samplers in `kvideo.diffusion.samplers` take a denoiser.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from einops import rearrange
@@ -105,13 +105,44 @@ def _batch(tensor: torch.Tensor, b: int, name: str) -> torch.Tensor:
     raise ValueError(f"{name} has batch {tensor.shape[0]}; the latents have batch {b} (use {b} or 1)")
 
 
+def check_guidance_interval(interval: Sequence[float] | None) -> tuple[float, float] | None:
+    """A guidance interval (low, high) of model times within [0, 1000], low <= high, or None (every step)."""
+    if interval is None:
+        return None
+    values = tuple(interval) if isinstance(interval, (list, tuple)) else ()
+    if (len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)
+            or not 0 <= values[0] <= values[1] <= 1000):
+        raise ValueError(f"guidance interval {interval!r}: give (low, high) model times with "
+                         "0 <= low <= high <= 1000 (the noisiest step is near 1000), or None for every step")
+    return float(values[0]), float(values[1])
+
+
+def rescale_guided(guided: torch.Tensor, cond: torch.Tensor, factor: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"):
+    the guided output scaled to the conditional output's standard deviation, mixed in by `factor` (0: off).
+    The deviation is taken per sample, and per frame for video (b, c, f, h, w)."""
+    if factor == 0:
+        return guided
+    dims = (1, 3, 4) if guided.dim() == 5 else tuple(range(1, guided.dim()))
+    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    return factor * guided * ratio + (1.0 - factor) * guided
+
+
 class _TwoBranchGuidance:
-    """Runs the conditional and unconditional branches as one batched forward of the model."""
+    """Runs the conditional and unconditional branches as one batched forward of the model.
+
+    `interval` (low, high): guidance only at model times low <= t <= high; outside it the conditional
+    branch runs alone (one forward of half the batch). `rescale`: see `rescale_guided`.
+    """
 
     def __init__(self, model: Callable[..., torch.Tensor], scale: float, context: torch.Tensor | None,
                  context_mask: torch.Tensor | None, batch_kwargs: Mapping[str, torch.Tensor] | None,
                  model_kwargs: Mapping[str, Any],
-                 uncond_batch_kwargs: Mapping[str, torch.Tensor] | None = None) -> None:
+                 uncond_batch_kwargs: Mapping[str, torch.Tensor] | None = None, *,
+                 interval: Sequence[float] | None = None, rescale: float = 0.0) -> None:
+        if not 0.0 <= rescale <= 1.0:
+            raise ValueError(f"guidance rescale {rescale!r}: must be in [0, 1] (0: off)")
+        self.interval, self.rescale = check_guidance_interval(interval), float(rescale)
         self.model, self.scale = model, float(scale)
         self.context, self.context_mask = context, context_mask
         self.batch_kwargs = dict(batch_kwargs or {})
@@ -138,7 +169,16 @@ class _TwoBranchGuidance:
             **{k: torch.cat([v, uncond_kwargs[k]]) for k, v in kwargs.items()}, **self.model_kwargs,
         )
         cond, uncond = output.chunk(2)
-        return (1.0 + self.scale) * cond - self.scale * uncond
+        return rescale_guided((1.0 + self.scale) * cond - self.scale * uncond, cond, self.rescale)
+
+    def guided(self, time: torch.Tensor) -> bool:
+        """Whether this step runs both branches: a non-zero scale, and the step's time inside the interval."""
+        if self.scale == 0:
+            return False
+        if self.interval is None:
+            return True
+        t = float(time.reshape(-1)[0])
+        return self.interval[0] <= t <= self.interval[1]
 
 
 class TextGuidance(_TwoBranchGuidance):
@@ -148,22 +188,24 @@ class TextGuidance(_TwoBranchGuidance):
     ((b or 1, n, d) and (b or 1, n', d), masks (b or 1, n) bool) are padded to a common length with
     masked zero tokens. `batch_kwargs` are per-sample tensors (b, ...) repeated for both branches
     (e.g. skip_frames); other keyword arguments go to the UNet unchanged (e.g. frame_positions (f,)).
-    With `scale == 0` only the conditional branch runs.
+    With `scale == 0`, or outside the guidance `interval`, only the conditional branch runs.
     """
 
     def __init__(self, model: Callable[..., torch.Tensor], context: torch.Tensor, context_mask: torch.Tensor,
                  uncond_context: torch.Tensor, uncond_context_mask: torch.Tensor, scale: float, *,
-                 batch_kwargs: Mapping[str, torch.Tensor] | None = None, **model_kwargs: Any) -> None:
+                 batch_kwargs: Mapping[str, torch.Tensor] | None = None, interval: Sequence[float] | None = None,
+                 rescale: float = 0.0, **model_kwargs: Any) -> None:
         length = max(context.shape[1], uncond_context.shape[1])
         context, context_mask = pad_context(context, context_mask, length)
         uncond_context, uncond_context_mask = pad_context(uncond_context, uncond_context_mask, length)
-        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs)
+        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs,
+                         interval=interval, rescale=rescale)
         self.uncond_context, self.uncond_context_mask = uncond_context, uncond_context_mask
 
     def __call__(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         cond = (_batch(self.context, b, "context"), _batch(self.context_mask, b, "context_mask"))
-        if self.scale == 0:
+        if not self.guided(time):
             return self._forward(x, None, time, (cond, None))
         uncond = (_batch(self.uncond_context, b, "uncond_context"),
                   _batch(self.uncond_context_mask, b, "uncond_context_mask"))
@@ -179,17 +221,19 @@ class KeyframeGuidance(_TwoBranchGuidance):
     `context` / `context_mask` (release 1.0: the interpolation model's null context) unless
     `uncond_context` / `uncond_context_mask` are given (release 1.1: prompt vs null text);
     `uncond_batch_kwargs` replace `batch_kwargs` entries in the unconditional branch (release 1.1:
-    temporal_mask 0). With `scale == 0` only the conditional branch runs.
+    temporal_mask 0). With `scale == 0`, or outside the guidance `interval`, only the conditional branch runs.
     """
 
     def __init__(self, model: Callable[..., torch.Tensor], left: torch.Tensor, right: torch.Tensor,
                  scale: float = 0.25, *, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
                  uncond_context: torch.Tensor | None = None, uncond_context_mask: torch.Tensor | None = None,
                  batch_kwargs: Mapping[str, torch.Tensor] | None = None,
-                 uncond_batch_kwargs: Mapping[str, torch.Tensor] | None = None, **model_kwargs: Any) -> None:
+                 uncond_batch_kwargs: Mapping[str, torch.Tensor] | None = None, interval: Sequence[float] | None = None,
+                 rescale: float = 0.0, **model_kwargs: Any) -> None:
         if left.shape != right.shape:
             raise ValueError(f"left and right keyframes differ in shape: {tuple(left.shape)} vs {tuple(right.shape)}")
-        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs, uncond_batch_kwargs)
+        super().__init__(model, scale, context, context_mask, batch_kwargs, model_kwargs, uncond_batch_kwargs,
+                         interval=interval, rescale=rescale)
         self.left, self.right = left, right
         self.uncond_context = context if uncond_context is None else uncond_context
         self.uncond_context_mask = context_mask if uncond_context_mask is None else uncond_context_mask
@@ -203,7 +247,7 @@ class KeyframeGuidance(_TwoBranchGuidance):
         cond_x = torch.cat([left, x, right], dim=1)  # (b, c_left + c + c_right, ...)
         context = None if self.context is None else _batch(self.context, b, "context")
         mask = None if self.context_mask is None else _batch(self.context_mask, b, "context_mask")
-        if self.scale == 0:
+        if not self.guided(time):
             return self._forward(cond_x, None, time, ((context, mask), None))
         uncond_x = torch.cat([torch.zeros_like(left), x, torch.zeros_like(right)], dim=1)
         uncond_context = None if self.uncond_context is None else _batch(self.uncond_context, b, "uncond_context")

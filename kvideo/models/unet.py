@@ -459,7 +459,8 @@ class UNet(PretrainedModel):
                 context_mask: torch.Tensor | None = None, *, mode: str | None = None,
                 frame_positions: torch.Tensor | None = None, skip_frames: torch.Tensor | None = None,
                 perturbation_time: torch.Tensor | None = None, noise_aug_time: torch.Tensor | None = None,
-                motion_score: torch.Tensor | None = None, temporal_mask: torch.Tensor | None = None) -> torch.Tensor:
+                motion_score: torch.Tensor | None = None, temporal_mask: torch.Tensor | None = None,
+                cache: "DeepFeatureCache | None" = None) -> torch.Tensor:
         """x (b, c, f, h, w) -> (b, out_channels, f, h, w); conditioning is per video (b, ...).
 
         mode: 'video' (default for keyframe / interpolation UNets) or 'image' (default for image
@@ -489,7 +490,7 @@ class UNet(PretrainedModel):
             num_frames=f, mode=mode, frame_positions=positions, skip_frames=rows(skip_frames, "skip_frames"),
             perturbation_time=rows(perturbation_time, "perturbation_time"),
             noise_aug_time=rows(noise_aug_time, "noise_aug_time"), motion_score=rows(motion_score, "motion_score"),
-            temporal_mask=rows(temporal_mask, "temporal_mask"),
+            temporal_mask=rows(temporal_mask, "temporal_mask"), cache=cache,
         )
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
 
@@ -497,8 +498,8 @@ class UNet(PretrainedModel):
                        context_mask: torch.Tensor | None = None, *, num_frames: int, mode: str | None = None,
                        frame_positions: torch.Tensor | None = None, skip_frames: torch.Tensor | None = None,
                        perturbation_time: torch.Tensor | None = None, noise_aug_time: torch.Tensor | None = None,
-                       motion_score: torch.Tensor | None = None,
-                       temporal_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       motion_score: torch.Tensor | None = None, temporal_mask: torch.Tensor | None = None,
+                       cache: "DeepFeatureCache | None" = None) -> torch.Tensor:
         """The reference layout: x ((b f), c, h, w) with every condition given per row (b f)."""
         mode = self._mode(mode)
         self._check_unused(noise_aug_time=noise_aug_time, motion_score=motion_score, temporal_mask=temporal_mask)
@@ -513,7 +514,7 @@ class UNet(PretrainedModel):
         if cond.video:
             self._add_temporal_conditioning(cond, frame_positions, noise_aug_time, motion_score, temporal_mask)
         image_layer = mode == "image" and hasattr(self, "image_in_layer")
-        return self._unet(x, cond, self.image_in_layer if image_layer else self.in_layer)
+        return self._unet(x, cond, self.image_in_layer if image_layer else self.in_layer, cache)
 
     def _check_unused(self, **given) -> None:
         """Refuse a condition this model has no input for (it would be ignored silently)."""
@@ -536,9 +537,16 @@ class UNet(PretrainedModel):
             raise ValueError("mode='image' needs an image or keyframe UNet; the interpolation UNet has no image mode")
         return mode
 
-    def _unet(self, x: torch.Tensor, cond: Conditioning, in_layer: nn.Module) -> torch.Tensor:
-        """(b f) c h w -> (b f) out h w through all levels."""
+    def _unet(self, x: torch.Tensor, cond: Conditioning, in_layer: nn.Module,
+              cache: "DeepFeatureCache | None" = None) -> torch.Tensor:
+        """(b f) c h w -> (b f) out h w through all levels; with a `cache` holding the deep levels' output
+        for this input shape, only the outermost down and up levels run."""
+        key = (tuple(x.shape), cond.video)
         x = in_layer(x)
+        deep = cache.lookup(key) if cache is not None and len(self.down_samples) > 1 else None
+        if deep is not None:
+            skip = self._run_level(self.down_samples[0], x, cond)
+            return self.out_layer(self._run_level(self.up_samples[-1], torch.cat([deep, skip], dim=1), cond))
         skips = []
         for level, down in enumerate(self.down_samples):
             x = self._run_level(down, x, cond)
@@ -546,6 +554,8 @@ class UNet(PretrainedModel):
                 skips.append(x)
         for level, up in enumerate(self.up_samples):
             if level != 0:
+                if cache is not None and level == len(self.up_samples) - 1:
+                    cache.store(key, x)
                 x = torch.cat([x, skips.pop()], dim=1)
             x = self._run_level(up, x, cond)
         return self.out_layer(x)
@@ -648,3 +658,35 @@ class UNet(PretrainedModel):
             raise ValueError(f"context has dim {context.shape[-1]}; expected context_dim={cfg.context_dim}")
         if context_mask is not None and context is not None and context_mask.shape != context.shape[:2]:
             raise ValueError(f"context_mask shape {tuple(context_mask.shape)} != context {tuple(context.shape[:2])}")
+
+
+class DeepFeatureCache:
+    """Step caching for one sampling run (DeepCache, Ma et al. 2024): the UNet's deep levels change little
+    from one denoising step to the next, so their output (the input of the outermost up level) is computed
+    on every `interval`-th call and reused on the calls between, where only the outermost down and up
+    levels run with the current input and time. `interval` 1 never reuses (the full UNet every call).
+
+    One cache serves one model over one run: a call with another input shape (say, guidance switched
+    off for a step, halving the batch) runs the whole UNet and refreshes the cache.
+    """
+
+    def __init__(self, interval: int) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"cache interval {interval!r}: must be an integer >= 1 (1: no caching)")
+        self.interval = interval
+        self.key: tuple | None = None
+        self.features: torch.Tensor | None = None
+        self.age = 0  # reuses since the last refresh
+        self.full_calls = self.cached_calls = 0
+
+    def lookup(self, key: tuple) -> torch.Tensor | None:
+        """The cached deep features for a call with this key, or None: run every level (and `store`)."""
+        if self.features is None or key != self.key or self.age + 1 >= self.interval:
+            self.full_calls += 1
+            return None
+        self.age += 1
+        self.cached_calls += 1
+        return self.features
+
+    def store(self, key: tuple, features: torch.Tensor) -> None:
+        self.key, self.features, self.age = key, features, 0
