@@ -7,13 +7,14 @@ gives the shape (profile skewness, fill ratio of its box) and its centroid, whos
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from kvideo.checkpoint import atomic_path
+from kvideo.shapes.frames import DEFAULT_KEYFRAME_STRIDE, keyframe_flicker, keyframe_mask, motion_evenness, roughness
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, Caption, parse_caption
 
 OBJECT_DISTANCE = 48.0  # RGB distance from the background beyond which a pixel is the object's
@@ -161,6 +162,60 @@ def classify_direction(motion: np.ndarray, height: int, width: int) -> str:
     return "right" if fraction[1] > 0 else "left"
 
 
+# -- every frame on its own ------------------------------------------------------------------------
+def frame_attributes(frame: np.ndarray, background: np.ndarray, mask: np.ndarray) -> tuple[str, str, np.ndarray]:
+    """(colour name, shape name, (y, x) centre) of the object `mask` marks in one frame, from that frame alone."""
+    rgb = core_color(frame, background, mask)
+    rows, cols = bounding_box(mask)
+    alpha = coverage_map(frame[rows, cols], background, rgb)
+    if not alpha.sum() > 0:
+        alpha = mask[rows, cols].astype(np.float64)
+    ys, xs = np.nonzero(mask)
+    return nearest_name(rgb, COLORS), classify_shape(fill_ratio(alpha), profile_skew(alpha)), \
+        np.array([ys.mean() + 0.5, xs.mean() + 0.5])
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """Frame-level measures of one clip (`kvideo.shapes.frames`; None where one does not apply). The colour
+    and shape shares are over all keyframes, or all frames between, a frame without the object a miss."""
+
+    keyframe_stride: int
+    roughness_keyframes: float
+    roughness_between: float | None
+    flicker: float | None
+    evenness: float | None
+    color_keyframes: float | None
+    color_between: float | None
+    shape_keyframes: float | None
+    shape_between: float | None
+
+
+def score_frames(frames: np.ndarray, background: np.ndarray, found: Mapping[int, np.ndarray],
+                 expected: Caption | None, stride: int = DEFAULT_KEYFRAME_STRIDE) -> FrameScore:
+    """The frame-level measures of uint8 `frames` (f, h, w, 3) from the border colour and the object masks of
+    the frames where it was found (as `score_clip` computes them)."""
+    num_frames, height, width, _ = frames.shape
+    keys = keyframe_mask(num_frames, stride)
+    rough = roughness(frames)
+    named = {t: frame_attributes(frames[t], background, mask) for t, mask in found.items()}
+
+    def share(index: int, word: str | None, on_keys: bool) -> float | None:
+        chosen = np.flatnonzero(keys == on_keys)
+        if word is None or not len(chosen):
+            return None
+        return float(np.mean([t in named and named[t][index] == word for t in chosen]))
+
+    color, shape = (expected.color, expected.shape) if expected else (None, None)
+    return FrameScore(
+        keyframe_stride=stride, roughness_keyframes=float(rough[keys].mean()),
+        roughness_between=None if keys.all() else float(rough[~keys].mean()),
+        flicker=keyframe_flicker(rough, stride),
+        evenness=motion_evenness({t: c for t, (_, _, c) in named.items()}, num_frames, (height, width), stride),
+        color_keyframes=share(0, color, True), color_between=share(0, color, False),
+        shape_keyframes=share(1, shape, True), shape_between=share(1, shape, False))
+
+
 # -- one clip ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipScore:
@@ -176,6 +231,7 @@ class ClipScore:
     fill_ratio: float | None  # median over the frames where the object is found
     skew: float | None  # median profile skewness, same frames
     motion: tuple[float, float]  # net (dy, dx) as fractions of the frame's height and width
+    frames: FrameScore | None = None  # every frame on its own: roughness, flicker, evenness, per-frame attributes
     matches: dict[str, bool] | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -198,11 +254,14 @@ class ClipScore:
                 "predicted": {"background": self.background, "object_color": self.object_color,
                               "shape": self.shape, "direction": self.direction},
                 "matches": self.matches, "all": self.all_match, "found": self.found,
-                "fill_ratio": self.fill_ratio, "skew": self.skew, "motion": list(self.motion)}
+                "fill_ratio": self.fill_ratio, "skew": self.skew, "motion": list(self.motion),
+                "frames": None if self.frames is None else asdict(self.frames)}
 
 
-def score_clip(frames: np.ndarray, caption: str | Caption) -> ClipScore:
-    """Read background, object colour, shape and direction from uint8 `(f, h, w, 3)` frames; compare to `caption`."""
+def score_clip(frames: np.ndarray, caption: str | Caption, keyframe_stride: int = DEFAULT_KEYFRAME_STRIDE) -> ClipScore:
+    """Read background, object colour, shape and direction from uint8 `(f, h, w, 3)` frames; compare to `caption`.
+    `keyframe_stride`: every how many frames a keyframe stands (4 at fps medium, 1 at fps low), for the
+    frame-level measures (`score_frames`)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"frames must be uint8 (f, h, w, 3) with f >= 1, got {frames.dtype} {frames.shape}")
@@ -219,9 +278,11 @@ def score_clip(frames: np.ndarray, caption: str | Caption) -> ClipScore:
         color, fill, skew = nearest_name(object_rgb, COLORS), float(np.median(fills)), float(np.median(skews))
         shape = classify_shape(fill, skew)
         motion = net_motion(times, centers)
-    return ClipScore(text, parse_caption(text), nearest_name(background, BACKGROUNDS), color, shape,
+    expected = parse_caption(text)
+    return ClipScore(text, expected, nearest_name(background, BACKGROUNDS), color, shape,
                      classify_direction(motion, height, width), len(found) / num_frames, fill, skew,
-                     (float(motion[0] / height), float(motion[1] / width)))
+                     (float(motion[0] / height), float(motion[1] / width)),
+                     score_frames(frames, background, found, expected, keyframe_stride))
 
 
 def _find_object(frames: np.ndarray, background: np.ndarray) -> dict[int, np.ndarray]:
@@ -268,7 +329,8 @@ def read_scoring_list(videos: str | Path, captions: str | Path | None = None) ->
     return pairs
 
 
-def score_folder(videos: str | Path, captions: str | Path | None = None, *, progress: bool = True) -> dict[str, Any]:
+def score_folder(videos: str | Path, captions: str | Path | None = None, *, progress: bool = True,
+                 keyframe_stride: int = DEFAULT_KEYFRAME_STRIDE) -> dict[str, Any]:
     """Score every clip of a captions list; the report holds each clip's result and the totals.
 
     Clips whose caption is outside the grammar are counted (`unparseable`) and left out of the
@@ -279,12 +341,12 @@ def score_folder(videos: str | Path, captions: str | Path | None = None, *, prog
     clips = []
     for path, caption in tqdm(read_scoring_list(videos, captions), desc="scoring shapes", unit="clip",
                               disable=not progress):
-        clips.append({"path": str(path), **_score_file(path, caption)})
+        clips.append({"path": str(path), **_score_file(path, caption, keyframe_stride)})
     return {"videos": str(videos), "captions": str(captions or Path(videos) / "captions.csv"),
             "totals": summarize(clips), "clips": clips}
 
 
-def _score_file(path: Path, caption: str) -> dict[str, Any]:
+def _score_file(path: Path, caption: str, keyframe_stride: int) -> dict[str, Any]:
     from kvideo.video_io import VideoReadError, read_frames
 
     try:
@@ -294,7 +356,7 @@ def _score_file(path: Path, caption: str) -> dict[str, Any]:
         matches = None if expected is None else dict.fromkeys(ATTRIBUTES, False)
         return {"caption": caption, "in_grammar": expected is not None, "error": str(error), "matches": matches,
                 "all": None if expected is None else False, "found": 0.0}
-    return score_clip(frames, caption).to_dict()
+    return score_clip(frames, caption, keyframe_stride).to_dict()
 
 
 def summarize(clips: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -306,6 +368,24 @@ def summarize(clips: list[Mapping[str, Any]]) -> dict[str, Any]:
         totals[name] = _mean([c["matches"][name] for c in scored])
     totals["all"] = _mean([c["all"] for c in scored])
     totals["found"] = _mean([c["found"] for c in scored])
+    totals.update(summarize_frames([c["frames"] for c in scored if c.get("frames")]))
+    return totals
+
+
+FRAME_TOTALS = {  # total -> (the FrameScore field it summarises, statistic over clips)
+    "color_keyframes": ("color_keyframes", np.mean), "color_between": ("color_between", np.mean),
+    "shape_keyframes": ("shape_keyframes", np.mean), "shape_between": ("shape_between", np.mean),
+    "roughness_keyframes": ("roughness_keyframes", np.mean), "roughness_between": ("roughness_between", np.mean),
+    "flicker": ("flicker", np.mean), "flicker_worst": ("flicker", np.max), "evenness": ("evenness", np.median),
+}
+
+
+def summarize_frames(frames: list[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Frame-level totals over clips: mean shares and roughness, mean and worst flicker, median evenness."""
+    totals = {}
+    for name, (key, statistic) in FRAME_TOTALS.items():
+        values = [f[key] for f in frames if f.get(key) is not None]
+        totals[name] = float(statistic(values)) if values else None
     return totals
 
 
@@ -330,7 +410,20 @@ def format_table(report: Mapping[str, Any]) -> str:
     for key, label in labels.items():
         value = totals[key]
         lines.append(f"{label:<16}{'n/a' if value is None else f'{100 * value:.1f} %':>9}")
+    lines.append(f"{'frames':<16}{'keyframes':>10}{'between':>10}")
+    for key, label, percent in (("color", "colour right", True), ("shape", "shape right", True),
+                                ("roughness", "roughness", False)):
+        cells = [totals.get(f"{key}_{kind}") for kind in ("keyframes", "between")]
+        lines.append(f"{label:<16}" + "".join(f"{_cell(v, percent):>10}" for v in cells))
+    lines.append(f"keyframe flicker {_cell(totals.get('flicker'), False)} (worst {_cell(totals.get('flicker_worst'), False)}; "
+                 f"1.00 = none), motion evenness {_cell(totals.get('evenness'), False)} (0 = constant speed)")
     return "\n".join(lines)
+
+
+def _cell(value: float | None, percent: bool) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f} %" if percent else f"{value:.2f}"
 
 
 def format_failures(report: Mapping[str, Any], limit: int = 5) -> str:
