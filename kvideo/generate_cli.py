@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from kvideo.argtypes import parse_float, parse_int
+from kvideo.argtypes import MAX_SEED, parse_float, parse_int, parse_seed
 from kvideo.checkpoint import check_writable_folder
 from kvideo.diffusion import COSINE_SPACINGS
 from kvideo.errors import BadInputError
@@ -81,7 +81,7 @@ def register(subparsers) -> None:
                    help="step caching: the UNets' deep levels run every N-th step and are reused between; 1 is off "
                         "and exact (default: the model's; 1 official)")
     p.add_argument("--negative", metavar="PROMPT", help="negative prompt (default: none)")
-    p.add_argument("--seed", type=parse_int, default=0,
+    p.add_argument("--seed", type=parse_seed, default=0,
                    help="seed; line i of --prompts-file uses seed + i (default: 0)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda or cuda:N (default: cuda if "
                    "there is a GPU, else cpu)")
@@ -201,8 +201,29 @@ def slug(text: str, length: int = 40) -> str:
     return words or "video"
 
 
+def check_device(device: str) -> None:
+    """cpu, cuda or cuda:N that exists here, checked before any model loads."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BadInputError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise BadInputError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise BadInputError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                            f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+
+
 def run(args) -> int:
+    check_device(args.device)
     pairs = jobs(args)
+    if args.seed + len(pairs) - 1 > MAX_SEED:
+        raise BadInputError(f"--seed {args.seed}: video {len(pairs) - 1} would use seed {args.seed + len(pairs) - 1}, "
+                            "past 2**63 - 1")
     weights = args.weights or default_weights()
     tiny = weights == "tiny"
     args.weights = None if tiny else weights
@@ -249,7 +270,8 @@ def generation_options(args, defaults: dict) -> dict:
 
     width, height = parse_size(args.size, (defaults["width"], defaults["height"]))
     steps = pick(args.steps, "steps")
-    interpolation_steps = args.interpolation_steps or defaults["interpolation_steps"] or steps
+    interpolation_steps = (args.interpolation_steps if args.interpolation_steps is not None
+                           else defaults["interpolation_steps"] or steps)
     return dict(width=width, height=height, fps=args.fps, num_frames=args.frames, steps=steps,
                 interpolation_steps=interpolation_steps, sampler=pick(args.sampler, "sampler"),
                 interpolation_sampler=pick(args.interpolation_sampler, "interpolation_sampler"),

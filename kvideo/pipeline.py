@@ -286,6 +286,7 @@ class KVideoPipeline:
         """(b, 4, f, h, w) latents -> uint8 frames (b, f, H, W, 3)."""
         with self._on_device(self.decoder), self._autocast():
             video = self.decoder.decode(latents.to(self.device), window=window)  # (b, 3, f, H, W)
+        check_finite_frames(video)
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return rearrange(video, "b c f h w -> b f h w c").cpu().numpy()
 
@@ -349,6 +350,13 @@ def check_finite_latents(x: torch.Tensor, stage: str, step: int, steps: int) -> 
         raise SamplingDivergedError(
             f"sampling diverged at step {step} of {steps} of stage {stage!r} (NaN or inf in the latents); "
             "nothing was written. Try a smaller guidance scale, --dtype fp32, or check the weights")
+
+
+def check_finite_frames(video: torch.Tensor) -> None:
+    """Decoded frames holding NaN or inf (a damaged decoder, or latents past its range) never become a file."""
+    if not bool(torch.isfinite(video).all()):
+        raise SamplingDivergedError("the video decoder gave NaN or inf pixels; nothing was written. Check the video "
+                                    "MoVQ weights, or try a smaller guidance scale")
 
 
 def check_unet_file(slot: str, checkpoint, path: Path) -> None:

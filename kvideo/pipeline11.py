@@ -31,6 +31,7 @@ from kvideo.pipeline import (
     NOMINAL_FPS,
     KVideoPipeline,
     VideoOutput,
+    check_finite_frames,
     check_prompt,
     step_cache,
     tiny_text_encoder,
@@ -382,6 +383,7 @@ class KVideo11Pipeline(KVideoPipeline):
         """(1, 4, f, h, w) latents -> uint8 frames (f, H, W, 3) through the video MoVQ."""
         with self._on_device(self.decoder), self._autocast():
             video = self.decoder.decode(latents.to(self.device), window=window)  # (1, 3, f, H, W)
+        check_finite_frames(video)
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return rearrange(video[0], "c f h w -> f h w c").cpu().numpy()
 

@@ -323,3 +323,29 @@ def test_generate_flags_set_every_generation_option_with_its_defaults():
         args = build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4", "--threshold", flag])
         assert generation_options(args, card)["threshold"] == value
         assert generation_options(args, OFFICIAL_DEFAULTS)["threshold"] == value
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--interpolation-steps", "0"], "interpolation_steps=0"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
+    (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
+    (["--device", "nonsense"], "--device 'nonsense'"),
+    (["--seed", str(2**64)], "--seed"),
+])
+def test_generate_refuses_before_loading_anything(tmp_path, flags, needle):
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--weights", "tiny", "--fps", "medium",
+                    "--steps", "2", "--frames", "2", "--quiet", *flags)
+    assert_one_line_error(result, "generate", needle)
+    assert snapshot(tmp_path) == {}
+
+
+def test_non_finite_decoded_frames_never_become_a_file():
+    from kvideo.errors import SamplingDivergedError
+    from kvideo.pipeline import KVideoPipeline
+
+    pipe = KVideoPipeline.from_preset("tiny", seed=0, progress=False)
+    with torch.no_grad():
+        for parameter in pipe.decoder.decoder.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(SamplingDivergedError, match="video decoder gave NaN"):
+        pipe("a cat", fps="low", seed=0, width=64, height=64, steps=2)
