@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -428,8 +430,29 @@ def read_model_card(folder: str | Path) -> dict:
         raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from error
     if not isinstance(card, dict) or not isinstance(card.get("generation", {}), dict):
         raise ValueError(f"{str(path)!r} must hold an object whose 'generation' entry is an object")
-    GenerationOptions(**card.get("generation", {}))  # a bad default fails here, not mid-generation
+    check_card(card, path)
     return card
+
+
+def check_card(card: dict, path: Path) -> None:
+    """A model card's generation defaults and prompt grammar, checked when it is read (not mid-generation)."""
+    known = {f.name for f in dataclasses.fields(GenerationOptions)} - {"seed"}
+    unknown = sorted(set(card.get("generation", {})) - known)
+    if unknown:
+        raise ValueError(f"{str(path)!r}: unknown generation key(s) {unknown}; known: {sorted(known)}")
+    try:
+        GenerationOptions(**card.get("generation", {}))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{str(path)!r}: a bad generation default: {error}") from None
+    pattern, words = card.get("prompt_pattern"), card.get("prompt_words", {})
+    try:
+        re.compile(pattern) if pattern is not None else None
+    except (re.error, TypeError) as error:
+        raise ValueError(f"{str(path)!r}: prompt_pattern {pattern!r} is not a regular expression ({error})") from None
+    if not isinstance(words, dict) or not all(isinstance(v, list) and all(isinstance(w, str) for w in v)
+                                              for v in words.values()):
+        raise ValueError(f"{str(path)!r}: prompt_words must map each slot to a list of words, e.g. "
+                         '{"color": ["red", "green"]}')
 
 
 def find_weights(weights_dir: str | Path, files: dict[str, tuple[str, ...]] = WEIGHT_FILES,

@@ -349,3 +349,27 @@ def test_non_finite_decoded_frames_never_become_a_file():
             parameter.fill_(float("nan"))
     with pytest.raises(SamplingDivergedError, match="video decoder gave NaN"):
         pipe("a cat", fps="low", seed=0, width=64, height=64, steps=2)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"generation": {"width": 64, "colour": "red"}}, "unknown generation key(s) ['colour']"),
+    ({"generation": {"steps": "many"}}, "a bad generation default"),
+    ({"prompt_pattern": "a (red"}, "is not a regular expression"),
+    ({"prompt_words": ["red", "green"]}, "prompt_words must map each slot"),
+])
+def test_a_bad_model_card_is_one_line(tmp_path, change, needle):
+    import json
+    import shutil
+
+    from kvideo.pipeline import builtin_model_dir
+
+    weights = tmp_path / "weights"
+    shutil.copytree(builtin_model_dir("shapes"), weights)
+    card = json.loads((weights / "model.json").read_text())
+    (weights / "model.json").write_text(json.dumps({**card, **change}))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = kvideo("generate", "a red circle moving right on a white background", "-o", out / "clip.mp4",
+                    "--weights", weights, "--quiet")
+    assert_one_line_error(result, "generate", needle)
+    assert snapshot(out) == {}
