@@ -201,3 +201,20 @@ def test_generate_redoes_empty_outputs_and_removes_leftovers(data, tmp_path, mon
     assert run("generate", "--benchmark", "ucf101", "--data", tmp_path / "no-data", "--out", tmp_path / "file",
                "--preset", "tiny", "--quiet") == 2  # refused before the (missing) dataset is read
     assert "--out" in capsys.readouterr().err
+
+
+def test_eval_generate_uses_the_model_cards_size_and_steps(tmp_path, monkeypatch):
+    """`eval generate --weights shapes` renders at the card's 64x64 with its steps (it rendered 512x512, 50 steps)."""
+    import argparse
+
+    from kvideo.eval.cli import model_defaults
+    from kvideo.generate_cli import OFFICIAL_DEFAULTS
+
+    args = argparse.Namespace(preset=None, weights="shapes")
+    defaults = model_defaults(args)
+    assert (defaults["width"], defaults["height"], defaults["steps"], defaults["interpolation_steps"]) == (64, 64, 25, 10)
+    assert defaults["threshold"] is None
+    official = tmp_path / "official"
+    official.mkdir()  # a folder without a card: the release's defaults
+    assert model_defaults(argparse.Namespace(preset=None, weights=str(official))) == OFFICIAL_DEFAULTS
+    assert model_defaults(argparse.Namespace(preset="tiny", weights=None))["width"] == 64

@@ -229,9 +229,12 @@ def _generate_parser(commands) -> None:
     source.add_argument("--weights", help="Kandinsky Video weights folder")
     source.add_argument("--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
     p.add_argument("--fps", choices=("low", "medium", "high"), default="medium", help="frame rate of the interpolation (default medium)")
-    p.add_argument("--width", type=_positive_int, default=512, help="video width in pixels (default 512)")
-    p.add_argument("--height", type=_positive_int, default=512, help="video height in pixels (default 512)")
-    p.add_argument("--steps", type=_positive_int, default=50, help="keyframe sampling steps (default 50)")
+    p.add_argument("--width", type=_positive_int,
+                   help="video width in pixels (default: the model's; 512 official, 64 shapes and tiny)")
+    p.add_argument("--height", type=_positive_int,
+                   help="video height in pixels (default: the model's; 512 official, 64 shapes and tiny)")
+    p.add_argument("--steps", type=_positive_int,
+                   help="keyframe sampling steps (default: the model's; 50 official, 10 tiny)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="fp32 / bf16 / fp16 (GPU)")
     p.add_argument("--device", type=_device,
                    help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
@@ -253,7 +256,10 @@ def _generate(args) -> int:
     )
     from kvideo.pipeline import GenerationOptions
 
-    options = {"fps": args.fps, "width": args.width, "height": args.height, "steps": args.steps}
+    options = {"fps": args.fps, **model_defaults(args),
+               **{k: v for k, v in (("width", args.width), ("height", args.height), ("steps", args.steps))
+                  if v is not None}}
+    options["interpolation_steps"] = options["interpolation_steps"] or options["steps"]  # as kvideo generate
     GenerationOptions(**options)  # bad sizes and steps: refused before anything is written
     check_writable_folder(args.out, what="--out")  # before the dataset, the model and any video
     check_own_folder(args.out)  # a folder of other videos is not adopted
@@ -273,6 +279,19 @@ def _generate(args) -> int:
     counts = generate_videos(pipe, jobs, out, shard=shard, options=options, progress=not args.quiet)
     print(f"rank {shard.rank}: {counts['generated']} generated, {counts['existing']} already there, in {out}")
     return 0
+
+
+def model_defaults(args) -> dict:
+    """The generation defaults of the model `eval generate` runs: its card's (the shapes model: 64x64, ...),
+    else the official release's, or the tiny preset's."""
+    from kvideo.generate_cli import OFFICIAL_DEFAULTS, TINY_DEFAULTS
+    from kvideo.pipeline import read_model_card, resolve_weights
+
+    if args.preset:
+        defaults = TINY_DEFAULTS
+    else:
+        defaults = {**OFFICIAL_DEFAULTS, **read_model_card(resolve_weights(args.weights)).get("generation", {})}
+    return dict(defaults)
 
 
 def _pipeline(args, shard):
