@@ -159,10 +159,18 @@ def load_into_pipeline(pipeline: Any, path: str | Path) -> WeightsInfo:
     """Put trained weights into the matching model of a `KVideoPipeline` (keyframe / interpolation UNet,
     or video decoder), chosen by the task stored in the file."""
     _, _, info = read_weights(path)
-    attribute = PIPELINE_MODELS.get(info.task)
+    attribute = PIPELINE_MODELS.get(pipeline_task(info))
     if attribute is None or not hasattr(pipeline, attribute):
         raise ValueError(f"{str(path)!r} holds {info.describe()}; the pipeline has no model for task {info.task!r}")
     return load_trained_weights(getattr(pipeline, attribute), path)
+
+
+def pipeline_task(info: WeightsInfo) -> str:
+    """The task whose pipeline model a weights file fits: its own, or for a distilled student (task "distill")
+    the kind of its UNet (keyframe or interpolation), read from the config it was saved with."""
+    if info.task != "distill":
+        return info.task
+    return str(json.loads(info.model_config).get("kind", "distill"))
 
 
 # -- checkpoint folders ---------------------------------------------------------------------------

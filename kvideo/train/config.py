@@ -14,7 +14,8 @@ from kvideo.argtypes import MAX_SEED, parse_bool, parse_float, parse_int
 from kvideo.config import Config, check
 from kvideo.errors import BadInputError
 
-TASKS = ("movq", "image", "keyframe", "interpolation", "decoder", "detector")
+TASKS = ("movq", "image", "keyframe", "interpolation", "decoder", "detector", "distill")
+DISTILL_KINDS = ("keyframe", "interpolation")  # the UNets `distill` takes as teachers
 CACHE_TASKS = ("keyframe", "interpolation")
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -175,10 +176,20 @@ class TrainConfig(Config):
     resume: str = ""  # "", "latest" or a checkpoint folder
     progress: bool = True
     tensorboard: bool = True
+    # distill: the teacher UNet (keyframe or interpolation) whose weights also start the student; `model` stays empty
+    teacher: str = ""
+    student_steps: int = 12  # distill: the student's DDIM steps (the teacher takes twice as many)
+    teacher_guidance: float = 5.0  # distill: the teacher's guidance scale (text; keyframe context for interpolation)
 
     def validate(self) -> None:
         check_finite(self)
         check(self.task in TASKS, f"task={self.task!r}; expected one of {TASKS}")
+        check(1 <= self.student_steps <= 500, f"student_steps={self.student_steps} must lie in 1..500 (the teacher "
+              "takes twice as many steps of the 1000-step schedule)")
+        check(not self.teacher or self.task == "distill",
+              f"teacher={self.teacher!r} is read by task='distill' only; task={self.task!r} fine-tunes --model")
+        check(not self.model or self.task != "distill",
+              f"model={self.model!r}: task='distill' starts the student from --teacher; leave --model empty")
         check(self.clip.task == self.task, f"clip.task={self.clip.task!r} differs from task={self.task!r}")
         check(self.train in ("temporal", "all"), f"train={self.train!r}; expected 'temporal' or 'all'")
         check(self.precision in ("bf16", "fp32"), f"precision={self.precision!r}; expected 'bf16' or 'fp32'")
@@ -289,6 +300,18 @@ TrainConfig.register_preset(
     "shapes-detector", task="detector", model_preset="tiny", train="all", steps=1500, batch_size=8, grad_accum=1,
     lr=1e-3, save_every=250, clip=ClipConfig(task="detector", decoder_frames=16, decoder_step=11, height=64, width=64),
     **_SHAPES)
+# Step distillation (`kvideo train distill`): the student starts from --teacher and learns to take one DDIM step for
+# two of the teacher's, its guidance folded in. The shapes model samples keyframes in 25 trailing steps; a 24-step
+# teacher (every other point of it is the 12-step grid) and a 12-step student. Interpolation: 10 -> 5 steps.
+_DISTILL_CLIP = ClipConfig(task="distill", height=64, width=64)  # the clips are the cache's; nothing reads these
+TrainConfig.register_preset("tiny-distill-keyframe", task="distill", train="all", student_steps=2,
+                            teacher_guidance=5.0, **_TINY, clip=_DISTILL_CLIP)
+TrainConfig.register_preset("tiny-distill-interpolation", task="distill", train="all", student_steps=2,
+                            teacher_guidance=0.25, **_TINY, clip=_DISTILL_CLIP)
+_SHAPES_DISTILL = dict(task="distill", train="all", steps=1000, batch_size=2, grad_accum=1, lr=1e-4, ema_decay=0.999,
+                       save_every=250, clip=_DISTILL_CLIP, **_SHAPES)
+TrainConfig.register_preset("shapes-distill-keyframe", student_steps=12, teacher_guidance=5.0, **_SHAPES_DISTILL)
+TrainConfig.register_preset("shapes-distill-interpolation", student_steps=5, teacher_guidance=0.25, **_SHAPES_DISTILL)
 CacheConfig.register_preset("keyframe", clip=ClipConfig(task="keyframe", keyframes=16))
 CacheConfig.register_preset("interpolation", clip=ClipConfig(task="interpolation", keyframes=9, height=256,
                                                              width=256))
@@ -308,7 +331,12 @@ MODEL_SOURCES = {
     "decoder": "`kvideo train movq` writes the image MoVQ to inflate (movq-all.safetensors); an official "
                "video_movq.pt also works",
     "detector": "`kvideo train detector` writes one",
+    "distill": "distill reads --teacher, not --model",
 }
+TEACHER_SOURCE = ("a keyframe or interpolation UNet to distill: `kvideo recipe shapes OUT` writes "
+                  "OUT/model/keyframe_unet.safetensors and interpolation_unet.safetensors (the built-in shapes "
+                  "model's are in kvideo/weights/shapes/), `kvideo train keyframe` / `kvideo train interpolation` "
+                  "write <task>-all.safetensors")
 VIDEO_SOURCE = "render a set with `kvideo data shapes DIR --videos N`, or give a folder of your videos"
 
 
@@ -331,6 +359,17 @@ def check_inputs(config: TrainConfig | CacheConfig) -> None:
                  "the recipe's `text` stage writes one (text/image-init.safetensors), `kvideo train image` too")
         return
     _require(config.model, "model", MODEL_SOURCES[config.task])
+    if config.task == "distill":
+        if not config.teacher:
+            raise BadInputError(f"no --teacher given: distill needs {TEACHER_SOURCE}")
+        _require(config.teacher, "teacher", f"give {TEACHER_SOURCE}")
+        _require(config.data, "data", "build the latent cache of the teacher's kind: `kvideo train cache --preset "
+                 "shapes-keyframe ...` for a keyframe teacher, `--preset shapes-interpolation` for an "
+                 "interpolation one", folder=True)
+        if not config.data:
+            raise BadInputError("no --data given: distill reads the latent cache of the teacher's kind "
+                                "(`kvideo train cache --preset shapes-keyframe ...` or `--preset shapes-interpolation`)")
+        return
     _require(config.init_weights, "init_weights", "give the export of an earlier `kvideo train` run "
              "(<task>-<temporal|all>.safetensors) or a checkpoint's trained.safetensors / ema.safetensors")
     if config.task in CACHE_TASKS or config.task == "image":
@@ -551,6 +590,10 @@ FIELD_HELP: dict[str, dict[str, str]] = {
         "resume": "'latest' (this run's newest checkpoint that loads) or a checkpoints/step-* folder",
         "progress": "show a progress bar",
         "tensorboard": "also write TensorBoard logs (needs tensorboard)",
+        "teacher": "distill: the keyframe or interpolation UNet to distill (its weights also start the student)",
+        "student_steps": "distill: DDIM steps of the student, 1..500 (the teacher takes 2x as many; trailing spacing)",
+        "teacher_guidance": "distill: the teacher's guidance scale, folded into the student: text guidance of a "
+                            "keyframe teacher (the release: 5), keyframe guidance of an interpolation one (0.25)",
     },
     "CacheConfig": {
         "videos": "folder the captions' video paths are relative to",

@@ -18,7 +18,7 @@ from kvideo.train.seeding import seeded_generator
 Loss = Callable[[nn.Module, dict[str, Any], torch.Generator], torch.Tensor]
 TASK_MODULES = {"movq": "kvideo.train.movq", "image": "kvideo.train.image", "keyframe": "kvideo.train.keyframe",
                 "interpolation": "kvideo.train.interpolation", "decoder": "kvideo.train.decoder",
-                "detector": "kvideo.train.detector"}
+                "detector": "kvideo.train.detector", "distill": "kvideo.train.distill"}
 
 
 @dataclass
@@ -87,14 +87,7 @@ def load_unet(cfg: TrainConfig, kind: str):
     if cfg.model:
         checkpoint = UNet.read_checkpoint(cfg.model)
         config = checkpoint.config or UNetConfig.preset(cfg.model_preset or f"official-{kind}")
-        if kind == "keyframe" and config.kind == "image":
-            unet = UNet.inflate(checkpoint.state, inflated_config(config, cfg.model_preset))
-        else:
-            unet = UNet.from_checkpoint(checkpoint, config)
-        if "null_embedding" not in checkpoint.extras:
-            raise ValueError(f"{cfg.model!r} has no null_embedding (official kandinsky_video*.pt files and kvideo "
-                             "conversions carry it); the text dropout / interpolation context needs it")
-        extras = {k: v.float() for k, v in checkpoint.extras.items()}
+        unet, extras = unet_from_checkpoint(cfg.model, checkpoint, config, kind, cfg.model_preset)
     else:
         if not cfg.model_preset:
             raise ValueError("give model=<checkpoint> (or model_preset=<UNet preset> to start from random weights)")
@@ -107,6 +100,21 @@ def load_unet(cfg: TrainConfig, kind: str):
             if kind == "keyframe" else ""
         raise ValueError(f"the model is {_a(unet.config.kind)} UNet; task={kind!r} needs {_a(kind)} UNet{hint}")
     return unet, extras
+
+
+def unet_from_checkpoint(path: str, checkpoint, config, kind: str, preset: str = ""):
+    """(UNet, extras) of `checkpoint` (read from `path` by `UNet.read_checkpoint`) built with `config`; a
+    text-to-image config for a keyframe `kind` is inflated (see `load_unet`). The null embedding must be there."""
+    from kvideo.models.unet import UNet
+
+    if kind == "keyframe" and config.kind == "image":
+        unet = UNet.inflate(checkpoint.state, inflated_config(config, preset))
+    else:
+        unet = UNet.from_checkpoint(checkpoint, config)
+    if "null_embedding" not in checkpoint.extras:
+        raise ValueError(f"{path!r} has no null_embedding (official kandinsky_video*.pt files and kvideo "
+                         "conversions carry it); the text dropout / interpolation context needs it")
+    return unet, {k: v.float() for k, v in checkpoint.extras.items()}
 
 
 # Fields of a keyframe UNet config that its text-to-image UNet does not decide.
