@@ -1,6 +1,7 @@
 """`kvideo train STEP`: parse a config (file, preset, flags) for one training task and call the library.
 
-Steps: cache, movq, image, keyframe, interpolation, decoder, detector.
+Steps: cache, movq, image, keyframe, interpolation, decoder, detector, distill (a few-step student of a
+keyframe or interpolation UNet).
 """
 from __future__ import annotations
 
@@ -18,17 +19,20 @@ EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 
           "torchrun, e.g. "
           "torchrun --nproc_per_node 8 -m kvideo train keyframe --config configs/train/keyframe.json")
 
+TASK_HELP = {"distill": "distill a keyframe or interpolation UNet (--teacher) into a student that samples in "
+                        "--student-steps DDIM steps, unguided"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train or fine-tune a model (cache, movq, image, keyframe, "
-                                                 "interpolation, decoder, detector)", description=__doc__)
+                                                 "interpolation, decoder, detector, distill)", description=__doc__)
     commands = parser.add_subparsers(dest="train_command", metavar="STEP", required=True)
     cache = commands.add_parser("cache", help="encode videos and captions once: MoVQ latents + text embeddings",
                                 epilog=EPILOG)
     add_config_arguments(cache, CacheConfig)
     cache.set_defaults(func=run_cache_command)
     for task in TASKS:
-        sub = commands.add_parser(task, help=f"train the {task} model", epilog=EPILOG)
+        sub = commands.add_parser(task, help=TASK_HELP.get(task, f"train the {task} model"), epilog=EPILOG)
         sub.add_argument("--overwrite", action="store_true",
                          help="move a previous run in --output-dir aside (to OUTPUT_DIR.old-N) and start again; "
                               "nothing is deleted (default: refuse a folder that holds a run)")
