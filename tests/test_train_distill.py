@@ -87,6 +87,37 @@ def test_a_student_that_predicts_the_clean_latent_has_no_loss_when_the_teacher_d
     assert abs(float(distillation_loss(wrong, seeded_generator(11), **kwargs)) - 0.01) < 1e-5
 
 
+def test_the_teacher_is_guided_and_the_student_is_not():
+    from kvideo.text import null_context
+    from kvideo.train.distill import interpolation_batch, keyframe_batch
+
+    def unet(x, time, context, mask, **kwargs):  # depends on the input, the context and the time, row by row
+        scale = 1 + context.sum(dim=(1, 2)) + time  # (b,)
+        shift = x[:, :4].mean(dim=(1, 2, 3, 4))  # (b,): the left keyframes of an interpolation input
+        return x * scale[:, None, None, None, None] + shift[:, None, None, None, None]
+
+    null_embedding, x, time, rows = torch.randn(CONTEXT_DIM), torch.randn(3, 4, 2, 4, 4), torch.tensor([5, 5, 5]), \
+        torch.tensor([True, False, True])
+    text = {"latents": torch.randn(3, 4, 2, 4, 4), "step": torch.tensor([12, 12, 12]),
+            "context": torch.randn(3, 5, CONTEXT_DIM), "context_mask": torch.ones(3, 5, dtype=torch.bool)}
+    pair = keyframe_batch(unet, unet, text, null_embedding=null_embedding, guidance=5.0)
+    cond = unet(x, time, text["context"], text["context_mask"])
+    uncond = unet(x, time, *null_context(null_embedding, 3, 5))
+    assert torch.equal(pair.student(x, time), cond)
+    assert torch.allclose(pair.teacher(rows)(x[rows], time[rows]), (6 * cond - 5 * uncond)[rows], atol=1e-5)
+
+    clip = {"latents": torch.randn(3, 4, 9, 4, 4), "step": torch.tensor([1, 2, 1])}  # 3 keyframes, 3 between each
+    pair = interpolation_batch(unet, unet, clip, null_embedding=null_embedding, guidance=0.25, between=3)
+    keyframes = clip["latents"][:, :, ::4]
+    middle = torch.randn(3, 12, 2, 4, 4)
+    context = null_context(null_embedding, 3, 2)
+    cond = unet(torch.cat([keyframes[:, :, :-1], middle, keyframes[:, :, 1:]], dim=1), time, *context)
+    uncond = unet(torch.cat([torch.zeros(3, 4, 2, 4, 4), middle, torch.zeros(3, 4, 2, 4, 4)], dim=1), time, *context)
+    assert pair.x0.shape == (3, 12, 2, 4, 4) and torch.equal(pair.student(middle, time), cond)
+    assert torch.allclose(pair.teacher(rows)(middle[rows], time[rows]), (1.25 * cond - 0.25 * uncond)[rows],
+                          atol=1e-5)
+
+
 # -- runs ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["keyframe", "interpolation"])
 def test_distill_runs_and_resumes_to_the_uninterrupted_result(kind, keyframe_setup, interpolation_setup, tmp_path):

@@ -336,7 +336,7 @@ MODEL_SOURCES = {
 TEACHER_SOURCE = ("a keyframe or interpolation UNet to distill: `kvideo recipe shapes OUT` writes "
                   "OUT/model/keyframe_unet.safetensors and interpolation_unet.safetensors (the built-in shapes "
                   "model's are in kvideo/weights/shapes/), `kvideo train keyframe` / `kvideo train interpolation` "
-                  "write <task>-all.safetensors")
+                  "write <task>-all.safetensors; an official kandinsky_video*.pt works with --model-preset")
 VIDEO_SOURCE = "render a set with `kvideo data shapes DIR --videos N`, or give a folder of your videos"
 
 
@@ -363,12 +363,11 @@ def check_inputs(config: TrainConfig | CacheConfig) -> None:
         if not config.teacher:
             raise BadInputError(f"no --teacher given: distill needs {TEACHER_SOURCE}")
         _require(config.teacher, "teacher", f"give {TEACHER_SOURCE}")
-        _require(config.data, "data", "build the latent cache of the teacher's kind: `kvideo train cache --preset "
-                 "shapes-keyframe ...` for a keyframe teacher, `--preset shapes-interpolation` for an "
-                 "interpolation one", folder=True)
+        cache = ("the latent cache of the teacher's kind: `kvideo train cache --preset shapes-keyframe ...` for a "
+                 "keyframe teacher, `--preset shapes-interpolation` for an interpolation one")
         if not config.data:
-            raise BadInputError("no --data given: distill reads the latent cache of the teacher's kind "
-                                "(`kvideo train cache --preset shapes-keyframe ...` or `--preset shapes-interpolation`)")
+            raise BadInputError(f"no --data given: distill reads {cache}")
+        _require(config.data, "data", f"build {cache}", folder=True)
         return
     _require(config.init_weights, "init_weights", "give the export of an earlier `kvideo train` run "
              "(<task>-<temporal|all>.safetensors) or a checkpoint's trained.safetensors / ema.safetensors")

@@ -162,7 +162,8 @@ def interpolation_batch(student: nn.Module, teacher: nn.Module, batch: dict[str,
 
     def teacher_model(rows):
         return KeyframeGuidance(teacher, keyframes[rows, :, :-1], keyframes[rows, :, 1:], guidance,
-                                context=context[rows], context_mask=mask[rows], batch_kwargs={"skip_frames": skip[rows]})
+                                context=context[rows], context_mask=mask[rows],
+                                batch_kwargs={"skip_frames": skip[rows]})
 
     return DistillBatch(x0, student_model, teacher_model)
 
