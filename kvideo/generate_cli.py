@@ -24,7 +24,7 @@ WEIGHTS_ENV = "KVIDEO_WEIGHTS"  # overrides DEFAULT_WEIGHTS (a folder or a built
 OFFICIAL_DEFAULTS = dict(width=512, height=512, steps=50, interpolation_steps=None, sampler="ddpm",
                          interpolation_sampler="ddpm", timestep_spacing="direct", threshold=0.98, guidance_scale=5.0,
                          interpolation_guidance_scale=0.25, guidance_interval=None, guidance_rescale=0.0,
-                         cache_interval=1)
+                         cache_interval=1, latent_range=None)
 TINY_DEFAULTS = dict(OFFICIAL_DEFAULTS, width=64, height=64, steps=10)
 TINY_NOTICE = (
     "kvideo: the tiny preset with RANDOM weights is used (--weights tiny): the video is noise and only shows "
@@ -65,6 +65,10 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=parse_threshold, metavar="Q|off",
                    help="dynamic thresholding of each step's x0 estimate at the quantile Q of |x0|, or off (default: "
                         "the model's; 0.98 official, off for shapes)")
+    p.add_argument("--latent-range", type=parse_latent_range, metavar="LOW,..:HIGH,..|off",
+                   help="clip each x0 estimate per latent channel to the range the model was trained on, e.g. "
+                        "--latent-range=-1,-1.2,-1.2,-1.4:1.2,1.1,0.9,1.4, or off (default: the model's; the shapes card holds its "
+                        "latents' range, off official)")
     p.add_argument("--guidance", type=parse_float,
                    help="text guidance scale w: (w+1)·cond - w·uncond (default: the model's; 5.0 official)")
     p.add_argument("--interpolation-guidance", type=parse_float,
@@ -111,6 +115,19 @@ def parse_threshold(text: str) -> float | str:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r}: a quantile in (0, 1], e.g. 0.98, or off")
     return value
+
+
+def parse_latent_range(text: str) -> tuple[list[float], list[float]] | str:
+    """--latent-range: LOW,LOW,...:HIGH,HIGH,... (one number per latent channel), or "off"."""
+    if text.strip().lower() in ("off", "none"):
+        return "off"
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW,...:HIGH,... (one number a channel), or off")
+    low, high = ([parse_float(v) for v in part.split(",")] for part in parts)
+    if len(low) != len(high) or not all(lo < hi for lo, hi in zip(low, high)):
+        raise argparse.ArgumentTypeError(f"{text!r}: as many LOW as HIGH values, each LOW < its HIGH")
+    return low, high
 
 
 def parse_guidance_interval(text: str) -> tuple[float, float] | str:
@@ -282,7 +299,8 @@ def generation_options(args, defaults: dict) -> dict:
                 guidance_interval=None if args.guidance_interval == "off" else pick(args.guidance_interval,
                                                                                      "guidance_interval"),
                 guidance_rescale=pick(args.guidance_rescale, "guidance_rescale"),
-                cache_interval=pick(args.cache_interval, "cache_interval"), decode_window=args.decode_window)
+                cache_interval=pick(args.cache_interval, "cache_interval"), decode_window=args.decode_window,
+                latent_range=None if args.latent_range == "off" else pick(args.latent_range, "latent_range"))
 
 
 def model_card(weights: str) -> dict:
@@ -374,6 +392,7 @@ RELEASE11_REFUSED = (
     ("--threshold", "threshold", "clips each x0 estimate to [-1, 1] as the release does; it takes no quantile"),
     ("--guidance-interval", "guidance_interval", "guides its keyframes over three branches at every step"),
     ("--guidance-rescale", "guidance_rescale", "guides its keyframes over three branches, with no rescale"),
+    ("--latent-range", "latent_range", "clips each x0 estimate to [-1, 1] as the release does"),
 )
 
 

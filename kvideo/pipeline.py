@@ -69,6 +69,9 @@ class GenerationOptions:
     # dynamic thresholding of each step's x0 estimate: the quantile q of |x0| above which it is clipped and
     # rescaled (the release's 0.98, for latents kept within [-1, 1]); None turns it off
     threshold: float | None = 0.98
+    # ([low], [high]) per latent channel: each x0 estimate is clipped to the range of the latents the model was
+    # trained on (guidance extrapolates past it; the decoder draws such latents as dark specks and wrong colours)
+    latent_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     guidance_scale: float = 5.0
     interpolation_guidance_scale: float = 0.25
     # text guidance only at model times low <= t <= high (0..1000; the noisiest step is near 1000); the other
@@ -113,6 +116,7 @@ class GenerationOptions:
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name}={value!r}: must be a finite number")
         object.__setattr__(self, "guidance_interval", diffusion.check_guidance_interval(self.guidance_interval))
+        object.__setattr__(self, "latent_range", diffusion.check_latent_range(self.latent_range))
         rescale = self.guidance_rescale
         if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0.0 <= rescale <= 1.0:
             raise ValueError(f"guidance_rescale={rescale!r}: a number in [0, 1] (0: off)")
@@ -231,6 +235,10 @@ class KVideoPipeline:
             check_prompt(negative_prompt, "negative_prompt")
         seeds = batch_seeds(options.pop("seed", None), len(prompts))
         opts = GenerationOptions(**{**self.card.get("generation", {}), **options})
+        channels = self.unet.config.latent_channels
+        if opts.latent_range is not None and len(opts.latent_range[0]) != channels:
+            raise ValueError(f"latent_range has {len(opts.latent_range[0])} channels; the model's latents have "
+                             f"{channels}")
         # CPU generators: a seed gives the same noise, hence the same clip, on every device
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         generator = generators[0] if single else generators
@@ -294,7 +302,8 @@ class KVideoPipeline:
 
     def _sample(self, stage, unet, model, prediction, shape, steps, sampler, opts, generator, callback):
         schedule = diffusion.cosine_schedule(steps, spacing=opts.timestep_spacing)
-        denoise = diffusion.X0Denoiser(model, schedule, prediction, percentile=opts.threshold)
+        denoise = diffusion.X0Denoiser(model, schedule, prediction, percentile=opts.threshold,
+                                       latent_range=opts.latent_range)
         x = diffusion.randn_like(torch.empty(shape, device=self.device), generator)
         report = self._step_report(stage, steps, callback)
         with self._on_device(unet), self._autocast():

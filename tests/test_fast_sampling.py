@@ -195,3 +195,46 @@ def test_release_11_takes_cache_interval_and_interpolation_guidance():
                                       "--interpolation-guidance", "0.75"])
     options = release11_options(args, generation_options(args, TINY_DEFAULTS))
     assert options["cache_interval"] == 2 and options["interpolation_guidance_scale"] == 0.75
+
+
+# -- the latents' own range ---------------------------------------------------------------------------
+def test_latent_range_clips_each_channel_and_stacked_frames():
+    x0 = torch.tensor([-3.0, -0.5, 0.5, 3.0]).reshape(1, 4, 1, 1).repeat(1, 3, 1, 1)  # 3 stacked 4-channel latents
+    bounds = ((-1.0, -2.0, -1.0, -1.0), (1.0, 1.0, 0.2, 2.0))
+    clipped = diffusion.clip_to_range(x0, diffusion.check_latent_range(bounds))
+    assert clipped[0, :4, 0, 0].tolist() == pytest.approx([-1.0, -0.5, 0.2, 2.0])
+    assert torch.equal(clipped[0, 4:8], clipped[0, :4])
+    with pytest.raises(ValueError, match="do not stack"):
+        diffusion.clip_to_range(torch.zeros(1, 6, 2, 2), diffusion.check_latent_range(bounds))
+
+
+@pytest.mark.parametrize("bad", [([1.0], [0.0]), ([0.0, 1.0], [1.0]), ([], []), ([float("nan")], [1.0]), "x",
+                                 ([0.0], [1.0], [2.0])])
+def test_bad_latent_range_is_refused(bad):
+    with pytest.raises(ValueError, match="latent range"):
+        GenerationOptions(latent_range=bad)
+
+
+def test_latent_range_reaches_the_sampler(pipe):
+    wide = ([-1e9] * 4, [1e9] * 4)  # never reached (an eps model's x0 at t = 999 can pass 100): the same clip
+    plain = pipe("a red circle", **TINY)
+    assert torch.equal(pipe("a red circle", latent_range=wide, **TINY).latents, plain.latents)
+    narrow = pipe("a red circle", latent_range=([-0.1] * 4, [0.1] * 4), **TINY)
+    assert not torch.equal(narrow.latents, plain.latents)
+    with pytest.raises(ValueError, match="latent_range has 2 channels"):
+        pipe("a red circle", latent_range=([-1.0, -1.0], [1.0, 1.0]), **TINY)
+
+
+def test_latent_range_flag():
+    from kvideo.cli import build_parser
+    from kvideo.generate_cli import OFFICIAL_DEFAULTS, generation_options
+
+    card = {**OFFICIAL_DEFAULTS, "latent_range": [[-1, -1, -1, -1], [1, 1, 1, 1]]}
+    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--latent-range", "off"])
+    assert generation_options(args, card)["latent_range"] is None
+    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4"])
+    assert generation_options(args, card)["latent_range"] == card["latent_range"]
+    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--latent-range=-1,-2:1,2"])
+    assert generation_options(args, card)["latent_range"] == ([-1.0, -2.0], [1.0, 2.0])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--latent-range=1,2:0,3"])

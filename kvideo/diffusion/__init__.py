@@ -44,6 +44,8 @@ from kvideo.diffusion.wrappers import (
     TextGuidance,
     X0Denoiser,
     check_guidance_interval,
+    check_latent_range,
+    clip_to_range,
     dynamic_threshold,
     predict_x0,
     rescale_guided,
@@ -52,7 +54,7 @@ from kvideo.diffusion.wrappers import (
 __all__ = [
     "COSINE_SPACINGS", "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "ConditionChannels",
     "FirstFrameGuidance", "KeyframeGuidance", "Schedule", "TextGuidance",
-    "X0Denoiser", "add_noise", "check_guidance_interval", "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold",
+    "X0Denoiser", "add_noise", "check_guidance_interval", "check_latent_range", "clip_to_range", "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold",
     "get_sampler", "linear_schedule", "predict_x0", "q_sample", "randn_like", "rescale_guided", "rescale_zero_terminal_snr",
     "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "spaced_timesteps", "zero_snr_cosine_alphas_cumprod",
     "zero_snr_cosine_schedule",

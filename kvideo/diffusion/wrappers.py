@@ -14,6 +14,7 @@ The samplers in `kvideo.diffusion.samplers` take a denoiser.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -64,21 +65,51 @@ def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
     return torch.lerp(values[:, low], values[:, high], position - low)
 
 
+LatentRange = tuple[Sequence[float], Sequence[float]]
+
+
+def check_latent_range(latent_range: LatentRange | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(low, high): per latent channel, the range of the latents a model was trained on (low < high), or None."""
+    if latent_range is None:
+        return None
+    parts = tuple(latent_range) if isinstance(latent_range, (list, tuple)) else ()
+    if len(parts) == 2 and all(isinstance(p, (list, tuple)) for p in parts) and len(parts[0]) == len(parts[1]) > 0 \
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for p in parts for v in p) and all(lo < hi for lo, hi in zip(*parts)):
+        return tuple(float(v) for v in parts[0]), tuple(float(v) for v in parts[1])
+    raise ValueError(f"latent range {latent_range!r}: give ([low per channel], [high per channel]) of finite "
+                     "numbers with low < high, e.g. ([-1.0, -1.2], [1.2, 1.1]), or None")
+
+
+def clip_to_range(x0: torch.Tensor, latent_range: tuple[tuple[float, ...], tuple[float, ...]]) -> torch.Tensor:
+    """Clip x0 (b, C, ...) channel by channel to `latent_range`; C may stack several latents (the interpolation
+    model's k frames of c channels: C = k·c), each clipped alike."""
+    low, high = (torch.tensor(v, dtype=x0.dtype, device=x0.device) for v in latent_range)
+    if x0.shape[1] % len(low):
+        raise ValueError(f"latents with {x0.shape[1]} channels do not stack a {len(low)}-channel latent range")
+    shape = (1, x0.shape[1]) + (1,) * (x0.dim() - 2)
+    repeats = x0.shape[1] // len(low)
+    return torch.maximum(torch.minimum(x0, high.repeat(repeats).reshape(shape)), low.repeat(repeats).reshape(shape))
+
+
 class X0Denoiser:
     """`denoise(x, t) -> x0` from a `model(x, time) -> eps | v`, with the release's dynamic thresholding.
 
     `percentile=None` turns thresholding off; `max_value` caps the threshold (release 1.1: 0.995
-    and 1.0). Video latents (b, c, f, h, w) are thresholded frame
+    and 1.0). `latent_range` (low, high per latent channel) clips x0 to the range of the latents the model
+    was trained on first (guidance extrapolates x0 past it; the decoder renders such latents as specks). Video latents (b, c, f, h, w) are thresholded frame
     by frame when `per_frame` (the release sampled frames, or interpolation groups, as its batch);
     latents of any other rank per sample.
     """
 
     def __init__(self, model: Model, schedule: Schedule, prediction: str = "eps", *,
-                 percentile: float | None = 0.98, max_value: float | None = None, per_frame: bool = True) -> None:
+                 percentile: float | None = 0.98, max_value: float | None = None, per_frame: bool = True,
+                 latent_range: LatentRange | None = None) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
         self.model, self.schedule, self.prediction = model, schedule, prediction
         self.percentile, self.max_value, self.per_frame = percentile, max_value, per_frame
+        self.latent_range = check_latent_range(latent_range)
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         time = torch.full((x.shape[0],), self.schedule.model_time(t), dtype=torch.long, device=x.device)
@@ -87,6 +118,8 @@ class X0Denoiser:
         return self.threshold(x0)
 
     def threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.latent_range is not None:
+            x0 = clip_to_range(x0, self.latent_range)
         if self.percentile is None:
             return x0
         if self.per_frame and x0.dim() == 5:
