@@ -227,8 +227,9 @@ def test_movq_crops_are_windows_of_the_frames_and_sizes_are_checked(videos, tmp_
 def test_recipe_assembles_a_model_folder_the_pipeline_loads(image_unet, image_movq, keyframe_setup, videos, tmp_path):
     """The recipe's last stage on tiny stand-ins of every stage's output: full fp16 models + model card."""
     from kvideo.pipeline import KVideoPipeline
-    from kvideo.shapes.recipe import assemble_model, write_model_card
+    from kvideo.shapes.recipe import assemble_model, measure_latent_range, write_model_card
     from kvideo.text import write_word_t5
+    from kvideo.train.cache import LatentCache
 
     image, _, _ = image_unet
     movq, _, _ = image_movq
@@ -245,9 +246,15 @@ def test_recipe_assembles_a_model_folder_the_pipeline_loads(image_unet, image_mo
                             keyframe=tmp_path / "keyframe/keyframe-temporal.safetensors",
                             interpolation=tmp_path / "interpolation/interpolation-all.safetensors",
                             decoder=tmp_path / "decoder/decoder-temporal.safetensors")
-    write_model_card(folder)
+    latent_range = measure_latent_range(cache)
+    write_model_card(folder, latent_range=latent_range)
     pipe = KVideoPipeline.from_pretrained(folder, progress=False)
     assert pipe.card["name"] == "shapes" and pipe.card["generation"]["width"] == 64
+    assert pipe.card["generation"]["latent_range"] == latent_range
+    cached = torch.stack([sample["latents"].float() for sample in LatentCache(cache)]).transpose(0, 1)
+    low, high = torch.tensor(latent_range[0]), torch.tensor(latent_range[1])
+    assert (cached.reshape(len(low), -1).min(dim=1).values >= low).all() and (low > -10).all()
+    assert (cached.reshape(len(high), -1).max(dim=1).values <= high).all() and (high - low <= 20).all()
     state = pipe.unet.state_dict()
     assert all(torch.equal(v.half().float(), state[k]) for k, v in keyframe.state_dict().items())  # stored fp16
     video = pipe("a red circle", fps="medium", seed=0, steps=2, interpolation_steps=2)  # 64x64 from the card

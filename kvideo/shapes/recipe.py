@@ -253,7 +253,7 @@ class Recipe:
                        movq=self.movq,
                        decoder=self.paths.weights("decoder", "decoder", TrainConfig.preset("shapes-decoder").train),
                        text_encoder=self.paths.text / "text_encoder")
-        write_model_card(folder)
+        write_model_card(folder, latent_range=measure_latent_range(self.paths.stage("cache-keyframe")))
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         return {"folder": str(folder), "megabytes": round(size / 2**20, 1)}
 
@@ -338,7 +338,19 @@ def prompt_pattern() -> str:
     return TEMPLATE.replace(" ", r"\s+").format(**words)
 
 
-def write_model_card(folder: Path) -> Path:
+def measure_latent_range(cache: Path, clips: int = 512) -> list[list[float]]:
+    """[low, high] per latent channel over (up to) `clips` clips of a latent cache, rounded outward to 0.01: the
+    card's `latent_range`, to which sampling clips each x0 estimate (see `GenerationOptions.latent_range`)."""
+    from kvideo.train.cache import LatentCache
+
+    data = LatentCache(cache)
+    latents = torch.stack([data[i]["latents"].float() for i in range(min(clips, len(data)))])  # (n, c, f, h, w)
+    channels = latents.transpose(0, 1).reshape(latents.shape[1], -1)
+    low, high = channels.min(dim=1).values, channels.max(dim=1).values
+    return [[math.floor(v * 100) / 100 for v in low.tolist()], [math.ceil(v * 100) / 100 for v in high.tolist()]]
+
+
+def write_model_card(folder: Path, latent_range: list[list[float]] | None = None) -> Path:
     """`model.json`: what the pipeline and `kvideo generate` need to know about the model besides weights."""
     card = {
         "name": "shapes",
@@ -348,7 +360,7 @@ def write_model_card(folder: Path) -> Path:
         "prompt_words": {"color": list(COLORS), "shape": list(SHAPES), "direction": list(DIRECTIONS),
                          "background": list(BACKGROUNDS)},
         "prompt_pattern": prompt_pattern(),
-        "generation": GENERATION,
+        "generation": {**GENERATION, **({"latent_range": latent_range} if latent_range else {})},
     }
     with atomic_path(folder / "model.json") as tmp:
         tmp.write_text(json.dumps(card, indent=1) + "\n")
