@@ -18,25 +18,32 @@ from pathlib import Path
 import torch
 
 # today: the shapes card's settings before the fast default (25 DDIM keyframe steps, guidance 5 on every step,
-# 10 interpolation steps at keyframe guidance 0.25). The other rows change one thing each, then the default.
+# 10 interpolation steps at keyframe guidance 0.25, no clipping). Each other row changes one thing; "default"
+# is the model card's own settings.
 TODAY = dict(steps=25, interpolation_steps=10, sampler="ddim", interpolation_sampler="ddim",
              timestep_spacing="trailing", guidance_scale=5.0, interpolation_guidance_scale=0.25,
-             guidance_interval=None, guidance_rescale=0.0, cache_interval=1, threshold=None)
+             guidance_interval=None, guidance_rescale=0.0, cache_interval=1, threshold=None, latent_range=None)
 ROWS = {
     "today": {},
-    "cache2": dict(cache_interval=2),
-    "cache3": dict(cache_interval=3),
-    "interval": dict(guidance_interval=(600, 1000)),
-    "steps10": dict(steps=10, interpolation_steps=4),
+    "latent-range": {"latent_range": "card"},
+    "guidance-2": dict(guidance_scale=2.0),
+    "cache-2": dict(cache_interval=2),
+    "cache-3": dict(cache_interval=3),
+    "guidance-interval": dict(guidance_interval=(300, 1000)),
+    "dpm-8-steps": dict(steps=8, sampler="dpmpp_2m", interpolation_steps=4),
     "interp-unguided": dict(interpolation_guidance_scale=0.0),
-    "default": {},  # the model card's own settings
+    "default": {},
 }
 
 
 def options_of(pipe, row: str) -> dict:
+    card = pipe.card.get("generation", {})
     if row == "default":
-        return dict(pipe.card.get("generation", {}))
-    return {**pipe.card.get("generation", {}), **TODAY, **ROWS[row]}
+        return dict(card)
+    options = {**card, **TODAY, **ROWS[row]}
+    if options["latent_range"] == "card":
+        options["latent_range"] = card["latent_range"]
+    return options
 
 
 def evaluations(pipe, prompt: str, options: dict) -> dict[str, float]:

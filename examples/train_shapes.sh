@@ -48,9 +48,10 @@ train() {
     run first "$CORES" data movq
     echo "recipe: two lanes of $LANE_THREADS thread(s): logs in $OUT/logs/"
     ( run lane1 "$LANE_THREADS" text cache-keyframe image keyframe-all &&
-      after interpolation decoder && run model "$LANE_THREADS" model ) &
+      after interpolation-motion decoder && run model "$LANE_THREADS" model ) &
     local lane1=$!
-    ( run lane2 "$LANE_THREADS" cache-interpolation decoder interpolation &&
+    ( run lane2 "$LANE_THREADS" cache-interpolation decoder interpolation data-motion cache-interpolation-motion \
+          interpolation-motion &&
       after image && run keyframe "$LANE_THREADS" keyframe ) &
     local lane2=$!
     local status=0

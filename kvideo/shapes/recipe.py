@@ -33,6 +33,10 @@ LATENT_STD = 0.4  # std of the diffusion latents: |x0| then stays within the sam
 # never reached the motion (the text reaches them only through the frozen image UNet; benchmarks/README.md).
 SHIPPED_KEYFRAME = ("keyframe-all", "keyframe", "all")  # (stage, task, trained weights)
 DATA_SETTINGS = RenderSettings(height=128, width=128, fps=24.0, seconds=10.0)  # the clips the data stage renders
+# The interpolation model's second data set: the same motions in 3 s, so that a keyframe pair moves far enough
+# (5-20 % of the frame) for the frames between to be placed along it (stage interpolation-motion).
+MOTION_SETTINGS = RenderSettings(height=64, width=64, fps=24.0, seconds=3.0)
+SHIPPED_INTERPOLATION = ("interpolation-motion", "interpolation", "all")
 MODEL_FILES = ("keyframe_unet.safetensors", "interpolation_unet.safetensors", "video_movq.safetensors",
                "text_encoder")
 
@@ -192,10 +196,11 @@ class Recipe:
         unet.save_pretrained(self.paths.text / "image-init.safetensors", extras=extras)
         return {"vocabulary": len(words)}
 
-    def _cache(self, preset: str, output: Path, **values) -> dict:
+    def _cache(self, preset: str, output: Path, data: Path | None = None, **values) -> dict:
         from kvideo.train.cache import run_cache
 
-        cfg = CacheConfig.preset(preset, videos=str(self.paths.data), captions=str(self.paths.captions),
+        data = data or self.paths.data
+        cfg = CacheConfig.preset(preset, videos=str(data), captions=str(data / "captions.csv"),
                                  output=str(output), movq=str(self.movq),
                                  device=self.device, seed=self.seed, progress=self.progress, **values)
         run_cache(cfg)
@@ -239,6 +244,26 @@ class Recipe:
         return self._train(self.train_config("shapes-interpolation", self.paths.stage("interpolation"),
                                              data=str(self.paths.stage("cache-interpolation"))))
 
+    def stage_data_motion(self) -> dict:
+        from kvideo.shapes.render import render_dataset
+
+        videos = max(1, self.videos // 2)
+        render_dataset(self.paths.stage("data-motion"), num_videos=videos, seed=self.seed,
+                       size=MOTION_SETTINGS.height, fps=MOTION_SETTINGS.fps, seconds=MOTION_SETTINGS.seconds,
+                       progress=self.progress)
+        return {"videos": videos}
+
+    def stage_cache_interpolation_motion(self) -> dict:
+        return self._cache("shapes-interpolation", self.paths.stage("cache-interpolation-motion"),
+                           data=self.paths.stage("data-motion"))
+
+    def stage_interpolation_motion(self) -> dict:
+        """The interpolation model fine-tuned on the faster clips of data-motion (see MOTION_SETTINGS)."""
+        return self._train(self.train_config(
+            "shapes-interpolation-motion", self.paths.stage("interpolation-motion"),
+            data=str(self.paths.stage("cache-interpolation-motion")),
+            model=str(self.paths.weights("interpolation", "interpolation", "all"))))
+
     def stage_decoder(self) -> dict:
         return self._train(self.train_config("shapes-decoder", self.paths.stage("decoder"), data=str(self.paths.data),
                                              captions=str(self.paths.captions),
@@ -249,7 +274,7 @@ class Recipe:
         folder = self.paths.model
         assemble_model(folder, image=self.paths.weights("image", "image", "all"),
                        keyframe=self.paths.weights(*SHIPPED_KEYFRAME),
-                       interpolation=self.paths.weights("interpolation", "interpolation", "all"),
+                       interpolation=self.paths.weights(*SHIPPED_INTERPOLATION),
                        movq=self.movq,
                        decoder=self.paths.weights("decoder", "decoder", TrainConfig.preset("shapes-decoder").train),
                        text_encoder=self.paths.text / "text_encoder")

@@ -4,7 +4,8 @@ from __future__ import annotations
 from kvideo.argtypes import parse_seed
 
 STAGE_NAMES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
-               "interpolation", "decoder", "model")  # the recipe's stages, in order (here: no torch import)
+               "interpolation", "data-motion", "cache-interpolation-motion", "interpolation-motion", "decoder",
+               "model")  # the recipe's stages, in order (here: no torch import)
 
 
 def register(subparsers) -> None:
