@@ -349,11 +349,15 @@ def full_keyframe_unet(image: Path, keyframe: Path):
     return unet
 
 
-# Generation defaults of the shapes model (its training size; steps sized for a 2-core CPU). No dynamic
-# thresholding: its MoVQ latents are not kept within [-1, 1] like the release's, and clipping the x0
-# estimates at the 0.98 quantile pulls them toward 0 (white backgrounds came out gray, 0 of 6 white).
-GENERATION = {"width": 64, "height": 64, "steps": 25, "interpolation_steps": 10, "sampler": "ddim",
-              "interpolation_sampler": "ddim", "timestep_spacing": "trailing", "threshold": None}
+# Generation defaults of the shapes model (its training size), measured in benchmarks/README.md ("fast and clean
+# clips"): 8 DPM-Solver++ keyframe steps at guidance 2 (guidance 5 overshot: keyframes with dark cores and other
+# colours than the frames between), the deep UNet levels reused every other step, 4 unguided interpolation
+# steps. Each x0 estimate is clipped to the latents' own range (`latent_range`, measured by the model stage)
+# instead of the release's dynamic thresholding: the shapes MoVQ's latents are not kept within [-1, 1], and
+# clipping at the 0.98 quantile pulled them toward 0 (white backgrounds came out gray, 0 of 6 white).
+GENERATION = {"width": 64, "height": 64, "steps": 8, "interpolation_steps": 4, "sampler": "dpmpp_2m",
+              "interpolation_sampler": "ddim", "timestep_spacing": "trailing", "threshold": None,
+              "guidance_scale": 2.0, "interpolation_guidance_scale": 0.0, "cache_interval": 2}
 
 
 def prompt_pattern() -> str:
@@ -363,13 +367,15 @@ def prompt_pattern() -> str:
     return TEMPLATE.replace(" ", r"\s+").format(**words)
 
 
-def measure_latent_range(cache: Path, clips: int = 512) -> list[list[float]]:
-    """[low, high] per latent channel over (up to) `clips` clips of a latent cache, rounded outward to 0.01: the
-    card's `latent_range`, to which sampling clips each x0 estimate (see `GenerationOptions.latent_range`)."""
+def measure_latent_range(cache: Path, clips: int | None = None) -> list[list[float]]:
+    """[low, high] per latent channel over the clips of a latent cache (the first `clips`, or all), rounded
+    outward to 0.01: the card's `latent_range`, to which sampling clips each x0 estimate
+    (`GenerationOptions.latent_range`)."""
     from kvideo.train.cache import LatentCache
 
     data = LatentCache(cache)
-    latents = torch.stack([data[i]["latents"].float() for i in range(min(clips, len(data)))])  # (n, c, f, h, w)
+    count = len(data) if clips is None else min(clips, len(data))
+    latents = torch.stack([data[i]["latents"].float() for i in range(count)])  # (n, c, f, h, w)
     channels = latents.transpose(0, 1).reshape(latents.shape[1], -1)
     low, high = channels.min(dim=1).values, channels.max(dim=1).values
     return [[math.floor(v * 100) / 100 for v in low.tolist()], [math.ceil(v * 100) / 100 for v in high.tolist()]]
