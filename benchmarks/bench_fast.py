@@ -1,6 +1,7 @@
 """Fast sampling on the shapes model: each technique alone and together, speed and quality in one run.
 
-    python benchmarks/bench_fast.py OUT [--weights shapes] [--rows today cache2 ...] [--prompts 96 --seeds 2]
+    python benchmarks/bench_fast.py OUT [--weights shapes] [--rows today cache-2 ...] [--prompts 96 --seeds 2]
+    python benchmarks/bench_fast.py OUT --rows today default --speed-only 12   # interleaved timing alone
 
 For every row (a set of generation options, `ROWS`): seconds per clip (one clip at a time, generation only,
 after a warm-up, the same process for every row), UNet evaluations per clip (a guided step counts two;
@@ -80,6 +81,21 @@ def seconds_per_clip(pipe, prompts: list[str], options: dict) -> float:
     return (time.perf_counter() - started) / len(prompts)
 
 
+def interleaved_speed(pipe, rows: list[str], prompts: list[str]) -> dict[str, float]:
+    """Median seconds per clip of each row, the rows timed in turn clip by clip (a load that comes and goes
+    then weighs on every row alike), after one warm-up clip each."""
+    options = {row: options_of(pipe, row) for row in rows}
+    for row in rows:
+        pipe(prompts[0], seed=0, **options[row])
+    times: dict[str, list[float]] = {row: [] for row in rows}
+    for i, prompt in enumerate(prompts):
+        for row in rows:
+            started = time.perf_counter()
+            pipe(prompt, seed=i, **options[row])
+            times[row].append(time.perf_counter() - started)
+    return {row: round(float(sorted(values)[len(values) // 2]), 3) for row, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -89,6 +105,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--timing-clips", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--speed-only", type=int, metavar="CLIPS",
+                        help="only time the rows, interleaved, CLIPS clips each (median); no quality set")
     args = parser.parse_args()
 
     from kvideo.pipeline import KVideoPipeline
@@ -97,6 +115,11 @@ def main() -> None:
     pipe = KVideoPipeline.from_pretrained(args.weights, progress=False)
     summary = args.out / "fast.json"
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.speed_only:
+        speeds = interleaved_speed(pipe, args.rows, quality_prompts(args.speed_only, seed=1))
+        (args.out / "speed.json").write_text(json.dumps({"threads": torch.get_num_threads(), **speeds}, indent=1))
+        print(json.dumps(speeds))
+        return
     timing_prompts = quality_prompts(args.timing_clips, seed=1)
     for row in args.rows:
         options = options_of(pipe, row)
