@@ -145,7 +145,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path, ".tmp" + path.suffix),
+                               suffix=".tmp" + path.suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -155,6 +156,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+NAME_MAX = 255  # bytes of one file name on the usual file systems (ext4, xfs, btrfs, APFS, NTFS)
+
+
+def temp_prefix(path: Path, suffix: str) -> str:
+    """`.NAME.`, the prefix of `path`'s temporary files, NAME cut so that prefix + 8 random characters +
+    `suffix` stay within NAME_MAX bytes (a legal 250-byte output name must not fail after the work)."""
+    budget = NAME_MAX - len(suffix.encode()) - 8 - 2
+    name = path.name.encode()[:budget].decode(errors="ignore")
+    return f".{name}."
 
 
 def current_umask() -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from kvideo.checkpoint import current_umask, atomic_path
+from kvideo.checkpoint import atomic_path, current_umask, temp_prefix
 
 VIDEO_FORMATS = {".mp4": "mp4", ".webm": "webm", ".gif": "gif"}
 FORMATS = ("mp4", "webm", "gif", "png")
@@ -305,7 +305,7 @@ def _write_png_folder(path: Path, frames: np.ndarray, progress: bool) -> Path:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path, ".tmp"), suffix=".tmp"))
     try:
         for i, image in enumerate(tqdm(frames, desc="writing png", unit="frame", disable=not progress, delay=1, leave=False)):
             Image.fromarray(image).save(tmp / FRAME_NAME.format(i), compress_level=PNG_COMPRESSION)
@@ -322,7 +322,7 @@ def _replace_folder(new: Path, path: Path) -> None:
     if not path.exists():
         os.replace(new, path)
         return
-    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path, ".old"), suffix=".old"))
     os.replace(path, old / "frames")
     try:
         os.replace(new, path)

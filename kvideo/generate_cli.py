@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -10,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from kvideo.argtypes import MAX_SEED, parse_float, parse_int, parse_seed
-from kvideo.checkpoint import check_writable_folder
+from kvideo.checkpoint import check_writable_folder, temp_prefix
 from kvideo.diffusion import COSINE_SPACINGS
 from kvideo.errors import BadInputError
 from kvideo.export import check_output_path
@@ -196,7 +197,8 @@ def is_finished(path: Path) -> bool:
 
 def remove_leftovers(path: Path) -> None:
     """Delete the hidden temp files a killed run left for `path` (`.NAME.<random>.tmp.mp4`)."""
-    for leftover in path.parent.glob(f".{path.name}.*.tmp*") if path.parent.is_dir() else ():
+    prefix = glob.escape(temp_prefix(path, ".tmp" + path.suffix))
+    for leftover in path.parent.glob(f"{prefix}*.tmp*") if path.parent.is_dir() else ():
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 

@@ -373,3 +373,17 @@ def test_a_bad_model_card_is_one_line(tmp_path, change, needle):
                     "--weights", weights, "--quiet")
     assert_one_line_error(result, "generate", needle)
     assert snapshot(out) == {}
+
+
+def test_a_legal_long_output_name_is_written(tmp_path):
+    """A 250-character name is legal; its temp file must be too (it was name + 18 characters, past 255)."""
+    from kvideo.checkpoint import NAME_MAX, atomic_path, temp_prefix
+
+    path = tmp_path / ("v" * 246 + ".mp4")
+    assert len(temp_prefix(path, ".tmp.mp4")) + 8 + len(".tmp.mp4") <= NAME_MAX
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"x")
+    assert path.read_bytes() == b"x"
+    result = kvideo("generate", "a cat", "-o", path, "--weights", "tiny", *QUICK)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(tmp_path).keys() == {path.name}
