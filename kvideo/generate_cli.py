@@ -432,6 +432,9 @@ def release11_options(args, options: dict) -> dict:
             raise BadInputError(f"--first-frame-out {error}") from None
         if not out.parent.is_dir():
             raise FileNotFoundError(f"--first-frame-out folder {str(out.parent)!r} does not exist; create it first")
+        if out.is_dir():
+            raise BadInputError(f"--first-frame-out {str(out)!r} is a folder; name an image file, e.g. first.png")
+        check_writable_folder(out.parent, what="--first-frame-out folder")
     if args.image is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

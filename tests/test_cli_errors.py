@@ -387,3 +387,14 @@ def test_a_legal_long_output_name_is_written(tmp_path):
     result = kvideo("generate", "a cat", "-o", path, "--weights", "tiny", *QUICK)
     assert result.returncode == 0, result.stderr
     assert snapshot(tmp_path).keys() == {path.name}
+
+
+def test_first_frame_out_onto_a_folder_is_refused_before_the_video_is_made(tmp_path):
+    """(A read-only folder is refused by the same `check_writable_folder` as -o; as root it cannot be tested.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "first.png").mkdir()
+    result = kvideo("generate", "a cat", "-o", out / "clip.mp4", "--weights", "tiny", "--motion", "low",
+                    "--first-frame-out", out / "first.png", *QUICK)
+    assert_one_line_error(result, "generate", "--first-frame-out", "is a folder")
+    assert not (out / "clip.mp4").exists()
