@@ -61,8 +61,9 @@ def evaluations(pipe, prompt: str, options: dict) -> dict[str, float]:
         def on_deep(module, args):  # runs once per full call
             counts["full"] += batch["rows"]
 
+        first_deep_block = unet.down_samples[1].resnet_attn_blocks[0][0]  # runs on every full call only
         hooks += [unet.register_forward_pre_hook(on_call, with_kwargs=True),
-                  unet.down_samples[1].register_forward_pre_hook(on_deep)]
+                  first_deep_block.register_forward_pre_hook(on_deep)]
     try:
         pipe(prompt, seed=0, **options)
     finally:
@@ -116,9 +117,12 @@ def main() -> None:
     summary = args.out / "fast.json"
     args.out.mkdir(parents=True, exist_ok=True)
     if args.speed_only:
-        speeds = interleaved_speed(pipe, args.rows, quality_prompts(args.speed_only, seed=1))
-        (args.out / "speed.json").write_text(json.dumps({"threads": torch.get_num_threads(), **speeds}, indent=1))
-        print(json.dumps(speeds))
+        prompts = quality_prompts(args.speed_only, seed=1)
+        speeds = interleaved_speed(pipe, args.rows, prompts)
+        table = {row: {"s_per_clip": speeds[row], **evaluations(pipe, prompts[0], options_of(pipe, row))}
+                 for row in args.rows}
+        (args.out / "speed.json").write_text(json.dumps({"threads": torch.get_num_threads(), **table}, indent=1))
+        print(json.dumps(table))
         return
     timing_prompts = quality_prompts(args.timing_clips, seed=1)
     for row in args.rows:

@@ -210,10 +210,13 @@ def test_eval_generate_uses_the_model_cards_size_and_steps(tmp_path, monkeypatch
     from kvideo.eval.cli import model_defaults
     from kvideo.generate_cli import OFFICIAL_DEFAULTS
 
-    args = argparse.Namespace(preset=None, weights="shapes")
-    defaults = model_defaults(args)
-    assert (defaults["width"], defaults["height"], defaults["steps"], defaults["interpolation_steps"]) == (64, 64, 25, 10)
-    assert defaults["threshold"] is None
+    from kvideo.pipeline import builtin_model_dir, read_model_card
+
+    card = read_model_card(builtin_model_dir("shapes"))["generation"]
+    defaults = model_defaults(argparse.Namespace(preset=None, weights="shapes"))
+    assert (defaults["width"], defaults["height"]) == (64, 64)
+    for key in ("steps", "interpolation_steps", "sampler", "guidance_scale", "threshold", "latent_range"):
+        assert defaults[key] == card[key]
     official = tmp_path / "official"
     official.mkdir()  # a folder without a card: the release's defaults
     assert model_defaults(argparse.Namespace(preset=None, weights=str(official))) == OFFICIAL_DEFAULTS
