@@ -295,7 +295,8 @@ class KVideoPipeline:
     def decode(self, latents: torch.Tensor, window: int | None) -> np.ndarray:
         """(b, 4, f, h, w) latents -> uint8 frames (b, f, H, W, 3)."""
         with self._on_device(self.decoder), self._autocast():
-            video = self.decoder.decode(latents.to(self.device), window=window)  # (b, 3, f, H, W)
+            video = self.decoder.decode(latents.to(self.device), window=window,
+                                        progress=self.progress)  # (b, 3, f, H, W)
         check_finite_frames(video)
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return rearrange(video, "b c f h w -> b f h w c").cpu().numpy()

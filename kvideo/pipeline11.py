@@ -382,7 +382,8 @@ class KVideo11Pipeline(KVideoPipeline):
     def decode_clip(self, latents: torch.Tensor, window: int | None) -> np.ndarray:
         """(1, 4, f, h, w) latents -> uint8 frames (f, H, W, 3) through the video MoVQ."""
         with self._on_device(self.decoder), self._autocast():
-            video = self.decoder.decode(latents.to(self.device), window=window)  # (1, 3, f, H, W)
+            video = self.decoder.decode(latents.to(self.device), window=window,
+                                        progress=self.progress)  # (1, 3, f, H, W)
         check_finite_frames(video)
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return rearrange(video[0], "c f h w -> f h w c").cpu().numpy()

@@ -47,3 +47,14 @@ def test_generate_without_weights_uses_the_shipped_model_and_follows_the_prompt(
         csv.writer(file).writerows([("path", "caption"), *((c.name, p) for c, p in zip(clips, PROMPTS))])
     for clip in score_folder(out, out / "captions.csv")["clips"]:
         assert clip["matches"]["background"] and clip["matches"]["object_color"], clip
+
+
+def test_an_before_a_vowel_is_inside_the_built_in_models_grammar():
+    import re
+
+    from kvideo.pipeline import builtin_model_dir, read_model_card
+
+    pattern = read_model_card(builtin_model_dir("shapes"))["prompt_pattern"]
+    assert re.fullmatch(pattern, "an orange square moving down on a black background")
+    assert re.fullmatch(pattern, "a red circle moving right on a white background")
+    assert not re.fullmatch(pattern, "the red circle moving right on a white background")

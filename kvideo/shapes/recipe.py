@@ -364,7 +364,7 @@ def prompt_pattern() -> str:
     """A regular expression that matches (lower-cased, stripped) prompts of the shapes grammar."""
     words = {name: "(" + "|".join(choices) + ")" for name, choices in
              (("color", COLORS), ("shape", SHAPES), ("direction", DIRECTIONS), ("background", BACKGROUNDS))}
-    return TEMPLATE.replace(" ", r"\s+").format(**words)
+    return TEMPLATE.replace(" ", r"\s+").replace(r"a\s+{color}", r"an?\s+{color}").format(**words)  # "an orange"
 
 
 def measure_latent_range(cache: Path, clips: int | None = None) -> list[list[float]]:
