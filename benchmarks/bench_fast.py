@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fast.py OUT [--weights shapes] [--rows today cache-2 ...] [--prompts 96 --seeds 2]
     python benchmarks/bench_fast.py OUT --rows today default --speed-only 12   # interleaved timing alone
+    python benchmarks/bench_fast.py OUT --rows today default --interpolation-check 8   # real keyframes
 
 For every row (a set of generation options, `ROWS`): seconds per clip (one clip at a time, generation only,
 after a warm-up, the same process for every row), UNet evaluations per clip (a guided step counts two;
@@ -97,6 +98,57 @@ def interleaved_speed(pipe, rows: list[str], prompts: list[str]) -> dict[str, fl
     return {row: round(float(sorted(values)[len(values) // 2]), 3) for row, values in times.items()}
 
 
+def interpolation_check(pipe, clips: int, options: dict) -> dict:
+    """The interpolation model alone on REAL keyframes: rendered 3 s clips (frames 3 apart, 21 frames) through
+    the MoVQ encoder, every 4th latent kept, the frames between drawn again (skip 3) and decoded. Returns where
+    the frames between sit along each keyframe pair (mean fraction of the way, k = 1..3) and the evenness,
+    for the rendered clips, their MoVQ round trip and the interpolated ones."""
+    import numpy as np
+
+    from kvideo.pipeline import GenerationOptions
+    from kvideo.shapes.render import RenderSettings, clip_params, render_clip
+    from kvideo.shapes.score import border_color, object_mask, score_clip
+
+    settings = RenderSettings(64, 64, 24.0, 3.0)
+    params = [clip_params(7, i, settings) for i in range(clips)]
+    frames = np.stack([render_clip(p, settings)[0:61:3] for p in params])  # (n, 21, 64, 64, 3)
+    video = torch.from_numpy(frames).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
+    opts = GenerationOptions(**{**pipe.card.get("generation", {}), **options})
+    with torch.no_grad():
+        latents = pipe.decoder.encode(video)
+        generators = [torch.Generator().manual_seed(i) for i in range(clips)]
+        between = pipe.interpolate(latents[:, :, ::4], 3, opts, generators, None)
+        sets = {"rendered": frames, "round trip": pipe.decode(latents, None), "interpolated": pipe.decode(between, None)}
+
+    def fractions(clip):
+        background, centers, out = border_color(clip), {}, {1: [], 2: [], 3: []}
+        for t, frame in enumerate(clip):
+            mask = object_mask(frame, background)
+            if mask is not None:
+                ys, xs = np.nonzero(mask)
+                centers[t] = np.array([ys.mean(), xs.mean()])
+        for start in range(0, len(clip) - 4, 4):
+            if start in centers and start + 4 in centers:
+                travel = centers[start + 4] - centers[start]
+                axis = int(np.argmax(abs(travel)))
+                if abs(travel[axis]) >= 0.05 * clip.shape[1 + axis]:
+                    for k in (1, 2, 3):
+                        if start + k in centers:
+                            out[k].append((centers[start + k][axis] - centers[start][axis]) / travel[axis])
+        return out
+
+    report = {}
+    for name, clips_ in sets.items():
+        merged = {1: [], 2: [], 3: []}
+        for clip in clips_:
+            for k, values in fractions(clip).items():
+                merged[k] += values
+        evenness = [score_clip(clip, p.caption.text).frames.evenness for clip, p in zip(clips_, params)]
+        report[name] = {"fractions": [round(float(np.mean(merged[k])), 3) for k in (1, 2, 3)],
+                        "evenness": round(float(np.median([e for e in evenness if e is not None])), 3)}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -106,6 +158,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--timing-clips", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--interpolation-check", type=int, metavar="CLIPS",
+                        help="only test the interpolation model on real keyframes of CLIPS rendered clips")
     parser.add_argument("--speed-only", type=int, metavar="CLIPS",
                         help="only time the rows, interleaved, CLIPS clips each (median); no quality set")
     args = parser.parse_args()
@@ -116,6 +170,11 @@ def main() -> None:
     pipe = KVideoPipeline.from_pretrained(args.weights, progress=False)
     summary = args.out / "fast.json"
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.interpolation_check:
+        report = {row: interpolation_check(pipe, args.interpolation_check, options_of(pipe, row)) for row in args.rows}
+        (args.out / "interpolation.json").write_text(json.dumps(report, indent=1))
+        print(json.dumps(report))
+        return
     if args.speed_only:
         prompts = quality_prompts(args.speed_only, seed=1)
         speeds = interleaved_speed(pipe, args.rows, prompts)
