@@ -56,7 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--interpolation-steps", type=parse_int,
                    help="interpolation sampling steps (default: the model's: 4 shapes, 10 release 1.1; else "
                         "--steps: 50 official 1.0, 10 tiny)")
-    p.add_argument("--sampler", choices=SAMPLERS, help="keyframe sampler (default: the model's; ddpm official, dpmpp_2m shapes)")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="keyframe sampler (default: the model's; ddpm official, dpmpp_2m shapes)")
     p.add_argument("--interpolation-sampler", choices=SAMPLERS,
                    help="interpolation sampler (default: the model's; ddpm official)")
     p.add_argument("--timestep-spacing", choices=COSINE_SPACINGS,
@@ -71,7 +72,8 @@ def register(subparsers) -> None:
                         "--latent-range=-1,-1.2,-1.2,-1.4:1.2,1.1,0.9,1.4, or off (default: the model's; the shapes card holds its "
                         "latents' range, off official)")
     p.add_argument("--guidance", type=parse_float,
-                   help="text guidance scale w: (w+1)·cond - w·uncond (default: the model's; 5.0 official, 2.0 shapes)")
+                   help="text guidance scale w: (w+1)·cond - w·uncond (default: the model's; 5.0 official, "
+                        "2.0 shapes)")
     p.add_argument("--interpolation-guidance", type=parse_float,
                    help="keyframe guidance scale of the interpolation model (default: the model's; 0.25 official, "
                         "0.5 release 1.1)")
