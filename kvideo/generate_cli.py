@@ -69,14 +69,14 @@ def register(subparsers) -> None:
                         "the model's; 0.98 official, off for shapes)")
     p.add_argument("--latent-range", type=parse_latent_range, metavar="LOW,..:HIGH,..|off",
                    help="clip each x0 estimate per latent channel to the range the model was trained on, e.g. "
-                        "--latent-range=-1,-1.2,-1.2,-1.4:1.2,1.1,0.9,1.4, or off (default: the model's; the shapes card holds its "
-                        "latents' range, off official)")
+                        "--latent-range=-1,-1.2,-1.2,-1.4:1.2,1.1,0.9,1.4, or off (default: the model's; the "
+                        "shapes card holds its latents' range, off official)")
     p.add_argument("--guidance", type=parse_float,
                    help="text guidance scale w: (w+1)·cond - w·uncond (default: the model's; 5.0 official, "
                         "2.0 shapes)")
     p.add_argument("--interpolation-guidance", type=parse_float,
                    help="keyframe guidance scale of the interpolation model (default: the model's; 0.25 official, "
-                        "0.5 release 1.1)")
+                        "0.5 release 1.1, 0 shapes)")
     p.add_argument("--guidance-interval", type=parse_guidance_interval, metavar="LOW:HIGH|off",
                    help="text guidance only at model times LOW..HIGH (0..1000, the noisiest steps near 1000); the "
                         "other steps run one UNet branch instead of two, or off: every step (default: the model's; "
@@ -86,7 +86,7 @@ def register(subparsers) -> None:
                         "the model's; 0 official)")
     p.add_argument("--cache-interval", type=parse_int, metavar="N",
                    help="step caching: the UNets' deep levels run every N-th step and are reused between; 1 is off "
-                        "and exact (default: the model's; 1 official)")
+                        "and exact (default: the model's; 1 official, 2 shapes)")
     p.add_argument("--negative", metavar="PROMPT", help="negative prompt (default: none)")
     p.add_argument("--seed", type=parse_seed, default=0,
                    help="seed; line i of --prompts-file uses seed + i (default: 0)")
