@@ -208,8 +208,8 @@ class PerFrameDecoder(nn.Module):
     def config(self):
         return self.movq.config
 
-    def decode(self, latents: torch.Tensor, *, window: int | None = None) -> torch.Tensor:
-        return decode_per_frame(self.movq, latents, window)
+    def decode(self, latents: torch.Tensor, *, window: int | None = None, progress: bool = False) -> torch.Tensor:
+        return decode_per_frame(self.movq, latents, window)  # the reference's loop shows no progress bar
 
 
 # -- timing -------------------------------------------------------------------------------------------------
