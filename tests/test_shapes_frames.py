@@ -88,3 +88,13 @@ def test_eval_shapes_reports_frame_measures(tmp_path):
     assert report["clips"][0]["frames"]["keyframe_stride"] == 4 and report["totals"]["evenness"] < 0.1
     assert_one_line_error(kvideo("eval", "shapes", "--videos", tmp_path, "--keyframe-stride", "0"), "eval shapes",
                           "--keyframe-stride")
+
+
+def test_background_shift_flags_keyframes_with_a_brighter_background():
+    frames = clip()
+    assert score_clip(frames, CAPTION).frames.background_shift < 2
+    brighter = frames.astype(np.int16)
+    brighter[::4] += 13  # every keyframe 13 levels brighter, object and background
+    shifted = score_clip(np.clip(brighter, 0, 255).astype(np.uint8), CAPTION).frames
+    assert shifted.background_shift == pytest.approx(13 * 3 ** 0.5, abs=1)
+    assert score_clip(clip()[::4], CAPTION, keyframe_stride=1).frames.background_shift is None

@@ -189,6 +189,9 @@ class FrameScore:
     color_between: float | None
     shape_keyframes: float | None
     shape_between: float | None
+    # RGB distance between the keyframes' and the frames between's mean border colour: a background that
+    # brightens at every keyframe (which roughness does not see); None without frames between
+    background_shift: float | None = None
 
 
 def score_frames(frames: np.ndarray, background: np.ndarray, found: Mapping[int, np.ndarray],
@@ -213,7 +216,9 @@ def score_frames(frames: np.ndarray, background: np.ndarray, found: Mapping[int,
         flicker=keyframe_flicker(rough, stride),
         evenness=motion_evenness({t: c for t, (_, _, c) in named.items()}, num_frames, (height, width), stride),
         color_keyframes=share(0, color, True), color_between=share(0, color, False),
-        shape_keyframes=share(1, shape, True), shape_between=share(1, shape, False))
+        shape_keyframes=share(1, shape, True), shape_between=share(1, shape, False),
+        background_shift=None if keys.all() else float(np.linalg.norm(
+            border_color(frames[keys]) - border_color(frames[~keys]))))
 
 
 # -- one clip ----------------------------------------------------------------------------------------
@@ -377,6 +382,7 @@ FRAME_TOTALS = {  # total -> (the FrameScore field it summarises, statistic over
     "shape_keyframes": ("shape_keyframes", np.mean), "shape_between": ("shape_between", np.mean),
     "roughness_keyframes": ("roughness_keyframes", np.mean), "roughness_between": ("roughness_between", np.mean),
     "flicker": ("flicker", np.mean), "flicker_worst": ("flicker", np.max), "evenness": ("evenness", np.median),
+    "background_shift": ("background_shift", np.mean),
 }
 
 
@@ -415,8 +421,10 @@ def format_table(report: Mapping[str, Any]) -> str:
                                 ("roughness", "roughness", False)):
         cells = [totals.get(f"{key}_{kind}") for kind in ("keyframes", "between")]
         lines.append(f"{label:<16}" + "".join(f"{_cell(v, percent):>10}" for v in cells))
-    lines.append(f"keyframe flicker {_cell(totals.get('flicker'), False)} (worst {_cell(totals.get('flicker_worst'), False)}; "
-                 f"1.00 = none), motion evenness {_cell(totals.get('evenness'), False)} (0 = constant speed)")
+    worst = _cell(totals.get("flicker_worst"), False)
+    lines.append(f"keyframe flicker {_cell(totals.get('flicker'), False)} (worst {worst}; "
+                 f"1.00 = none), motion evenness {_cell(totals.get('evenness'), False)} (0 = constant speed), "
+                 f"background shift at keyframes {_cell(totals.get('background_shift'), False)} (RGB, 0 = none)")
     return "\n".join(lines)
 
 
