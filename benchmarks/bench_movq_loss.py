@@ -18,15 +18,16 @@ import torch
 
 
 def frames(data: Path) -> torch.Tensor:
-    from kvideo.train.data import resize_center_crop
+    from kvideo.train.data import cover_crop_frames
     from kvideo.video_io import read_frames
 
     clips = [read_frames(data / f"videos/{i:05d}.mp4", [0, 60, 120, 180]) for i in range(64)]
-    return resize_center_crop(np.concatenate(clips), 64, 64).permute(1, 0, 2, 3)  # (256, 3, 64, 64)
+    return cover_crop_frames(np.concatenate(clips), 64, 64).permute(1, 0, 2, 3)  # (256, 3, 64, 64)
 
 
 def run(images: torch.Tensor, steps: int, detail_weight: float) -> None:
     from kvideo.models.movq import MoVQ, MoVQConfig
+    from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the "shapes" MoVQ preset
     from kvideo.train.movq import Autoencoder, movq_loss
 
     torch.manual_seed(0)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from kvideo.generate_cli import parse_threshold
+from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets
 
 VARIANTS = ("shipped", "temporal-off", "keyframe-temporal")
 
@@ -319,7 +320,7 @@ def movq(args) -> None:
 
     from kvideo.models.movq import MoVQ
     from kvideo.shapes.score import score_clip
-    from kvideo.train.data import read_captions, resize_center_crop
+    from kvideo.train.data import cover_crop_frames, read_captions
     from kvideo.video_io import read_frames
 
     model = MoVQ.from_pretrained(args.weights).eval()
@@ -327,7 +328,7 @@ def movq(args) -> None:
     counts = {"input": Counter(), "reconstructed": Counter()}
     fills = {name: defaultdict(list) for name in counts}  # the scorer's fill ratio, by the caption's shape
     for path, caption in pairs:
-        frames = resize_center_crop(read_frames(path, list(range(0, 171, 3))), 64, 64).transpose(0, 1)
+        frames = cover_crop_frames(read_frames(path, list(range(0, 171, 3))), 64, 64).transpose(0, 1)
         with torch.no_grad():
             decoded = model.decode(model.encode(frames))
         for name, clip in (("input", frames), ("reconstructed", decoded)):

@@ -7,6 +7,7 @@ import sys
 
 from kvideo.argtypes import parse_int
 from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, debug_requested, run_command, without_debug_flag
+from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets commands name
 
 # Each module provides `register(subparsers)`, adding its subcommand(s) with `set_defaults(func=...)`.
 SUBCOMMAND_MODULES = ("kvideo.cli", "kvideo.generate_cli", "kvideo.eval.cli", "kvideo.train.cli", "kvideo.shapes.cli",

@@ -25,6 +25,7 @@ from kvideo.models.movq import (
     to_uint8,
 )
 from kvideo.models.temporal import temporal_modules
+from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets
 
 OFFICIAL_PARAMETERS = {"movq.pt": 270_603_567, "video_movq.pt": 666_131_275}
 

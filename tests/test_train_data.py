@@ -16,8 +16,8 @@ from kvideo.train.data import (
     VideoTextDataset,
     clip_indices,
     collate_clips,
+    cover_crop_frames,
     read_captions,
-    resize_center_crop,
     scan_videos,
 )
 from test_train_helpers import one_thread, videos  # noqa: F401 (fixtures)
@@ -65,18 +65,18 @@ def test_interpolation_skip_covers_the_feasible_range():
 
 
 # -- pixels -----------------------------------------------------------------------------------------
-def test_resize_center_crop_keeps_the_center():
+def test_cover_crop_frames_keeps_the_center():
     frames = np.zeros((2, 40, 80, 3), dtype=np.uint8)
     frames[:, :, 20:60] = 255  # a white band in the middle half of a wide frame
-    out = resize_center_crop(frames, 64, 64)
+    out = cover_crop_frames(frames, 64, 64)
     assert out.shape == (3, 2, 64, 64) and out.dtype == torch.float32
     assert out.min() >= -1 and out.max() <= 1
     assert out[:, :, :, 2:-2].min() > 0.9  # the crop shows the band only
 
 
-def test_resize_center_crop_values_map_to_minus_one_one():
+def test_cover_crop_frames_values_map_to_minus_one_one():
     frames = np.stack([np.full((8, 8, 3), 0, np.uint8), np.full((8, 8, 3), 255, np.uint8)])
-    out = resize_center_crop(frames, 64, 64)
+    out = cover_crop_frames(frames, 64, 64)
     assert torch.allclose(out[:, 0], torch.full_like(out[:, 0], -1))
     assert torch.allclose(out[:, 1], torch.ones_like(out[:, 1]))
 

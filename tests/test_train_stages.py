@@ -10,6 +10,7 @@ import torch
 
 from kvideo.models.movq import MoVQ
 from kvideo.models.unet import UNet, UNetConfig
+from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets
 from kvideo.text import TextProjection
 from kvideo.train import checkpointing as ckpt
 from kvideo.train.config import ClipConfig, TrainConfig
@@ -305,7 +306,7 @@ def test_recipe_calibrates_the_movq_latents_to_the_samplers_range(image_movq, sh
     import shutil
 
     from kvideo.shapes.recipe import calibrate_latent_scale
-    from kvideo.train.data import read_captions, resize_center_crop
+    from kvideo.train.data import cover_crop_frames, read_captions
     from kvideo.video_io import read_frames
 
     weights = tmp_path / "movq.safetensors"
@@ -315,7 +316,7 @@ def test_recipe_calibrates_the_movq_latents_to_the_samplers_range(image_movq, sh
     assert movq.config.latent_scale == scale != 1.0
     frames = np.concatenate([read_frames(p, [0, 20, 40]) for p, _ in read_captions(shapes_set)[:4]])
     with torch.no_grad():
-        std = float(movq.encode(resize_center_crop(frames, 64, 64).transpose(0, 1)).std())
+        std = float(movq.encode(cover_crop_frames(frames, 64, 64).transpose(0, 1)).std())
     assert abs(std - 0.4) < 0.1  # other frames of the same clips than the calibration's
     assert calibrate_latent_scale(weights, shapes_set) == scale  # calibrated once
 

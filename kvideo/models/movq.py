@@ -111,13 +111,7 @@ MoVQConfig.register_preset("official-video", **_VIDEO)
 _TINY = dict(channels=8, num_res_blocks=1, groups=4)
 MoVQConfig.register_preset("tiny", **_TINY)
 MoVQConfig.register_preset("tiny-video", **_TINY, **_VIDEO)
-# `kvideo recipe shapes`: 64x64 frames, 16x16x4 latents (three levels: downsampling by 4, not the release's 8;
-# with 8x8 latents an object spans 3-4 latent pixels and the UNets drew squares and circles as one blob);
-# narrow full-resolution levels and (3,1,1) temporal convs keep CPU decoding of a 57-frame clip near a second
-_SHAPES = dict(channels=16, channel_mult=(1, 2, 4), attention_levels=(False, False, True), num_res_blocks=1,
-               groups=8, latent_channels=4)
-MoVQConfig.register_preset("shapes", **_SHAPES)
-MoVQConfig.register_preset("shapes-video", **_SHAPES, **_VIDEO, temporal_kernel_size=(3, 1, 1))
+# The shapes model's presets are in kvideo.shapes.presets.
 
 
 @dataclasses.dataclass

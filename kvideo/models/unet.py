@@ -211,29 +211,7 @@ for _size, _values in (("official", _OFFICIAL), ("tiny", _TINY)):
                                num_frames=12, frame_stride=1, noise_augmentation=True, motion_score=True, **_values)
     UNetConfig.register_preset(f"{_size}-kv11-interpolation", kind="interpolation", release="1.1", num_channels=20,
                                out_channels=12, **_values)
-# The model kvideo trains on its own rendered shapes (`kvideo recipe shapes`): 64x64 videos, 16x16x4 latents
-# (the "shapes" MoVQ downsamples by 4). The first level works at 16x16, so the skips start at 8x8: with 8x8
-# latents they started at 4x4 and the UNets drew squares and circles as one blob (benchmarks/README.md).
-_SHAPES = dict(model_channels=32, init_channels=32, time_embed_dim=128, context_dim=64, groups=8, head_dim=16,
-               dim_mult=(1, 2, 4, 4), num_blocks=(2, 2, 2, 2), latent_channels=4, num_channels=4, out_channels=4)
-# The image and keyframe UNets predict v: predicting eps, the small UNet's x0 estimate at t = 950 was
-# 6.6 times as far from the clip as predicting zero, so the first sampling steps (which place the
-# object and its motion) read noise and the motion followed the seed, not the prompt.
-UNetConfig.register_preset("shapes-image", kind="image", prediction="v", **_SHAPES)
-# Every temporal norm of the keyframe UNet reads the frame position: with the release 1.0 scheme
-# (position only in the attention's first norm) three thousand steps left positions unused (zeroing
-# them changed x0 by < 0.3 %; with "all", 2-4 % after 1000-1500 steps).
-UNetConfig.register_preset("shapes-keyframe", kind="keyframe", prediction="v", frame_conditioning="all", **_SHAPES)
-# The interpolation UNet reads 5 latent frames (20 channels) and predicts 3 (12). Its input passes the
-# full-resolution `in_layer` (init_channels) and then a first level downsampled before any skip, so
-# each 2x2 block of the input (80 values) must fit the half-resolution features: with 32 channels at
-# both (the keyframe preset) the model cannot see the noise it is to remove and never learns to
-# denoise (v-loss stays at the level of predicting from the keyframes alone). 64 and 128 channels
-# carry it all; the fourth level is dropped.
-UNetConfig.register_preset("shapes-interpolation", kind="interpolation", **{
-    **_SHAPES, "num_channels": 20, "out_channels": 12, "init_channels": 64, "dim_mult": (4, 4, 4),
-    "num_blocks": (2, 2, 2),
-    "add_cross_attention": (False, True, True), "add_self_attention": (False, True, True)})
+# The shapes model's presets are in kvideo.shapes.presets.
 
 
 class LevelBuilder:

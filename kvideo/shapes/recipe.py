@@ -3,7 +3,7 @@
 data -> movq -> text -> cache-keyframe -> image -> keyframe (temporal layers only, the paper's recipe, for
 comparison) and keyframe-all (every weight: the shipped one), each in phases (`KEYFRAME_PHASES`)
 -> cache-interpolation -> interpolation -> decoder -> model (the pipeline folder, fp16).
-Each stage is kvideo's own command with a `configs/train/shapes-*.json` preset; a finished stage is
+Each stage is kvideo's own command with a `shapes-*` preset (kvideo.shapes.presets); a finished stage is
 skipped, an interrupted one resumes from its latest checkpoint. `OUT/records/<stage>.json` records
 each stage's wall time, final loss and peak memory.
 """
@@ -22,9 +22,9 @@ import torch
 
 from kvideo.checkpoint import atomic_path
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, TEMPLATE, all_captions
-from kvideo.shapes.recipe_cli import STAGE_NAMES as STAGES
+from kvideo.shapes.presets import KEYFRAME_PHASES, STAGES
 from kvideo.shapes.render import RenderSettings
-from kvideo.train.config import KEYFRAME_PHASES, CacheConfig, TrainConfig, check_seed
+from kvideo.train.config import CacheConfig, TrainConfig, check_seed
 
 TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
 TEXT_DIM = 64  # d_model of the shapes text encoder
@@ -438,7 +438,7 @@ def calibrate_latent_scale(weights: Path, captions: Path, *, clips: int = 32, ta
     """
     from kvideo.models.movq import MoVQ, MoVQConfig
     from kvideo.train.checkpointing import read_weights, save_weights
-    from kvideo.train.data import read_captions, resize_center_crop
+    from kvideo.train.data import cover_crop_frames, read_captions
     from kvideo.video_io import read_frames, video_info
 
     state, extras, info = read_weights(weights)
@@ -450,7 +450,7 @@ def calibrate_latent_scale(weights: Path, captions: Path, *, clips: int = 32, ta
     paths = [path for path, _ in read_captions(captions)[:clips]]
     frames = [read_frames(p, np.linspace(0, video_info(p).num_frames - 1, 4).round().astype(int).tolist())
               for p in paths]  # 4 frames spread over each clip
-    images = resize_center_crop(np.concatenate(frames), 64, 64).transpose(0, 1)  # (n, 3, 64, 64)
+    images = cover_crop_frames(np.concatenate(frames), 64, 64).transpose(0, 1)  # (n, 3, 64, 64)
     with torch.no_grad():
         std = float(movq.eval().encode(images).std())
     scale = round(target_std / std, 6)

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 from kvideo.argtypes import parse_seed
-
-STAGE_NAMES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
-               "interpolation", "data-motion", "cache-interpolation-motion", "interpolation-motion", "decoder",
-               "model")  # the recipe's stages, in order (here: no torch import)
+from kvideo.shapes.presets import STAGES as STAGE_NAMES
 
 
 def register(subparsers) -> None:

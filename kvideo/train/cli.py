@@ -10,6 +10,7 @@ import os
 import sys
 
 from kvideo.checkpoint import check_writable_folder
+from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets --preset names
 from kvideo.train.config import (
     TASKS, CacheConfig, TrainConfig, add_config_arguments, config_from_args, read_config_file,
 )
@@ -17,7 +18,7 @@ from kvideo.train.config import (
 EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 256; --output_dir spellings work "
           "too); flags override the --config file, which overrides the --preset. Launch several processes with "
           "torchrun, e.g. "
-          "torchrun --nproc_per_node 8 -m kvideo train keyframe --config configs/train/keyframe.json")
+          "torchrun --nproc_per_node 8 -m kvideo train keyframe --preset keyframe")
 
 TASK_HELP = {"distill": "distill a keyframe or interpolation UNet (--teacher) into a student that samples in "
                         "--student-steps DDIM steps, unguided"}

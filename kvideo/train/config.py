@@ -257,75 +257,16 @@ TrainConfig.register_preset("movq", task="movq", model_preset="official", train=
                             clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=256, width=256))
 TrainConfig.register_preset("image", task="image", model_preset="official-image", train="all",
                             clip=ClipConfig(task="image", keyframes=16))
-
-# -- the shapes recipe (`kvideo recipe shapes`): 64x64 clips, sized for a 2-core CPU ------------------
-_SHAPES = dict(precision="fp32", num_workers=1, log_every=25, tensorboard=False, warmup_steps=100,
-               lr_schedule="cosine", weight_decay=0.0, max_grad_norm=1.0)
-_SHAPES_KEYFRAMES = ClipConfig(task="keyframe", keyframes=15, keyframe_step=12, height=64, width=64)
-TrainConfig.register_preset(
-    "shapes-movq", task="movq", model_preset="shapes", train="all", steps=3000, batch_size=2, grad_accum=1,
-    lr=2e-3, save_every=250, detail_weight=10.0, clip=ClipConfig(task="movq", decoder_frames=4, decoder_step=24, height=64, width=64),
-    **_SHAPES)
-TrainConfig.register_preset(
-    "shapes-image", task="image", train="all", steps=6000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
-    save_every=500, clip=dataclasses.replace(_SHAPES_KEYFRAMES, task="image"), **_SHAPES)
-# The keyframe stages learn in three phases (`kvideo recipe` chains them with init_weights). Only at the noisiest
-# steps must the direction word decide a clip's motion (less noisy clips show it); a UNet learns that on the
-# four captions of one colour, shape and background (`motion`), keeps it on the whole set (`noisy`), then learns
-# the less noisy steps too (the stage's own preset, steps drawn with shift 12). Trained on the whole set from
-# the start, 2000 steps did not learn it (benchmarks/README.md).
-KEYFRAME_PHASES = ("motion", "noisy")  # preset suffixes of the phases before a keyframe preset's own run
-_MOTION_CAPTIONS = r"^a red circle moving \w+ on a black background$"
-for _name, _train, _lr in (("shapes-keyframe", "temporal", 5e-4), ("shapes-keyframe-all", "all", 3e-4)):
-    _keyframe = dict(task="keyframe", model_preset="shapes-keyframe", train=_train, batch_size=2, grad_accum=1,
-                     lr=_lr, ema_decay=0.999, clip=_SHAPES_KEYFRAMES, **_SHAPES)
-    TrainConfig.register_preset(f"{_name}-motion", steps=500, save_every=250, caption_pattern=_MOTION_CAPTIONS,
-                                timestep_shift=1000.0, **_keyframe)
-    TrainConfig.register_preset(f"{_name}-noisy", steps=500, save_every=250, timestep_shift=1000.0, **_keyframe)
-    TrainConfig.register_preset(_name, steps=1500, save_every=500, timestep_shift=12.0, **_keyframe)
-del _name, _train, _lr, _keyframe
-TrainConfig.register_preset(
-    "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=4000,
-    batch_size=4, grad_accum=1, lr=5e-4, ema_decay=0.999, save_every=500,
-    clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64),
-    **{**_SHAPES, "precision": "bf16"})
-# The interpolation model fine-tuned on clips 3.3 times faster (3 s instead of 10 s: a keyframe pair moves 5-20 %
-# of the frame instead of 1.5-6 %): on the slow clips the frames between moved less than a latent pixel, and the
-# model learned to put all three at the pair's middle (the object hopped at each keyframe; benchmarks/README.md).
-TrainConfig.register_preset(
-    "shapes-interpolation-motion", task="interpolation", model_preset="shapes-interpolation", train="all",
-    steps=1200, batch_size=4, grad_accum=1, lr=2e-4, ema_decay=0.995, save_every=300,
-    clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64),
-    **{**_SHAPES, "precision": "bf16", "warmup_steps": 50})
-TrainConfig.register_preset(
-    "shapes-decoder", task="decoder", model_preset="shapes-video", train="all", steps=800, batch_size=2,
-    grad_accum=1, lr=5e-4, latent_noise=0.1, save_every=200,
-    clip=ClipConfig(task="decoder", decoder_frames=8, decoder_step=3, height=64, width=64), **_SHAPES)
-# The FVD detector of the shapes benchmarks: 16 frames 11 apart (24 fps: 6.9 s of a clip, 2.2 fps), as
-# `kvideo.shapes.quality.clip_features` spreads 16 frames over a generated clip; 16 frames 3 apart (2 s)
-# showed 3-5 pixels of motion, and the direction was read no better than chance (benchmarks/README.md).
-TrainConfig.register_preset(
-    "shapes-detector", task="detector", model_preset="tiny", train="all", steps=1500, batch_size=8, grad_accum=1,
-    lr=1e-3, save_every=250, clip=ClipConfig(task="detector", decoder_frames=16, decoder_step=11, height=64, width=64),
-    **_SHAPES)
-# Step distillation (`kvideo train distill`): the student starts from --teacher and learns to take one DDIM step for
-# two of the teacher's, its guidance folded in. The shapes model samples keyframes in 25 trailing steps; a 24-step
-# teacher (every other point of it is the 12-step grid) and a 12-step student. Interpolation: 10 -> 5 steps.
+# Step distillation: the student starts from --teacher and learns one DDIM step for two of the teacher's.
 _DISTILL_CLIP = ClipConfig(task="distill", height=64, width=64)  # the clips are the cache's; nothing reads these
 TrainConfig.register_preset("tiny-distill-keyframe", task="distill", train="all", student_steps=2,
                             teacher_guidance=5.0, **_TINY, clip=_DISTILL_CLIP)
 TrainConfig.register_preset("tiny-distill-interpolation", task="distill", train="all", student_steps=2,
                             teacher_guidance=0.25, **_TINY, clip=_DISTILL_CLIP)
-_SHAPES_DISTILL = dict(task="distill", train="all", steps=1000, batch_size=2, grad_accum=1, lr=1e-4, ema_decay=0.999,
-                       save_every=250, clip=_DISTILL_CLIP, **_SHAPES)
-TrainConfig.register_preset("shapes-distill-keyframe", student_steps=12, teacher_guidance=5.0, **_SHAPES_DISTILL)
-TrainConfig.register_preset("shapes-distill-interpolation", student_steps=5, teacher_guidance=0.25, **_SHAPES_DISTILL)
 CacheConfig.register_preset("keyframe", clip=ClipConfig(task="keyframe", keyframes=16))
 CacheConfig.register_preset("interpolation", clip=ClipConfig(task="interpolation", keyframes=9, height=256,
                                                              width=256))
-CacheConfig.register_preset("shapes-keyframe", clips_per_video=4, batch_size=8, clip=_SHAPES_KEYFRAMES)
-CacheConfig.register_preset("shapes-interpolation", clips_per_video=4, batch_size=8,
-                            clip=ClipConfig(task="interpolation", keyframes=5, max_skip=4, height=64, width=64))
+# The shapes model's presets are in kvideo.shapes.presets.
 
 
 # -- inputs: what each stage reads, and the command that makes it --------------------------------
@@ -699,25 +640,3 @@ def config_from_args(cls: type[Config], args: argparse.Namespace, **fixed: Any) 
     check_finite(config)
     return config
 
-
-def write_presets(folder: str | Path) -> list[Path]:
-    """Write every training preset to `<folder>/<name>.json` (run: python -m kvideo.train.config configs/train)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in TrainConfig.presets():
-        path = folder / f"{name}.json"
-        path.write_text(TrainConfig.preset(name).to_json(indent=2) + "\n")
-        written.append(path)
-    for name in CacheConfig.presets():
-        path = folder / f"cache-{name}.json"
-        path.write_text(CacheConfig.preset(name).to_json(indent=2) + "\n")
-        written.append(path)
-    return written
-
-
-if __name__ == "__main__":
-    import sys
-
-    for written in write_presets(sys.argv[1] if len(sys.argv) > 1 else "configs/train"):
-        print(written)

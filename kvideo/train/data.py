@@ -141,7 +141,7 @@ def clip_indices(num_frames: int, fps: float, clip: ClipConfig, generator: torch
 
 
 # -- pixels ---------------------------------------------------------------------------------------
-def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+def cover_crop_frames(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
     """uint8 (f, h, w, 3) -> float (3, f, height, width) in [-1, 1]: cover-resize, then center crop."""
     video = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "f h w c -> f c h w").float()
     scale = max(height / video.shape[-2], width / video.shape[-1])
@@ -232,7 +232,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         except (VideoReadError, IndexError) as error:
             return {"error": str(error), "index": index, "path": str(record.path)}
         return {
-            "frames": resize_center_crop(frames, self.clip.height, self.clip.width),
+            "frames": cover_crop_frames(frames, self.clip.height, self.clip.width),
             "caption": record.caption, "step": step, "index": index, "path": str(record.path),
         }
 
