@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from importlib import metadata
 
+from kvideo import __version__, generate_cli
 from kvideo.argtypes import parse_int
-from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, debug_requested, run_command, without_debug_flag
+from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, dispatch
+from kvideo.eval import cli as eval_cli
+from kvideo.shapes import cli as shapes_cli
 from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets commands name
-
-# Each module provides `register(subparsers)`, adding its subcommand(s) with `set_defaults(func=...)`.
-SUBCOMMAND_MODULES = ("kvideo.cli", "kvideo.generate_cli", "kvideo.eval.cli", "kvideo.train.cli", "kvideo.shapes.cli",
-                      "kvideo.shapes.recipe_cli")
+from kvideo.shapes import recipe_cli
+from kvideo.train import cli as train_cli
 
 
 def register(subparsers) -> None:
@@ -71,13 +72,9 @@ def _threads(text: str) -> int:
 
 def version() -> str:
     """The installed distribution's version, or the package's own when kvideo runs from a source tree."""
-    from importlib import metadata
-
     try:
         return metadata.version("kvideo")
     except metadata.PackageNotFoundError:
-        from kvideo import __version__
-
         return __version__
 
 
@@ -89,39 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print kvideo's version and exit (default: off)")
     parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of any error (default: off)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        module = sys.modules[__name__] if name == __name__ or name == "kvideo.cli" else importlib.import_module(name)
-        module.register(subparsers)
+    register(subparsers)  # convert, info
+    generate_cli.register(subparsers)
+    shapes_cli.register_eval(eval_cli.register(subparsers))  # eval ..., then eval shapes
+    train_cli.register(subparsers)
+    shapes_cli.register(subparsers)  # data shapes
+    recipe_cli.register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     return dispatch(build_parser(), argv)
-
-
-def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
-    """Parse `argv` and run the command; errors the user can fix are one line `kvideo <command>: error: ...`
-    with exit status 2, other exceptions (bugs) keep their traceback; `--debug` shows it for all."""
-    debug = debug_requested(argv)
-    args = parser.parse_args(without_debug_flag(argv))
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_ERROR
-    return run_command(command_name(args), lambda: _run(args), debug=debug)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from kvideo.threads import set_threads
-
-    set_threads(getattr(args, "threads", None))
-    return args.func(args)
-
-
-def command_name(args: argparse.Namespace) -> str:
-    """`kvideo generate`, `kvideo train keyframe`, `kvideo eval fvd`: the words that name the command."""
-    words = [args.command] + [getattr(args, f"{args.command}_command", None) or ""]
-    return " ".join(["kvideo", *filter(None, words)])
 
 
 if __name__ == "__main__":

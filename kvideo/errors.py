@@ -1,10 +1,13 @@
 """kvideo's own exceptions, and the one way the command line reports them (one line, exit status 2)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
 from typing import Callable
+
+from kvideo.threads import set_threads
 
 EXIT_ERROR = 2  # a user-facing error (bad input, file, checkpoint), as argparse uses
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -90,3 +93,25 @@ def run_command(prog: str, func: Callable[[], int], *, debug: bool) -> int:
             raise
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse `argv` and run the command; errors the user can fix are one line `kvideo <command>: error: ...`
+    with exit status 2, other exceptions (bugs) keep their traceback; `--debug` shows it for all."""
+    debug = debug_requested(argv)
+    args = parser.parse_args(without_debug_flag(argv))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    return run_command(command_name(args), lambda: _run(args), debug=debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    set_threads(getattr(args, "threads", None))
+    return args.func(args)
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """`kvideo generate`, `kvideo train keyframe`, `kvideo eval fvd`: the words that name the command."""
+    words = [args.command] + [getattr(args, f"{args.command}_command", None) or ""]
+    return " ".join(["kvideo", *filter(None, words)])

@@ -12,7 +12,7 @@ REAL_FORMATS = ("ucf101", "msrvtt", "folder")
 FAKE_FORMATS = ("auto", "generated", "folder", "ucf101", "msrvtt")
 
 
-def register(subparsers) -> None:
+def register(subparsers) -> argparse._SubParsersAction:
     parser = subparsers.add_parser("eval", help="benchmark generation and FVD / IS / CLIPSIM metrics")
     commands = parser.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
     _generate_parser(commands)
@@ -22,9 +22,7 @@ def register(subparsers) -> None:
     _clipsim_parser(commands)
     for name in ("generate", "stats", "fvd", "is", "clipsim"):
         _one_voice(commands.choices[name])
-    from kvideo.shapes.cli import register_eval
-
-    register_eval(commands)  # kvideo eval shapes
+    return commands  # kvideo.cli adds `eval shapes` to them
 
 
 # -- shared arguments --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def _data_shapes(args) -> int:
 
 
 def register_eval(commands) -> None:
-    """`kvideo eval shapes`: score clips against their shapes captions (added by kvideo.eval.cli)."""
+    """`kvideo eval shapes`: score clips against their shapes captions (kvideo.cli adds it to the eval commands)."""
     p = commands.add_parser("shapes", help="check clips against shapes captions: background, color, shape, direction")
     p.add_argument("--videos", required=True, help="folder of the clips (required)")
     p.add_argument("--captions", help="captions CSV/JSONL (path, caption); paths relative to its folder or to "

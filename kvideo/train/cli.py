@@ -10,6 +10,7 @@ import os
 import sys
 
 from kvideo.checkpoint import check_writable_folder
+from kvideo.errors import dispatch
 from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets --preset names
 from kvideo.train.config import (
     TASKS, CacheConfig, TrainConfig, add_config_arguments, config_from_args, read_config_file,
@@ -83,8 +84,6 @@ def run_cache_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m kvideo.train.cli STEP ...`: the same as `kvideo train STEP ...` (handy under torchrun)."""
-    from kvideo.cli import dispatch
-
     parser = argparse.ArgumentParser(prog="kvideo")
     register(parser.add_subparsers(dest="command"))
     return dispatch(parser, ["train", *(sys.argv[1:] if argv is None else argv)])
