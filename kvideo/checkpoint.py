@@ -87,6 +87,26 @@ def check_finite_tensors(contents: Mapping[str, Any], *, what: str, prefix: str 
                                             "damaged or come from a diverged training run: use another checkpoint")
 
 
+def check_tensor_tree(contents: Mapping[Any, Any], *, what: str, prefix: str = "") -> None:
+    """Raise CheckpointError unless every key (nested mappings walked) is a name and every value a tensor or a
+    mapping of them: the shape of a state dict, and of the official files that nest them."""
+    for key, value in contents.items():
+        if not isinstance(key, str):
+            inside = f" inside {prefix[:-1]!r}" if prefix else ""
+            raise CheckpointError(f"{what} is not a state dict: it holds the key {key!r} (an {type(key).__name__})"
+                                  f"{inside}, where a state dict names its tensors with strings")
+        if isinstance(value, Mapping):
+            check_tensor_tree(value, what=what, prefix=f"{prefix}{key}.")
+        elif not torch.is_tensor(value):
+            raise CheckpointError(f"{what} is not a state dict: its entry {prefix + key!r} holds "
+                                  f"{_short(value)} ({type(value).__name__}), not a tensor")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def load_pickle(path: str | Path) -> Any:
     """`torch.load(weights_only=True)` on the CPU (memory-mapped when the file allows); any file it
     refuses or cannot parse raises UnreadableCheckpointError naming the file."""

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from kvideo.checkpoint import (
-    CheckpointError, OutputError, check_writable_folder, guess_checkpoint_kind, load_file, read_metadata,
+    CheckpointError, OutputError, check_tensor_tree, check_writable_folder, guess_checkpoint_kind, load_file,
+    read_metadata,
 )
 from kvideo.models.base import Checkpoint, PretrainedModel
 
@@ -69,6 +70,7 @@ def convert(source: str | Path, output: str | Path, *, model: str | None = None,
     contents, metadata = load_file(source)
     if metadata.get("model_type"):
         raise ValueError(f"{str(source)!r} is already a kvideo checkpoint ({metadata['model_type']})")
+    check_tensor_tree(contents, what=repr(str(source)))
     name = model or detect_model(contents)
     cls = model_class(name)
     state, extras = cls.split_official(contents)
@@ -207,6 +209,7 @@ def info(path: str | Path) -> CheckpointInfo:
         summary.warning = f"the file's tensors do not fit this config: {problems}" if problems else ""
         return summary
     contents, _ = load_file(path)
+    check_tensor_tree(contents, what=repr(str(path)))
     name = detect_model(contents)
     cls = model_class(name)
     state, extras = cls.split_official(contents)

@@ -479,6 +479,79 @@ def test_a_checkpoint_save_that_runs_out_of_space_is_one_line_and_keeps_the_prev
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-00000002", "step-00000004"]
 
 
+# -- types inside files: pickles that are not state dicts, kvideo metadata without a usable config -----------
+def not_a_state_dict(case: str) -> dict:
+    import torch
+
+    return {"non-tensor": {"a": torch.ones(2), "b": 3}, "int keys": {1: torch.ones(2), 2: torch.ones(3)},
+            "nested int key": {"unet": {1: torch.ones(2)}}}[case]
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("non-tensor", "its entry 'b' holds 3 (int), not a tensor"),
+    ("int keys", "it holds the key 1 (an int), where a state dict names its tensors with strings"),
+    ("nested int key", "it holds the key 1 (an int) inside 'unet'"),
+])
+def test_info_and_convert_refuse_a_pickle_that_is_not_a_state_dict(tmp_path, case, needle):
+    import torch
+
+    torch.save(not_a_state_dict(case), tmp_path / "odd.pt")
+    assert_one_line_error(kvideo("info", tmp_path / "odd.pt"), "info", "odd.pt' is not a state dict", needle)
+    result = kvideo("convert", tmp_path / "odd.pt", "-o", tmp_path / "out.safetensors")
+    assert_one_line_error(result, "convert", "odd.pt' is not a state dict", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.pt"]
+
+
+@pytest.mark.parametrize("metadata, needle", [
+    ({"model_type": "unet"}, "model.safetensors' is a kvideo unet file without its config in the metadata"),
+    ({"config": "{}"}, "cannot tell which Kandinsky Video model this is"),  # no model_type: read as official
+    ({"model_type": "unet", "config": "{nope"}, "the config in its metadata cannot be used: UNetConfig: not JSON"),
+    ({"model_type": "unet", "config": "[1]"}, "UNetConfig: expected a JSON object of its fields, got a list"),
+    ({"model_type": "unet", "config": '{"model_channels": "x"}'},
+     "UNetConfig.model_channels='x' is a string; expected a whole number"),
+    ({"model_type": "movq", "config": '{"groups": 0}'}, "MoVQConfig.groups=0 must be a size from 1 to"),
+])
+def test_kvideo_metadata_without_a_usable_config_is_one_line(tmp_path, metadata, needle):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "model.safetensors"), metadata=metadata)
+    assert_one_line_error(kvideo("info", tmp_path / "model.safetensors"), "info", needle)
+
+
+@pytest.mark.parametrize("config, needle", [
+    ('{"model_channels": "x"}', "UNetConfig.model_channels='x' is a string; expected a whole number"),
+    ("{nope", "its metadata config is not JSON"),
+])
+def test_temporal_weights_with_an_unusable_config_are_refused_before_any_model_loads(tmp_path, config, needle):
+    import torch
+    from safetensors.torch import save_file
+
+    metadata = {"model_type": "unet", "config": config, "task": "keyframe", "kvideo_weights": "temporal"}
+    save_file({"w": torch.ones(2)}, str(tmp_path / "t.safetensors"), metadata=metadata)
+    result = kvideo("generate", "a cat", "-o", tmp_path / "clip.mp4", "--temporal-weights", tmp_path / "t.safetensors",
+                    "--fps", "low", "--steps", "2", "--frames", "2", "--quiet")
+    assert_one_line_error(result, "generate", "t.safetensors'", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
+
+
+@pytest.mark.parametrize("text, needle", [
+    (b'{"model_channels": "x"}', "config.json': UNetConfig.model_channels='x' is a string; expected a whole number"),
+    (b'{"dim_mult": [1, 2]', "config.json' is not JSON (Expecting"),
+    (b"[1, 2]", "config.json': UNetConfig: expected a JSON object of its fields, got a list"),
+    (b"\xff\xfe{}", "config.json' is not UTF-8 text"),
+])
+def test_convert_config_files_that_cannot_be_used_are_one_line_naming_the_file(tmp_path, text, needle):
+    from test_convert import write_official_interpolation
+
+    write_official_interpolation(tmp_path / "interp.pt")
+    (tmp_path / "config.json").write_bytes(text)
+    result = kvideo("convert", tmp_path / "interp.pt", "-o", tmp_path / "out.safetensors", "--config",
+                    tmp_path / "config.json")
+    assert_one_line_error(result, "convert", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "interp.pt"]
+
+
 # -- malformed files, property style: every wrong value is one expected error, never a traceback ----------------
 WRONG_VALUES = ["1e-3", "", None, True, [], [1, "x"], {}, {"a": 1}, -1, 0, 2**70, 1.5, float("nan"), "nan"]
 

@@ -12,6 +12,7 @@ from kvideo.checkpoint import (
     CheckpointError,
     KeyRenames,
     check_state_dict,
+    check_tensor_tree,
     load_file,
     load_state_dict_strict,
     save_safetensors,
@@ -83,12 +84,25 @@ class PretrainedModel(nn.Module):
                 raise CheckpointError(
                     f"{str(path)!r} holds a {found or 'non-kvideo'} checkpoint, not a {cls.model_type}"
                 )
-            config = cls.config_class.from_json(metadata["config"])
+            config = cls.metadata_config(path, metadata)
             extras = {k[len(EXTRA_PREFIX):]: v for k, v in contents.items() if k.startswith(EXTRA_PREFIX)}
             state = {k: v for k, v in contents.items() if not k.startswith(EXTRA_PREFIX)}
             return Checkpoint(state, extras, config, metadata)
+        check_tensor_tree(contents, what=repr(str(path)))
         state, extras = cls.split_official(contents)
         return Checkpoint(cls.renames.state_to_kvideo(state), extras, None, {})
+
+    @classmethod
+    def metadata_config(cls, path: str | Path, metadata: Mapping[str, str]) -> Config:
+        """The config a kvideo file stores in its metadata; missing, not JSON or not fitting the config class
+        is a one-line CheckpointError naming the file."""
+        if "config" not in metadata:
+            raise CheckpointError(f"{str(path)!r} is a kvideo {cls.model_type} file without its config in the "
+                                  "metadata; it was not written by kvideo (or was edited): convert or save it again")
+        try:
+            return cls.config_class.from_json(metadata["config"])
+        except ValueError as error:
+            raise CheckpointError(f"{str(path)!r}: the config in its metadata cannot be used: {error}") from None
 
     @classmethod
     def from_pretrained(

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from kvideo.attention import attention
 from kvideo.checkpoint import CheckpointError, KeyRenames, check_keys, guess_checkpoint_kind
-from kvideo.config import Config, check
+from kvideo.config import Config, check, check_sizes
 from kvideo.models import temporal
 from kvideo.models.base import Checkpoint, PretrainedModel
 from kvideo.models.layers import TemporalConvMix
@@ -57,6 +57,8 @@ class MoVQConfig(Config):
     latent_scale: float = 1.0
 
     def validate(self) -> None:
+        check_sizes(self, ("in_channels", "out_channels", "channels", "channel_mult", "latent_channels", "groups",
+                           "temporal_kernel_size"))
         levels = len(self.channel_mult)
         check(levels >= 1, f"MoVQConfig.channel_mult={self.channel_mult} needs at least one level")
         check(len(self.attention_levels) == levels,

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kvideo.checkpoint import CheckpointError, KeyRenames, check_keys
-from kvideo.config import Config, check
+from kvideo.config import Config, check, check_sizes
 from kvideo.models import temporal
 from kvideo.models.base import PretrainedModel
 from kvideo.models.layers import (
@@ -38,6 +38,11 @@ _REFERENCE_11_INTERPOLATION = dict(
     merge_perturbation_time_with_diffusion_time=True, merge_perturbation_time_with_context=False,
     pass_skip_frames=True, temporal_type="conv3D", add_new_temporal_params=False, add_temporal_attention=True,
 )
+
+
+SIZE_FIELDS = ("model_channels", "init_channels", "num_channels", "out_channels", "time_embed_dim", "context_dim",
+               "groups", "head_dim", "expansion_ratio", "compression_ratio", "dim_mult", "num_blocks",
+               "latent_channels", "num_frames", "frame_stride", "interpolated_frames", "num_skip_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +102,7 @@ class UNetConfig(Config):
         return self.prediction or ("v" if self.kind == "interpolation" else "eps")
 
     def validate(self) -> None:
+        check_sizes(self, SIZE_FIELDS)
         check(self.kind in KINDS, f"UNetConfig.kind={self.kind!r}; expected one of {KINDS}")
         check(self.release in RELEASES, f"UNetConfig.release={self.release!r}; expected one of {RELEASES}")
         check(self.prediction in ("", "eps", "v"),

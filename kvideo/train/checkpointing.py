@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -116,10 +116,29 @@ def _weights_info(path: str | Path, metadata: Mapping[str, str]) -> WeightsInfo:
     if not isinstance(config, dict):
         raise UnreadableCheckpointError(f"{str(path)!r}: its metadata config is a {type(config).__name__}, "
                                         "not a mapping of config fields")
+    _check_config_types(path, metadata["model_type"], config)
     if metadata["kvideo_weights"] not in ("temporal", "all"):
         raise UnreadableCheckpointError(f"{str(path)!r}: its metadata kvideo_weights="
                                         f"{metadata['kvideo_weights']!r} is neither 'temporal' nor 'all'")
     return WeightsInfo(metadata["model_type"], metadata["config"], metadata["task"], metadata["kvideo_weights"], step)
+
+
+def _check_config_types(path: str | Path, model_type: str, values: dict[str, Any]) -> None:
+    """The stored config's fields that this version knows have their types (a model_channels of "x" is one line
+    here, not a traceback where the model is built); fields of newer versions are compared as stored."""
+    from kvideo.config import check_types
+    from kvideo.models.movq import MoVQConfig
+    from kvideo.models.unet import UNetConfig
+
+    cls = {"unet": UNetConfig, "movq": MoVQConfig}.get(model_type)
+    if cls is None:
+        return  # check_compatible says the model type does not match
+    known = {field.name for field in fields(cls)}
+    try:
+        check_types(cls, {key: value for key, value in values.items() if key in known})
+    except ValueError as error:
+        raise UnreadableCheckpointError(f"{str(path)!r}: the config in its metadata cannot be used: {error}") \
+            from None
 
 
 def check_compatible(info: WeightsInfo, model: nn.Module, *, what: str) -> None:
