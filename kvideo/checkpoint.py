@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -204,7 +205,21 @@ def save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], meta
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=meta)
+        try:
+            save_file(flat, str(tmp), metadata=meta)
+        except Exception as error:  # noqa: BLE001 (safetensors wraps the OSError in its own SafetensorError)
+            if not isinstance(error, OSError) and "I/O error" not in str(error):
+                raise
+            raise write_failed(path, error) from None
+
+
+def write_failed(path: str | Path, error: BaseException) -> OutputError:
+    """The one message for an output the disk would not take (full, a file-size limit): the final name (not the
+    temporary one, which is removed), the reason and the space left there."""
+    reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    free = shutil.disk_usage(Path(path).absolute().parent).free / 2**20
+    return OutputError(f"writing {str(path)!r} failed ({reason[:160]}; {free:.0f} MiB free there); nothing was "
+                       "written at that name")
 
 
 # -- key renames -------------------------------------------------------------------------------

@@ -454,25 +454,49 @@ def test_caption_lists_name_the_file_and_line(videos, tmp_path, name, content, n
     assert not (tmp_path / "run").exists()
 
 
-# -- a full disk during a checkpoint save ---------------------------------------------------------------------
+# -- a full disk during a checkpoint save or a convert ---------------------------------------------------------
+def files_up_to(size: int):
+    """A subprocess preexec_fn: writes past `size` bytes fail with EFBIG, as on a full disk."""
+    def limit() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+def test_convert_onto_a_full_disk_is_one_line_and_leaves_nothing_at_the_name(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_convert import write_official_interpolation
+
+    write_official_interpolation(tmp_path / "interp.pt")
+    (tmp_path / "out").mkdir()
+    args = ["convert", tmp_path / "interp.pt", "-o", tmp_path / "out" / "model.safetensors", "--model-preset",
+            "tiny-interpolation"]
+    result = subprocess.run([sys.executable, "-m", "kvideo", *map(str, args)], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, preexec_fn=files_up_to(20_000))
+    assert_one_line_error(result, "convert", f"writing {str(tmp_path / 'out' / 'model.safetensors')!r} failed (",
+                          "File too large", "MiB free there); nothing was written at that name")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_a_checkpoint_save_that_runs_out_of_space_is_one_line_and_keeps_the_previous(finished_run):
     import os
-    import resource
-    import signal
     import subprocess
     import sys
 
     flags, run = finished_run
     step4 = run / "checkpoints/step-00000004"
     before = snapshot(step4)
-
-    def small_files():  # writes past 800 kB fail with EFBIG, as on a full disk (state.pt is larger)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (800_000, 800_000))
-
     args = [*flags[:-6], "--steps", "6", "--save-every", "2", "--ema-decay", "0.5", "--resume", "latest"]
     result = subprocess.run([sys.executable, "-m", "kvideo", *map(str, args)], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, preexec_fn=small_files)
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+                            preexec_fn=files_up_to(800_000))  # state.pt is larger
     assert_one_line_error(result, "train keyframe", "writing checkpoint 6 into", "failed (",
                           f"the last checkpoint, {str(step4)!r}, is intact")
     assert snapshot(step4) == before and (run / "checkpoints/latest").read_text() == "step-00000004\n"
