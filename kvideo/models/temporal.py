@@ -25,22 +25,9 @@ def temporal_modules(model: nn.Module) -> Iterator[tuple[str, TemporalModule]]:
                 yield f"{name}.{sub_name}", sub
 
 
-def temporal_parameter_names(model: nn.Module) -> list[str]:
-    return [
-        f"{prefix}.{name}"
-        for prefix, module in temporal_modules(model)
-        for name, _ in module.named_parameters()
-    ]
-
-
 def temporal_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     for _, module in temporal_modules(model):
         yield from module.parameters()
-
-
-def spatial_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    temporal = {id(p) for p in temporal_parameters(model)}
-    return (p for p in model.parameters() if id(p) not in temporal)
 
 
 def freeze_spatial(model: nn.Module) -> nn.Module:

@@ -17,11 +17,8 @@ from kvideo.errors import BadInputError
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTION_VECTORS, Caption, all_captions
 
 SUPERSAMPLE = 4  # samples per pixel along each axis; their mean is the pixel's coverage
-# Side of the shape's bounding square, as a fraction of the frame's short side. At 64x64 with 8x8 latents
-# (the shapes model) a shape of 18-30 % spans 1.5-2.4 latent pixels and the trained MoVQ kept it for
-# 77 % of clips; at 30-42 % for 96 % (measured). At 40-55 % (3.2-4.4 latent pixels) the image UNet's shape
-# accuracy rose from 52 to 60 % (triangles 8/19 -> 13/19; benchmarks/README.md, fourth run). 55 % is the most
-# a 16-pixel frame allows with 30 % travel and the margin. (The shapes model now has 16x16 latents.)
+# Side of the shape's bounding square over the frame's short side: larger shapes are told apart more often
+# (benchmarks/README.md); 55 % is the most a 16-pixel frame allows with 30 % travel and the margin.
 OBJECT_SIZE = (0.40, 0.55)
 MIN_TRAVEL = 0.30  # distance travelled over the clip, as a fraction of the frame along the direction
 MARGIN = 1.0  # pixels always kept between the shape and the frame's edge

@@ -577,11 +577,6 @@ def _parser_for(annotation: Any):
     return PARSERS.get(annotation, annotation)
 
 
-def config_fields(cls: type[Config], prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted name, parser) for every field, nested configs flattened (`clip.height`)."""
-    return [(name, parse) for name, parse, _ in _fields_with_help(cls, prefix)]
-
-
 def _fields_with_help(cls: type[Config], prefix: str = "") -> list[tuple[str, Any, str]]:
     hints = typing.get_type_hints(cls)
     fields = []

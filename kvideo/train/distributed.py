@@ -83,11 +83,6 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str, shard_types: tuple
     return fully_shard(model)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (FSDP2 shards in place, so the model is itself)."""
-    return getattr(model, "module", model)
-
-
 def make_optimizer(params: Iterable[nn.Parameter], env: DistEnv, *, zero: bool, strategy: str, lr: float,
                    betas: tuple[float, float], eps: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; under DDP with `zero`, a ZeroRedundancyOptimizer partitions its state across ranks (ZeRO-1)."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import shutil
 import sys
@@ -422,7 +421,3 @@ def train(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
         return Trainer(cfg, env, overwrite=overwrite).run()
     finally:
         distributed.teardown(env)
-
-
-def read_config(output_dir: str | Path) -> TrainConfig:
-    return TrainConfig.from_dict(json.loads((Path(output_dir) / "config.json").read_text()))

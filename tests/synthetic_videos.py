@@ -1,4 +1,4 @@
-"""A tiny synthetic video-text set (moving squares) for smoke tests, benchmarks and the docs recipe."""
+"""A tiny synthetic video-text set (moving squares) for the training tests (no tests here)."""
 from __future__ import annotations
 
 import csv
