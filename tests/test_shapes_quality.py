@@ -60,7 +60,7 @@ def test_quality_bar_and_frechet_helper():
 
 
 def test_detector_accuracy_reads_each_clips_caption(tmp_path):
-    from kvideo.train.detector import shape_motion_classes
+    from kvideo.shapes.detector import shape_motion_classes
 
     (tmp_path / "videos").mkdir()
     rows = [("videos/00001.mp4", "a red square moving up on a black background"),

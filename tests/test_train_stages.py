@@ -189,7 +189,7 @@ def shapes_set(tmp_path_factory):
 
 def test_detector_task_trains_an_i3d_on_shape_and_motion_classes(shapes_set, videos, tmp_path):
     from kvideo.eval.i3d import InceptionI3d
-    from kvideo.train.detector import caption_labels, shape_motion_classes
+    from kvideo.shapes.detector import caption_labels, shape_motion_classes
 
     assert len(shape_motion_classes()) == 12
     assert caption_labels(["a red square moving up on a gray background"]).tolist() == [

@@ -1,8 +1,8 @@
 """The shapes model's settings in one place: its UNet, MoVQ, training and cache presets and its recipe stages.
 
 Importing this module registers the presets (`UNetConfig.preset("shapes-keyframe")`,
-`TrainConfig.preset("shapes-movq")`, ...); every command line imports it, library code that names a
-shapes preset imports it too.
+`TrainConfig.preset("shapes-movq")`, ...) and the `detector` training task; every command line imports
+it, library code that names a shapes preset imports it too.
 """
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import dataclasses
 
 from kvideo.models.movq import MoVQConfig
 from kvideo.models.unet import UNetConfig
+from kvideo.shapes import detector
 from kvideo.train.config import CacheConfig, ClipConfig, TrainConfig
+from kvideo.train.tasks import register_task
 
 # The recipe's stages, in order (`kvideo recipe shapes OUT --stages ...`).
 STAGES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
@@ -89,3 +91,4 @@ TrainConfig.register_preset("shapes-distill-keyframe", student_steps=12, teacher
 TrainConfig.register_preset("shapes-distill-interpolation", student_steps=5, teacher_guidance=0.25, **_DISTILL)
 CacheConfig.register_preset("shapes-keyframe", clips_per_video=4, batch_size=8, clip=_KEYFRAMES)
 CacheConfig.register_preset("shapes-interpolation", clips_per_video=4, batch_size=8, clip=_INTERPOLATION)
+register_task("detector", detector.build)  # the FVD detector of the shapes benchmarks

@@ -142,7 +142,7 @@ def detector_accuracy(features: np.ndarray, folder: str | Path) -> float:
     """Share of the clips of `folder` (`clip_features` order) whose largest detector logit is their caption's
     shape x direction class, the captions read from `folder/captions.csv`: how much an FVD feature sees."""
     from kvideo.train.data import read_captions
-    from kvideo.train.detector import caption_labels
+    from kvideo.shapes.detector import caption_labels
 
     folder = Path(folder)
     captions = {path.resolve(): caption for path, caption in read_captions(folder / "captions.csv")}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -10,15 +9,10 @@ import torch
 from torch import nn
 
 from kvideo.models.base import PretrainedModel
-from kvideo.train.checkpointing import load_trained_weights
 from kvideo.train.config import TrainConfig
-from kvideo.train.data import CaptionSubset
 from kvideo.train.seeding import seeded_generator
 
 Loss = Callable[[nn.Module, dict[str, Any], torch.Generator], torch.Tensor]
-TASK_MODULES = {"movq": "kvideo.train.movq", "image": "kvideo.train.image", "keyframe": "kvideo.train.keyframe",
-                "interpolation": "kvideo.train.interpolation", "decoder": "kvideo.train.decoder",
-                "detector": "kvideo.train.detector", "distill": "kvideo.train.distill"}
 
 
 @dataclass
@@ -42,18 +36,6 @@ class Task:
     batch_key: str
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     shard_types: tuple[type, ...] = ()
-
-
-def build_task(cfg: TrainConfig) -> Task:
-    """The task `cfg.task` (keyframe / interpolation / decoder ...), checked against its data; with
-    `cfg.init_weights`, an earlier run's trained weights loaded onto its model; with `cfg.caption_pattern`,
-    its data cut to the samples whose caption matches."""
-    task = importlib.import_module(TASK_MODULES[cfg.task]).build(cfg)
-    if cfg.init_weights:
-        load_trained_weights(task.model, cfg.init_weights)
-    if cfg.caption_pattern:
-        task.dataset = CaptionSubset(task.dataset, cfg.caption_pattern)
-    return task
 
 
 def select_trainable(model: nn.Module, train: str) -> list[str]:

@@ -21,7 +21,8 @@ from kvideo.train import distributed
 from kvideo.train.config import TrainConfig, check_finite, check_inputs
 from kvideo.train.data import StreamSampler
 from kvideo.train.seeding import rng_state, seeded_generator, set_rng_state
-from kvideo.train.task import Task, build_task
+from kvideo.train.task import Task
+from kvideo.train.tasks import build_task
 from kvideo.train.tracking import TrainLog, peak_memory_gb, read_log
 
 

@@ -1,4 +1,4 @@
-"""Detector objective: kvideo's I3D trained from scratch as a classifier of captioned clips.
+"""The shapes benchmarks' FVD detector: kvideo's I3D trained from scratch as a classifier of shapes clips.
 
 The classes come from the shapes grammar (`shape x direction`, 12 classes): a detector that has
 to tell them apart sees both appearance and motion, which is what an FVD feature must see. The
@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kvideo.eval.i3d import I3DConfig, InceptionI3d
+from kvideo.shapes.grammar import DIRECTIONS, SHAPES, parse_caption
 from kvideo.train.config import TrainConfig
 from kvideo.train.data import VideoTextDataset, collate_clips
 from kvideo.train.task import Task
@@ -19,15 +21,11 @@ from kvideo.train.task import Task
 
 def shape_motion_classes() -> list[str]:
     """The detector's classes: "<shape> <direction>" for every shape and direction of the grammar."""
-    from kvideo.shapes.grammar import DIRECTIONS, SHAPES
-
     return [f"{shape} {direction}" for shape in SHAPES for direction in DIRECTIONS]
 
 
 def caption_labels(captions: list[str]) -> torch.Tensor:
     """Class indices of shapes captions; a caption outside the grammar is an error naming it."""
-    from kvideo.shapes.grammar import parse_caption
-
     classes = {name: i for i, name in enumerate(shape_motion_classes())}
     labels = []
     for caption in captions:
@@ -47,8 +45,7 @@ def detector_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Gene
 
 
 def build(cfg: TrainConfig) -> Task:
-    from kvideo.eval.i3d import I3DConfig, InceptionI3d
-
+    """The `detector` training task (`kvideo train detector`)."""
     if cfg.train != "all":
         raise ValueError(f"train={cfg.train!r}: the detector has no temporal layers of its own; use train=all")
     if not cfg.data or not cfg.captions:
