@@ -117,6 +117,49 @@ def test_eval_generate_names_an_unreadable_manifest(ucf, tmp_path):
     assert snapshot(out) == {"manifest.json": b'{"videos": ['}
 
 
+@pytest.fixture(scope="module")
+def clip_and_set(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny CLIP folder and a generated set of two clips."""
+    from test_eval_support import make_generated, tiny_clip_dir
+
+    root = tmp_path_factory.mktemp("clipsim")
+    return tiny_clip_dir(root / "clip"), make_generated(root / "set", num_videos=2, num_frames=4)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda m: m.pop("videos"), "manifest.json' is not a manifest of kvideo eval generate: it has no 'videos' list"),
+    (lambda m: m["videos"][1].pop("prompt"), "manifest.json': videos[1] needs a 'file' and a 'prompt' (strings)"),
+    (lambda m: m["videos"].__setitem__(0, "00000.mp4"), "manifest.json': videos[0] needs a 'file' and a 'prompt'"),
+])
+def test_a_generated_set_whose_manifest_lacks_videos_or_prompts_is_one_line(clip_and_set, tmp_path, change, needle):
+    import shutil
+
+    clip, source = clip_and_set
+    shutil.copytree(source, tmp_path / "set")
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    change(manifest)
+    (tmp_path / "set" / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot(tmp_path)
+    result = kvideo("eval", "clipsim", "--fake", tmp_path / "set", "--clip", clip, "--device", "cpu")
+    assert_one_line_error(result, "eval clipsim", needle)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("captions.jsonl", b'{"video": "00000.mp4", "caption": "x"}\n["a list"]\n',
+     "captions.jsonl' line 2 holds a list, not an object"),
+    ("captions.csv", b"video,caption\n00000.mp4,a caf\xe9\n", "captions.csv' line 2: not valid UTF-8 (byte 0xe9"),
+    ("captions.jsonl", b'{"video": "00000.mp4", "caption": 3}\n', "captions.jsonl': a row's video must be a name"),
+])
+def test_eval_caption_files_name_the_file_and_line(clip_and_set, tmp_path, name, content, needle):
+    clip, videos = clip_and_set
+    (tmp_path / name).write_bytes(content)
+    result = kvideo("eval", "clipsim", "--fake", videos, "--fake-format", "folder", "--fake-captions",
+                    tmp_path / name, "--clip", clip, "--device", "cpu")
+    assert_one_line_error(result, "eval clipsim", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 # -- training ---------------------------------------------------------------------------------------
 
 def train_args(setup, run: Path, *extra) -> list:

@@ -1,7 +1,6 @@
 """Evaluation datasets: UCF-101, MSR-VTT, a folder with CSV/JSONL captions, generated sets; clip reading."""
 from __future__ import annotations
 
-import csv
 import json
 import re
 from dataclasses import dataclass, field
@@ -9,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kvideo.errors import BadDataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif")
 DEFAULT_TEMPLATE = "{name}"
@@ -245,15 +246,12 @@ def video_folder(root: str | Path, *, captions: str | Path | None = None) -> Vid
 
 def read_captions(path: str | Path) -> dict[str, str]:
     """{video: caption} from a CSV with a header (`video`/`path`/`file`, `caption`/`text`/`prompt`) or JSONL."""
+    from kvideo.train.data import read_caption_rows  # names the file and line of bad UTF-8 or a non-object line
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"captions file {str(path)!r} does not exist")
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    return dict(_caption_row(row, path) for row in rows)
+    return dict(_caption_row(row, path) for row in read_caption_rows(path))
 
 
 def _caption_row(row: dict, path: Path) -> tuple[str, str]:
@@ -262,7 +260,9 @@ def _caption_row(row: dict, path: Path) -> tuple[str, str]:
     if video is None or text is None:
         raise ValueError(f"{str(path)!r}: each row needs a video column (video/path/file) and a caption column "
                          f"(caption/text/prompt); got {sorted(row)}")
-    return str(video), str(text)
+    if not isinstance(video, (str, int)) or not isinstance(text, str):
+        raise ValueError(f"{str(path)!r}: a row's video must be a name and its caption a string; got {row!r:.120}")
+    return str(video), text
 
 
 def generated_folder(root: str | Path) -> VideoDataset:
@@ -271,7 +271,7 @@ def generated_folder(root: str | Path) -> VideoDataset:
     path = root / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {str(root)!r}: was it written by `kvideo eval generate`?")
-    manifest = json.loads(path.read_text())
+    manifest = read_manifest(path)
     items, missing = [], []
     for entry in manifest["videos"]:
         video = root / entry["file"]
@@ -282,6 +282,24 @@ def generated_folder(root: str | Path) -> VideoDataset:
     if not items:
         raise ValueError(f"none of the {len(missing)} videos of {str(path)!r} exists yet: run the generation first")
     return VideoDataset("generated", root, items, {"benchmark": manifest.get("benchmark")}, missing)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A generated set's manifest: an object whose `videos` list holds `{"file": ..., "prompt": ...}` entries
+    (strings); anything else is one line naming the file and the entry."""
+    try:
+        manifest = json.loads(path.read_bytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadDataError(f"{str(path)!r} is not a manifest of kvideo eval generate: not JSON ({error})") from None
+    videos = manifest.get("videos") if isinstance(manifest, dict) else None
+    if not isinstance(videos, list):
+        raise BadDataError(f"{str(path)!r} is not a manifest of kvideo eval generate: it has no 'videos' list")
+    for number, entry in enumerate(videos):
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("prompt"), str)):
+            raise BadDataError(f"{str(path)!r}: videos[{number}] needs a 'file' and a 'prompt' (strings); got "
+                               f"{entry!r:.80}")
+    return manifest
 
 
 def load_dataset(kind: str, root: str | Path, **options: Any) -> VideoDataset:
