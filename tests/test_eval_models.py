@@ -11,6 +11,9 @@ from golden_dir import golden_path
 from kvideo.eval.c3d import C3D, C3DConfig
 from kvideo.eval.detectors import c3d_input, i3d_input, load_c3d_detector, load_i3d_detector
 from kvideo.eval.i3d import I3DConfig, InceptionI3d, same_padding
+from kvideo.eval.networks import DetectorNetwork
+from kvideo.eval.videomae import VideoMAEv2
+from kvideo.models.base import Checkpoint
 from test_eval_support import tiny_c3d_file, tiny_i3d_file
 
 
@@ -147,3 +150,13 @@ def test_trusted_unknown_torchscript_needs_its_range_for_prepared_frames(tmp_pat
         detector_runner(detector, FVDProtocol.preset("fvd-tf"))
     stated = load_i3d_detector(tmp_path / "mine.pt", trust=True, input_range=(-1.0, 1.0))
     assert detector_runner(stated, FVDProtocol.preset("fvd-tf")) is stated.run_prepared
+
+
+@pytest.mark.parametrize("cls", [InceptionI3d, C3D, VideoMAEv2])
+def test_the_detectors_share_one_from_checkpoint_that_reads_the_config_from_the_weights(cls):
+    torch.manual_seed(0)
+    tiny = cls(cls.config_class.preset("tiny")).eval()
+    model = cls.from_checkpoint(Checkpoint(tiny.state_dict()))
+    assert issubclass(cls, DetectorNetwork) and "from_checkpoint" not in vars(cls)
+    assert model.config == cls.config_class.from_state_dict(tiny.state_dict())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in tiny.state_dict().items())

@@ -365,3 +365,23 @@ def test_is_input_is_tgans_bgr_128x_plus_128_corner_aligned_112(h, w):
 def test_clip_preprocessing_equals_openai_on_other_sizes(h, w):
     frame = random_clip(h, w, f=1)[0]
     np.testing.assert_allclose(clip_pixels(frame[None])[0].numpy(), openai_clip_transform(frame), atol=1e-6)
+
+
+def test_every_metric_is_registered_once_with_its_protocol_extractor_and_statistic():
+    """`kvideo eval fvd | is | clipsim` come from kvideo.eval.metrics.METRICS: each command's --protocol offers
+    exactly its metric's presets, and its extractor reads the protocol (fvd-videomae: VideoMAE-v2)."""
+    from kvideo.cli import build_parser
+    from kvideo.eval.metrics import BY_NAME, METRICS, fvd_extractor
+
+    assert [metric.name for metric in METRICS] == ["fvd", "is", "clipsim"] and len(BY_NAME) == len(METRICS)
+    assert [metric.compares_real for metric in METRICS] == [True, False, False]
+    for metric in METRICS:
+        args = {"fvd": ["--real", "r", "--fake", "f", "--detector", "d"], "is": ["--fake", "f", "--detector", "d"],
+                "clipsim": ["--fake", "f", "--clip", "c"]}[metric.name]
+        for name in metric.protocol.presets():
+            assert build_parser().parse_args(["eval", metric.name, *args, "--protocol", name]).protocol == name
+        assert callable(metric.extractor) and callable(metric.statistic)
+    with pytest.raises(FileNotFoundError, match="VideoMAE-v2"):
+        fvd_extractor("missing.pth", "cpu", FVDProtocol.preset("fvd-videomae"))
+    with pytest.raises(FileNotFoundError, match="Kinetics-400 I3D"):
+        fvd_extractor("missing.pth", "cpu", FVDProtocol.preset("fvd-styleganv"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -13,7 +13,8 @@ from torch import nn
 
 from kvideo.checkpoint import CheckpointError
 from kvideo.config import Config, check
-from kvideo.models.base import Checkpoint, PretrainedModel
+from kvideo.eval.networks import DetectorNetwork
+from kvideo.models.base import Checkpoint
 
 CONVS = (("conv1a", 64), ("conv2a", 128), ("conv3a", 256), ("conv3b", 256),
          ("conv4a", 512), ("conv4b", 512), ("conv5a", 512), ("conv5b", 512))
@@ -46,7 +47,7 @@ C3DConfig.register_preset("official")
 C3DConfig.register_preset("tiny", width_divisor=16, fc_width=64)
 
 
-class C3D(PretrainedModel):
+class C3D(DetectorNetwork):
     """C3D v1 (TGAN's `C3DVersion1UCF101`): 8 convs, 5 max pools (the last rounds up), 3 FC layers.
 
     `forward` takes BGR pixel values in [0, 255] of shape (b, 3, 16, 112, 112), subtracts the
@@ -82,11 +83,6 @@ class C3D(PretrainedModel):
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return self(x).softmax(dim=-1)
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, config: Config | None = None, **kwargs: Any):
-        config = config or checkpoint.config or C3DConfig.from_state_dict(checkpoint.state)
-        return super().from_checkpoint(checkpoint, config, **kwargs)
 
     @classmethod
     def default_official_config(cls) -> C3DConfig:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kvideo.argtypes import MAX_SEED, parse_float, parse_int, parse_seed
+from kvideo.eval.metrics import BY_NAME
 
 REAL_FORMATS = ("ucf101", "msrvtt", "folder")
 FAKE_FORMATS = ("auto", "generated", "folder", "ucf101", "msrvtt")
@@ -87,9 +88,7 @@ def _fake_args(p: argparse.ArgumentParser) -> None:
 
 
 def _protocol_arg(p: argparse.ArgumentParser, metric: str) -> None:
-    from kvideo.eval.protocol import PROTOCOLS
-
-    cls = PROTOCOLS[metric]
+    cls = BY_NAME[metric].protocol
     default = cls().name
     p.add_argument("--protocol", choices=cls.presets(), default=default,
                    help=f"named frozen protocol, written whole into the report (default {default}); "
@@ -98,9 +97,7 @@ def _protocol_arg(p: argparse.ArgumentParser, metric: str) -> None:
 
 def _protocol(metric: str, args, **overrides):
     """The named preset with the flags the user gave on top (reported as changed_from_preset)."""
-    from kvideo.eval.protocol import PROTOCOLS
-
-    return PROTOCOLS[metric].preset(args.protocol, **{k: v for k, v in overrides.items() if v is not None})
+    return BY_NAME[metric].protocol.preset(args.protocol, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _detector_args(p: argparse.ArgumentParser) -> None:
@@ -319,14 +316,10 @@ def _fvd_protocol(args):
                      seed=args.seed)
 
 
-def _i3d(args, shard, protocol=None):
+def _i3d(args, shard, protocol):
     """The protocol's feature network: I3D, or VideoMAE-v2 for fvd-videomae."""
-    from kvideo.eval.detectors import load_i3d_detector, load_videomae_detector
-
-    if protocol is not None and protocol.features == "videomae-v2":
-        return load_videomae_detector(args.detector, shard.device(args.device))
-    return load_i3d_detector(args.detector, shard.device(args.device), trust=args.trust_detector,
-                             input_range=args.detector_range, bn_eps=args.detector_bn_eps)
+    return BY_NAME["fvd"].extractor(args.detector, shard.device(args.device), protocol, trust=args.trust_detector,
+                                    input_range=args.detector_range, bn_eps=args.detector_bn_eps)
 
 
 def _stats_parser(commands) -> None:
@@ -366,14 +359,13 @@ def _fvd_parser(commands) -> None:
 
 def _fvd(args) -> int:
     from kvideo.eval.distributed import init_shard
-    from kvideo.eval.protocol import compute_fvd
 
     protocol = _fvd_protocol(args)
     _check_outputs((str(_report_path(args, protocol.name)), "--report"), (args.real_stats, "--real-stats"))
     shard = init_shard()
     detector = _i3d(args, shard, protocol)
-    report = compute_fvd(_load_real(args), _load_fake(args), detector, protocol,
-                         _options(args, shard), args.real_stats)
+    report = BY_NAME["fvd"].statistic(_load_real(args), _load_fake(args), detector, protocol,
+                                      _options(args, shard), args.real_stats)
     return _finish(report, args, shard)
 
 
@@ -393,15 +385,14 @@ def _is_parser(commands) -> None:
 
 
 def _is(args) -> int:
-    from kvideo.eval.detectors import load_c3d_detector
     from kvideo.eval.distributed import init_shard
-    from kvideo.eval.protocol import compute_is
 
     protocol = _protocol("is", args, num_videos=args.num_videos, splits=args.splits, runs=args.runs)
     _check_outputs((str(_report_path(args, protocol.name)), "--report"))
     shard = init_shard()
-    detector = load_c3d_detector(args.detector, shard.device(args.device), trust=args.trust_detector)
-    return _finish(compute_is(_load_fake(args), detector, protocol, _options(args, shard)), args, shard)
+    metric = BY_NAME["is"]
+    detector = metric.extractor(args.detector, shard.device(args.device), protocol, trust=args.trust_detector)
+    return _finish(metric.statistic(_load_fake(args), detector, protocol, _options(args, shard)), args, shard)
 
 
 def _clipsim_parser(commands) -> None:
@@ -417,12 +408,11 @@ def _clipsim_parser(commands) -> None:
 
 
 def _clipsim(args) -> int:
-    from kvideo.eval.clipsim import ClipScorer
     from kvideo.eval.distributed import init_shard
-    from kvideo.eval.protocol import compute_clipsim
 
     protocol = _protocol("clipsim", args, num_videos=args.num_videos, max_frames=args.max_frames)
     _check_outputs((str(_report_path(args, protocol.name)), "--report"))
     shard = init_shard()
-    scorer = ClipScorer(args.clip, shard.device(args.device), context_length=protocol.context_length)
-    return _finish(compute_clipsim(_load_fake(args), scorer, protocol, _options(args, shard)), args, shard)
+    metric = BY_NAME["clipsim"]
+    scorer = metric.extractor(args.clip, shard.device(args.device), protocol)
+    return _finish(metric.statistic(_load_fake(args), scorer, protocol, _options(args, shard)), args, shard)

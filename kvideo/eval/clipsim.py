@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kvideo.eval.preprocess import clip_pixels
+
 CLIP_HINT = (
     "CLIPSIM needs a local CLIP ViT-B/32 folder in the transformers format (config.json, weights, tokenizer "
     "and preprocessor files), e.g. `huggingface-cli download openai/clip-vit-base-patch32 --local-dir clip-vit-b32`"
@@ -26,7 +28,7 @@ class ClipScorer:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"no CLIP model in {str(model_dir)!r} (config.json missing). {CLIP_HINT}")
-        try:
+        try:  # transformers takes seconds to import and only CLIPSIM needs it here
             from transformers import CLIPModel, CLIPTokenizer
         except ImportError as error:
             raise ImportError("CLIPSIM needs transformers: pip install transformers") from error
@@ -55,8 +57,6 @@ class ClipScorer:
     @torch.no_grad()
     def image_embeddings(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (f, h, w, 3) RGB frames -> unit-norm embeddings (f, d)."""
-        from kvideo.eval.preprocess import clip_pixels
-
         chunks = []
         for start in range(0, len(frames), self.frame_batch):
             pixels = clip_pixels(frames[start:start + self.frame_batch], self.image_size).to(self.device)

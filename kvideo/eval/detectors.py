@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from kvideo.checkpoint import CheckpointError
 from kvideo.errors import BadInputError
+from kvideo.eval.c3d import C3D
+from kvideo.eval.i3d import I3DConfig, InceptionI3d
+from kvideo.eval.videomae import VIDEOMAE_HINT, VideoMAEConfig, VideoMAEv2
 
 I3D_HINT = (
     "FVD needs a Kinetics-400 I3D: StyleGAN-V's i3d_torchscript.pt "
@@ -183,8 +187,6 @@ def load_i3d_detector(path: str | Path, device: str | torch.device = "cpu", *, t
         if known is None and input_range is None:
             detector.run_prepared = None  # its input range for prepared frames is unknown until stated
         return detector
-    from kvideo.eval.i3d import InceptionI3d
-
     checkpoint = _read_model_file(InceptionI3d, path, I3D_HINT)
     convention, config = _state_dict_convention(path, checkpoint, known, input_range, bn_eps)
     model = _load_model(InceptionI3d, path, I3D_HINT, device, checkpoint, config)
@@ -199,8 +201,6 @@ def _stated(name: str, input_range, bn_eps, resizes_itself: bool = False) -> Con
 
 def _state_dict_convention(path: Path, checkpoint, known: KnownFile | None, input_range, bn_eps):
     """(Convention, I3DConfig or None): the published one, the kvideo file's config, or the stated one."""
-    from kvideo.eval.i3d import I3DConfig
-
     if known is not None:
         conv = known.convention
         config = I3DConfig.from_state_dict(checkpoint.state).replace(bn_eps=conv.bn_eps, input_range=conv.input_range)
@@ -251,8 +251,6 @@ def _state_dict_i3d(path, sha256, blob, model, convention, known, device) -> Det
 
 def load_videomae_detector(path: str | Path, device: str | torch.device = "cpu") -> Detector:
     """A content-debiased FVD detector: VideoMAE-v2 fc_norm(mean token) features of each clip."""
-    from kvideo.eval.videomae import VIDEOMAE_HINT, VideoMAEConfig, VideoMAEv2
-
     path = _require(path, VIDEOMAE_HINT)
     sha256, blob = file_hashes(path)
     model = _load_model(VideoMAEv2, path, VIDEOMAE_HINT, device, _read_model_file(VideoMAEv2, path, VIDEOMAE_HINT))
@@ -280,16 +278,12 @@ def load_c3d_detector(path: str | Path, device: str | torch.device = "cpu", *, t
         module = _load_torchscript(path, known, trust, device)
         run = lambda clips: module(clips.to(device))  # noqa: E731  (probabilities)
         return Detector(path, sha256, blob, "torchscript", run, convention, known.file if known else None)
-    from kvideo.eval.c3d import C3D
-
     model = _load_model(C3D, path, C3D_HINT, device, _read_model_file(C3D, path, C3D_HINT))
     run = lambda clips: model.probabilities(c3d_input(clips.to(device)))  # noqa: E731
     return Detector(path, sha256, blob, "state_dict", run, convention, known.file if known else None)
 
 
 def _read_model_file(cls, path: Path, hint: str):
-    from kvideo.checkpoint import CheckpointError
-
     try:
         return cls.read_checkpoint(path)
     except (CheckpointError, KeyError) as error:
@@ -297,8 +291,6 @@ def _read_model_file(cls, path: Path, hint: str):
 
 
 def _load_model(cls, path: Path, hint: str, device, checkpoint, config=None):
-    from kvideo.checkpoint import CheckpointError
-
     try:
         return cls.from_checkpoint(checkpoint, config, device=device)
     except (CheckpointError, KeyError, ValueError) as error:

@@ -10,7 +10,7 @@ from einops import reduce
 from torch import nn
 
 from kvideo.config import Config, check
-from kvideo.models.base import Checkpoint, PretrainedModel
+from kvideo.eval.networks import DetectorNetwork
 
 # (name, branch widths b0, b1a, b1b, b2a, b2b, b3b) of each Inception module; pools between them.
 MIXED_3 = (("Mixed_3b", (64, 96, 128, 16, 32, 32)), ("Mixed_3c", (128, 128, 192, 32, 96, 64)))
@@ -135,7 +135,7 @@ class InceptionModule(nn.Module):
         return torch.cat(branches, dim=1)
 
 
-class InceptionI3d(PretrainedModel):
+class InceptionI3d(DetectorNetwork):
     """Inception-I3D as in piergiaj/pytorch-i3d (the RGB stream); trainable (`kvideo train detector`).
 
     Input: (b, c, f, input_size, input_size) in [-1, 1] (224 for the official network). `forward` gives logits per output time step
@@ -216,11 +216,6 @@ class InceptionI3d(PretrainedModel):
         if state and all(k.startswith("module.") for k in state):
             state = {k[len("module."):]: v for k, v in state.items()}
         return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, {}
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, config: Config | None = None, **kwargs: Any):
-        config = config or checkpoint.config or I3DConfig.from_state_dict(checkpoint.state)
-        return super().from_checkpoint(checkpoint, config, **kwargs)
 
     @classmethod
     def default_official_config(cls) -> I3DConfig:

@@ -122,8 +122,6 @@ class CLIPSIMProtocol(Config):
 
 _register(CLIPSIMProtocol, name="clipsim")
 
-PROTOCOLS = {"fvd": FVDProtocol, "is": ISProtocol, "clipsim": CLIPSIMProtocol}
-
 
 def protocol_report(protocol: Config, **overrides: Any) -> dict[str, Any]:
     """The protocol as written into a report: every setting, and those changed from the named preset."""

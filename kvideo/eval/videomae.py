@@ -10,7 +10,7 @@ from einops import rearrange
 from torch import nn
 
 from kvideo.config import Config, check
-from kvideo.models.base import Checkpoint, PretrainedModel
+from kvideo.eval.networks import DetectorNetwork
 
 VIDEOMAE_HINT = (
     "content-debiased FVD needs VideoMAE-v2 ViT-g/14 fine-tuned on SSv2, vit_g_hybrid_pt_1200e_ssv2_ft.pth "
@@ -123,7 +123,7 @@ class PatchEmbed(nn.Module):
         return rearrange(self.proj(x), "b d t h w -> b (t h w) d")  # (b, patches, dim)
 
 
-class VideoMAEv2(PretrainedModel):
+class VideoMAEv2(DetectorNetwork):
     """VideoMAE-v2 ViT, key names as OpenGVLab's `vit_giant_patch14_224` checkpoints.
 
     Input: (b, 3, num_frames, image_size, image_size) in [0, 1] (content-debiased FVD feeds it without
@@ -167,11 +167,6 @@ class VideoMAEv2(PretrainedModel):
                 contents = contents[key]
                 break
         return {k: v for k, v in contents.items() if isinstance(v, torch.Tensor)}, {}
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, config: Config | None = None, **kwargs: Any):
-        config = config or checkpoint.config or VideoMAEConfig.from_state_dict(checkpoint.state)
-        return super().from_checkpoint(checkpoint, config, **kwargs)
 
     @classmethod
     def default_official_config(cls) -> VideoMAEConfig:
