@@ -160,6 +160,15 @@ def check_writable_folder(folder: str | Path, *, what: str) -> None:
         raise OutputError(f"{what} {str(folder)!r} cannot be written ({str(existing)!r} is not a writable folder)")
 
 
+def check_replaceable(path: str | Path, *, what: str) -> None:
+    """Raise OutputError, before any work, when a file already at `path` is read-only or immutable (`chattr +i`):
+    the finished output could not take its place at the end."""
+    path = Path(path)
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise OutputError(f"{what} {str(path)!r} exists and cannot be replaced (it is read-only or immutable); "
+                          "remove it or make it writable, or write elsewhere")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
@@ -173,7 +182,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600 files; outputs get the usual mode
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as error:  # named by the output, not by the temporary file that is removed below
+            raise OutputError(f"{str(path)!r} cannot be replaced ({error.strerror or error}); the finished output "
+                              "was discarded: remove the file there or choose another name") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

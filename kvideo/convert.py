@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from kvideo.checkpoint import (
-    CheckpointError, OutputError, check_tensor_tree, check_writable_folder, guess_checkpoint_kind, load_file,
-    read_metadata,
+    CheckpointError, OutputError, check_replaceable, check_tensor_tree, check_writable_folder, guess_checkpoint_kind,
+    load_file, read_metadata,
 )
 from kvideo.models.base import Checkpoint, PretrainedModel
 
@@ -90,6 +90,7 @@ def _checked_output(output: str | Path) -> Path:
     if output.is_dir():
         raise OutputError(f"output {str(output)!r} is a folder; name the .safetensors file to write")
     check_writable_folder(output.parent, what="output folder")
+    check_replaceable(output, what="output")
     return output
 
 

@@ -2,6 +2,7 @@
 line naming the file or flag, nothing written, and the user's own files byte-identical afterwards."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -617,6 +618,78 @@ def test_convert_config_files_that_cannot_be_used_are_one_line_naming_the_file(t
                     tmp_path / "config.json")
     assert_one_line_error(result, "convert", needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "interp.pt"]
+
+
+# -- an output that cannot be replaced fails before the work, naming the output -------------------------------
+@contextlib.contextmanager
+def unwritable(path: Path):
+    """`path` made immutable (chattr +i, where this runs as root) or read-only (chmod) while the block runs."""
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here, and root writes read-only files")
+        undo = ["chattr", "-i", str(path)]
+    else:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        undo = None
+    try:
+        yield path
+    finally:
+        subprocess.run(undo, check=True) if undo else path.chmod(mode)
+
+
+def test_convert_onto_an_output_that_cannot_be_replaced_fails_before_the_work(tmp_path):
+    from test_convert import write_official_interpolation
+
+    write_official_interpolation(tmp_path / "interp.pt")
+    (tmp_path / "model.safetensors").write_bytes(b"the user's")
+    with unwritable(tmp_path / "model.safetensors"):
+        result = kvideo("convert", tmp_path / "interp.pt", "-o", tmp_path / "model.safetensors", "--model-preset",
+                        "tiny-interpolation")
+    assert_one_line_error(result, "convert", f"output {str(tmp_path / 'model.safetensors')!r} exists and cannot be "
+                          "replaced (it is read-only or immutable)")
+    assert ".tmp" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interp.pt", "model.safetensors"]
+    assert (tmp_path / "model.safetensors").read_bytes() == b"the user's"
+
+
+@pytest.mark.parametrize("target, needle", [
+    ("captions.csv", "captions file '{out}/captions.csv' exists and cannot be replaced"),
+    ("videos", "videos folder '{out}/videos' cannot be written"),
+    (".", "output folder '{out}' cannot be written"),
+])
+def test_data_shapes_into_a_set_that_cannot_be_written_fails_before_any_clip(tmp_path, target, needle):
+    out = tmp_path / "set"
+    flags = ["--size", "32", "--seconds", "0.5", "--quiet"]
+    assert kvideo("data", "shapes", out, "--videos", "1", *flags).returncode == 0
+    before = snapshot(out)
+    with unwritable(out / target):
+        result = kvideo("data", "shapes", out, "--videos", "2", *flags)
+    assert_one_line_error(result, "data shapes", needle.format(out=out))
+    assert snapshot(out) == before and sorted(p.name for p in (out / "videos").iterdir()) == ["00000.mp4"]
+
+
+def test_an_eval_report_that_cannot_be_replaced_fails_before_the_work(clip_and_set, tmp_path):
+    clip, videos = clip_and_set
+    (tmp_path / "report.json").write_text("{}")
+    with unwritable(tmp_path / "report.json"):
+        result = kvideo("eval", "clipsim", "--fake", videos, "--clip", clip, "--device", "cpu", "--report",
+                        tmp_path / "report.json")
+    assert_one_line_error(result, "eval clipsim", "report.json' exists and cannot be replaced")
+    assert snapshot(tmp_path) == {"report.json": b"{}"}
+
+
+# -- deterministic encoding ------------------------------------------------------------------------------------
+def test_generate_writes_the_same_bytes_for_the_same_seed(tmp_path):
+    """generate encodes with the renderer's reproducible x264 options (tests/test_export.py checks the options)."""
+    flags = ["--weights", "tiny", "--fps", "low", "--steps", "2", "--frames", "2", "--seed", "3", "--quiet"]
+    for name in ("a.mp4", "b.mp4"):
+        result = kvideo("generate", "a red ball", "-o", tmp_path / name, *flags)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
 
 
 # -- malformed files, property style: every wrong value is one expected error, never a traceback ----------------

@@ -430,7 +430,7 @@ def compute_clipsim(fake: VideoDataset, scorer, protocol: CLIPSIMProtocol, optio
 # -- reports -----------------------------------------------------------------------------------
 def check_output_file(path: str | Path, *, what: str) -> Path:
     """Raise OutputError, before any work, unless `path` can be written as a file (atomically, beside itself)."""
-    from kvideo.checkpoint import check_writable_folder
+    from kvideo.checkpoint import check_replaceable, check_writable_folder
     from kvideo.errors import OutputError
 
     path = Path(path)
@@ -439,6 +439,7 @@ def check_output_file(path: str | Path, *, what: str) -> Path:
     if not path.parent.is_dir():
         raise OutputError(f"{what} {str(path)!r} cannot be written: folder {str(path.parent)!r} does not exist")
     check_writable_folder(path.parent, what=f"the folder of {what}")
+    check_replaceable(path, what=what)
     return path
 
 

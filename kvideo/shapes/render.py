@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvideo.checkpoint import atomic_path
+from kvideo.checkpoint import atomic_path, check_replaceable, check_writable_folder
 from kvideo.errors import BadInputError
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTION_VECTORS, Caption, all_captions
 
@@ -165,6 +165,7 @@ def render_dataset(out: str | Path, num_videos: int, seed: int = 0, size: int | 
     check_memory(settings)
     out = Path(out)
     check_folder(out, seed, settings)  # before anything is written
+    check_writable(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     _claim_folder(out, seed, settings)
     rows = []
@@ -172,7 +173,7 @@ def render_dataset(out: str | Path, num_videos: int, seed: int = 0, size: int | 
         params = clip_params(seed, index, settings)
         relative = f"videos/{index:05d}.mp4"
         if not (out / relative).is_file():
-            write_video(out / relative, render_clip(params, settings), settings.fps, progress=False, reproducible=True)
+            write_video(out / relative, render_clip(params, settings), settings.fps, progress=False)
         rows.append(_csv_row(relative, params, settings))
     return _write_captions(out / "captions.csv", rows)
 
@@ -239,6 +240,14 @@ def check_folder(out: Path, seed: int, settings: RenderSettings) -> None:
     if found != wanted:
         raise BadInputError(f"{str(out)!r} holds clips rendered with {found}, not {wanted}; "
                             f"render into another folder (or empty this one)")
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before any clip is rendered, a set whose folders or captions file could not be written (read-only,
+    immutable): the failure would otherwise come after the work."""
+    check_writable_folder(out, what="output folder")
+    check_writable_folder(out / "videos", what="videos folder")
+    check_replaceable(out / "captions.csv", what="captions file")
 
 
 def _foreign_entry(out: Path) -> Path | None:
