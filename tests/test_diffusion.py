@@ -334,3 +334,20 @@ def test_cpu_generator_gives_the_same_noise_on_gpu():
     gpu = sample_ddpm(denoise, x.cuda(), schedule, generator=torch.Generator().manual_seed(5), progress=False)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_training_targets_are_what_the_samplers_read_back(prediction):
+    """The loss targets (kvideo.diffusion.losses) and the samplers' predict_x0 are one parametrisation:
+    the target of a noised clip maps back to its clean latents, and prediction_from_x0 inverts predict_x0."""
+    from kvideo.diffusion import cosine_schedule, diffusion_target, predict_x0, prediction_from_x0, q_sample
+
+    schedule = cosine_schedule(1000)
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 4, 3, 8, 8, generator=generator, dtype=torch.float64), \
+        torch.randn(2, 4, 3, 8, 8, generator=generator, dtype=torch.float64)
+    for t in (10, 500, 990):
+        x_t = q_sample(x0, t, schedule, noise)
+        target = diffusion_target(x0, noise, torch.tensor([t, t]), schedule, prediction).double()
+        assert torch.allclose(predict_x0(target, x_t, t, schedule, prediction), x0, atol=1e-5)
+        assert torch.allclose(prediction_from_x0(x0, x_t, t, schedule, prediction), target, atol=1e-5)

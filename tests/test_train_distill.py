@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from kvideo.checkpoint import CheckpointError
-from kvideo.diffusion import cosine_schedule, q_sample
+from kvideo.diffusion import cosine_schedule, distillation_x0, q_sample
 from kvideo.errors import BadInputError
 from kvideo.models.unet import UNet
 from kvideo.train import checkpointing as ckpt
 from kvideo.train.config import TrainConfig
-from kvideo.train.distill import DistillBatch, check_nested, distillation_loss, distillation_x0, step_grids
+from kvideo.train.distill import DistillBatch, check_nested, distillation_loss, step_grids
 from kvideo.train.seeding import seeded_generator
 from kvideo.train.trainer import train
 from test_train_helpers import (  # noqa: F401 (fixtures)

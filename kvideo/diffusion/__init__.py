@@ -1,4 +1,5 @@
-"""Diffusion: schedules, samplers (DDPM, DDIM, DPM-Solver++(2M)) and denoiser / guidance wrappers.
+"""Diffusion: schedules, samplers (DDPM, DDIM, DPM-Solver++(2M)), denoiser / guidance wrappers and the
+training targets and losses in the same parametrisation.
 
 Typical use (keyframes, the release's settings)::
 
@@ -9,6 +10,7 @@ Typical use (keyframes, the release's settings)::
 
 See `kvideo.diffusion.wrappers` for the model / denoiser interfaces.
 """
+from kvideo.diffusion.losses import diffusion_mse, diffusion_target, distillation_x0, prediction_from_x0
 from kvideo.diffusion.samplers import (
     SAMPLERS,
     ddim_step,
@@ -53,9 +55,10 @@ from kvideo.diffusion.wrappers import (
 
 __all__ = [
     "COSINE_SPACINGS", "MODEL_TIMESTEPS", "PREDICTIONS", "SAMPLERS", "SPACINGS", "ConditionChannels",
-    "FirstFrameGuidance", "KeyframeGuidance", "Schedule", "TextGuidance",
-    "X0Denoiser", "add_noise", "check_guidance_interval", "check_latent_range", "clip_to_range", "cosine_schedule", "ddim_step", "ddpm_step", "dpmpp_2m_step", "dynamic_threshold",
-    "get_sampler", "linear_schedule", "predict_x0", "q_sample", "randn_like", "rescale_guided", "rescale_zero_terminal_snr",
-    "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "spaced_timesteps", "zero_snr_cosine_alphas_cumprod",
-    "zero_snr_cosine_schedule",
+    "FirstFrameGuidance", "KeyframeGuidance", "Schedule", "TextGuidance", "X0Denoiser", "add_noise",
+    "check_guidance_interval", "check_latent_range", "clip_to_range", "cosine_schedule", "ddim_step", "ddpm_step",
+    "diffusion_mse", "diffusion_target", "distillation_x0", "dpmpp_2m_step", "dynamic_threshold", "get_sampler",
+    "linear_schedule", "predict_x0", "prediction_from_x0", "q_sample", "randn_like", "rescale_guided",
+    "rescale_zero_terminal_snr", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "spaced_timesteps",
+    "zero_snr_cosine_alphas_cumprod", "zero_snr_cosine_schedule",
 ]

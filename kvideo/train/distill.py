@@ -26,14 +26,15 @@ import torch
 from torch import nn
 
 from kvideo.diffusion import (
-    KeyframeGuidance, Schedule, TextGuidance, X0Denoiser, cosine_schedule, ddim_step, q_sample,
+    KeyframeGuidance, Schedule, TextGuidance, X0Denoiser, cosine_schedule, ddim_step, diffusion_mse,
+    distillation_x0, prediction_from_x0, q_sample,
 )
 from kvideo.errors import BadInputError, CheckpointError
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import DISTILL_KINDS, TrainConfig
 from kvideo.train.interpolation import CONTEXT_TOKENS, interpolation_inputs, split_clip
-from kvideo.train.keyframe import check_cache, diffusion_mse
+from kvideo.train.keyframe import check_cache
 from kvideo.train.task import Task, select_trainable, unet_from_checkpoint, unet_shard_types
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # model(x, time) -> eps | v
@@ -72,28 +73,6 @@ def teacher_two_steps(denoise: Callable[[torch.Tensor, int], torch.Tensor], x: t
     for t in (2 * j + 1, 2 * j):
         x = ddim_step(denoise(x, t), x, t, teacher)
     return x
-
-
-def distillation_x0(x_t: torch.Tensor, x_next: torch.Tensor, j: int, student: Schedule) -> torch.Tensor:
-    """x0~: the clean latent for which one DDIM step of the student from x_t at grid point j reaches x_next
-    (at j = 0 the step goes to clean latents, so x0~ = x_next)."""
-    if j == 0:
-        return x_next
-    a, s = student.alpha_sigma(j)
-    a_next, s_next = student.alpha_sigma(j - 1)
-    ratio = s_next / s
-    return (x_next - ratio * x_t) / (a_next - ratio * a)
-
-
-def prediction_from_x0(x0: torch.Tensor, x_t: torch.Tensor, j: int, schedule: Schedule,
-                       prediction: str) -> torch.Tensor:
-    """The output (eps or v) a UNet predicting `prediction` gives at grid point j when it means x0."""
-    a, s = schedule.alpha_sigma(j)
-    if prediction == "eps":
-        return (x_t - a * x0) / s
-    if prediction == "v":
-        return (a * x_t - x0) / s
-    raise ValueError(f"prediction={prediction!r}; expected 'eps' or 'v'")
 
 
 @dataclass

@@ -7,11 +7,11 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from kvideo.diffusion import Schedule, cosine_schedule, q_sample, sample_timesteps
+from kvideo.diffusion import Schedule, cosine_schedule, diffusion_mse, diffusion_target, q_sample, sample_timesteps
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
-from kvideo.train.keyframe import check_cache, diffusion_mse, diffusion_target
+from kvideo.train.keyframe import check_cache
 from kvideo.train.task import Task, load_unet, select_trainable, unet_shard_types
 
 CONTEXT_TOKENS = 2  # the release's interpolation context: the null embedding + one padding row

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from kvideo.diffusion import Schedule, cosine_schedule, min_snr_weights, q_sample, sample_timesteps
+from kvideo.diffusion import Schedule, cosine_schedule, diffusion_mse, diffusion_target, q_sample, sample_timesteps
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
@@ -24,19 +23,6 @@ def drop_text(context: torch.Tensor, mask: torch.Tensor, null_embedding: torch.T
     drop = (torch.rand(b, generator=generator) < prob).to(context.device)  # (b,)
     null, null_mask = null_context(null_embedding.to(context.device, context.dtype), b, n)
     return torch.where(drop[:, None, None], null, context), torch.where(drop[:, None], null_mask, mask)
-
-
-def diffusion_mse(prediction: torch.Tensor, target: torch.Tensor, t: torch.Tensor, schedule: Schedule,
-                  snr_gamma: float, kind: str, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE of a batch; with `snr_gamma` > 0 each sample weighted by min-SNR-gamma (`kind`: eps or v);
-    `weights` (broadcast to the prediction) weight each element."""
-    if not snr_gamma and weights is None:
-        return F.mse_loss(prediction.float(), target)
-    error = (prediction.float() - target).pow(2)
-    per_sample = (error if weights is None else error * weights).flatten(1).mean(dim=1)  # (b,)
-    if snr_gamma:
-        per_sample = per_sample * min_snr_weights(schedule, t, snr_gamma, kind)
-    return per_sample.mean()
 
 
 def latent_detail_weights(latents: torch.Tensor, weight: float) -> torch.Tensor:
@@ -68,17 +54,6 @@ def keyframe_loss(model: nn.Module, batch: dict[str, Any], generator: torch.Gene
     weights = latent_detail_weights(x0, detail_weight) if detail_weight else None
     return diffusion_mse(output, diffusion_target(x0, noise, t, schedule, prediction), t, schedule, snr_gamma,
                          prediction, weights)
-
-
-def diffusion_target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule: Schedule,
-                     prediction: str) -> torch.Tensor:
-    """What a UNet predicting `prediction` should output for x_t = alpha·x0 + sigma·noise."""
-    if prediction == "eps":
-        return noise
-    if prediction != "v":
-        raise ValueError(f"prediction={prediction!r}; expected 'eps' or 'v'")
-    alpha_bar = schedule.alphas_cumprod.to(x0.device)[t].float().reshape(-1, *([1] * (x0.dim() - 1)))
-    return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
 
 
 def check_cache(cache: LatentCache, task: str, latent_channels: int) -> None:
