@@ -105,7 +105,7 @@ def interpolation_check(pipe, clips: int, options: dict) -> dict:
     for the rendered clips, their MoVQ round trip and the interpolated ones."""
     import numpy as np
 
-    from kvideo.pipeline import GenerationOptions
+    from kvideo.generation import GenerationOptions
     from kvideo.shapes.render import RenderSettings, clip_params, render_clip
     from kvideo.shapes.score import border_color, object_mask, score_clip
 
@@ -164,7 +164,7 @@ def main() -> None:
                         help="only time the rows, interleaved, CLIPS clips each (median); no quality set")
     args = parser.parse_args()
 
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
     from kvideo.shapes.quality import measure_quality, quality_prompts
 
     pipe = KVideoPipeline.from_pretrained(args.weights, progress=False)

@@ -76,14 +76,8 @@ from torch import nn
 from kvideo import attention, diffusion
 from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
-from kvideo.pipeline import (
-    DTYPES,
-    FPS_MODES,
-    OFFLOAD,
-    GenerationOptions,
-    KVideoPipeline,
-    tiny_text_encoder,
-)
+from kvideo.generation import DTYPES, FPS_MODES, OFFLOAD, GenerationOptions, KVideoPipeline
+from kvideo.generation.base import tiny_text_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decode import decode_per_frame  # the reference's per-frame decoder loop

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from kvideo.generate_cli import parse_threshold
+from kvideo.generation.options import parse_threshold
 from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets
 
 VARIANTS = ("shipped", "temporal-off", "keyframe-temporal")
@@ -31,7 +31,7 @@ VARIANTS = ("shipped", "temporal-off", "keyframe-temporal")
 def variant_pipeline(recipe: Path, variant: str):
     """The shipped pipeline (its keyframe UNet trained `--train all`), with that UNet's temporal layers off,
     or with the keyframe UNet trained `--train temporal` (the paper's recipe) instead."""
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
     from kvideo.shapes.quality import temporal_off
     from kvideo.shapes.recipe import full_keyframe_unet
 
@@ -262,7 +262,7 @@ def keyframes(args) -> None:
 
     from kvideo.models.movq import MoVQ, MoVQConfig
     from kvideo.models.unet import UNet, UNetConfig
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
     from kvideo.shapes.grammar import all_captions
     from kvideo.shapes.quality import quality_prompts
     from kvideo.shapes.score import score_clip
@@ -389,7 +389,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--timestep-spacing", default="direct", choices=["direct", "trailing", "leading"])
-    p.add_argument("--threshold", default="off", type=parse_threshold,
+    p.add_argument("--threshold", default="off", type=lambda text: "off" if text == "off" else parse_threshold(text),
                    help="dynamic thresholding quantile of the x0 estimates, or off (default: off, the shapes model's)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmpp_2m"], help="keyframe sampler")
     p.add_argument("--interpolation", type=Path, help="interpolation UNet weights (for --fps medium or high)")

@@ -20,7 +20,7 @@ LABEL_HEIGHT = 14  # pixels above each row for its prompt
 
 def generate(prompts: tuple[str, ...], seed: int) -> list[np.ndarray]:
     """One clip (f, h, w, 3) uint8 a prompt, from the built-in model with its card's settings."""
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
 
     pipe = KVideoPipeline.from_pretrained("shapes", progress=False)
     return [video.frames for video in pipe(list(prompts), seed=[seed] * len(prompts))]

@@ -12,7 +12,7 @@ import torch
 
 from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
-from kvideo.pipeline import KVideoPipeline
+from kvideo import KVideoPipeline
 
 
 def dry_run() -> None:

@@ -4,7 +4,7 @@
 """
 import sys
 
-from kvideo.pipeline import KVideoPipeline
+from kvideo import KVideoPipeline
 
 
 def main(output: str = "tiny.mp4") -> None:

@@ -62,6 +62,10 @@ class Parser(argparse.ArgumentParser):
                           help="CPU threads torch uses; 1 on a busy shared machine "
                                "(default: OMP_NUM_THREADS if set, else the cores this process may use)")
 
+    def error(self, message: str):
+        """A usage error as one line, `kvideo <command>: error: ...`, exit status 2 (the usage only with --help)."""
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
 
 def _threads(text: str) -> int:
     value = parse_int(text)

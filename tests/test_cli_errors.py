@@ -289,7 +289,7 @@ def test_every_train_flag_has_help_and_its_default_and_both_spellings_work(tmp_p
 
 def test_release_11_sampling_stops_on_non_finite_latents_too():
     from kvideo.errors import SamplingDivergedError
-    from kvideo.pipeline11 import KVideo11Pipeline
+    from kvideo.generation import KVideo11Pipeline
 
     pipe = KVideo11Pipeline.from_preset("tiny", seed=0, progress=False)
     with torch.no_grad():
@@ -299,30 +299,31 @@ def test_release_11_sampling_stops_on_non_finite_latents_too():
 
 
 # -- kvideo generate flags and GenerationOptions -----------------------------------------------------------
-def test_generate_flags_set_every_generation_option_with_its_defaults():
-    """The generate parser is written by hand (its flags name options differently: --size, --frames, --guidance,
-    and most defaults are the model's); this keeps it from drifting away from GenerationOptions."""
-    import dataclasses
-
+def test_generate_flags_come_from_the_options_fields_and_default_to_not_given():
+    """Every options field with a flag is on the parser, with its help and default; a flag not given is absent, so
+    the model card's or the release's default applies, and a flag given wins over the card."""
     from kvideo.cli import build_parser
-    from kvideo.generate_cli import OFFICIAL_DEFAULTS, generation_options
-    from kvideo.pipeline import GenerationOptions
+    from kvideo.generation import GenerationOptions, resolve_options
+    from kvideo.generation.flags import generation_flags, given_options
 
-    args = build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4"])
-    options = generation_options(args, OFFICIAL_DEFAULTS)
-    fields = {f.name for f in dataclasses.fields(GenerationOptions)} - {"seed"}  # seed: --seed + line number
-    assert set(options) == fields
-    assert GenerationOptions(**options) == GenerationOptions()  # the official defaults are the dataclass's
-    args = build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4", "--timestep-spacing", "trailing"])
-    assert generation_options(args, OFFICIAL_DEFAULTS)["timestep_spacing"] == "trailing"
-    assert generation_options(args, {**OFFICIAL_DEFAULTS, "timestep_spacing": "leading"})["timestep_spacing"] \
-        == "trailing"  # the flag wins over the model card's default
-    card = {**OFFICIAL_DEFAULTS, "threshold": None}  # the shapes model's card turns thresholding off
-    assert generation_options(args, card)["threshold"] is None
+    def given(*flags):
+        return given_options(build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4", *flags]))
+
+    parser = build_parser()
+    generate = parser._subparsers._group_actions[0].choices["generate"]
+    helps = {flag: action.help for action in generate._actions for flag in action.option_strings}
+    for name, meta in generation_flags().items():
+        assert helps[meta.flag] == meta.help and "(default:" in meta.help, name
+    assert given() == {}
+    assert resolve_options("1.0") == GenerationOptions()  # the official defaults are the dataclass's
+    assert resolve_options("1.0", {"timestep_spacing": "leading"}, **given("--timestep-spacing", "trailing")) \
+        .timestep_spacing == "trailing"  # the flag wins over the model card's default
+    card = {"threshold": None}  # the shapes model's card turns thresholding off
+    assert resolve_options("1.0", card, **given()).threshold is None
     for flag, value in (("off", None), ("0.995", 0.995)):
-        args = build_parser().parse_args(["generate", "a cat", "-o", "clip.mp4", "--threshold", flag])
-        assert generation_options(args, card)["threshold"] == value
-        assert generation_options(args, OFFICIAL_DEFAULTS)["threshold"] == value
+        assert resolve_options("1.0", card, **given("--threshold", flag)).threshold == value
+        assert resolve_options("1.0", {}, **given("--threshold", flag)).threshold == value
+    assert given("--size", "128x64") == {"width": 128, "height": 64}
 
 
 @pytest.mark.parametrize("flags, needle", [
@@ -341,7 +342,7 @@ def test_generate_refuses_before_loading_anything(tmp_path, flags, needle):
 
 def test_non_finite_decoded_frames_never_become_a_file():
     from kvideo.errors import SamplingDivergedError
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
 
     pipe = KVideoPipeline.from_preset("tiny", seed=0, progress=False)
     with torch.no_grad():
@@ -361,7 +362,7 @@ def test_a_bad_model_card_is_one_line(tmp_path, change, needle):
     import json
     import shutil
 
-    from kvideo.pipeline import builtin_model_dir
+    from kvideo.generation.weights import builtin_model_dir
 
     weights = tmp_path / "weights"
     shutil.copytree(builtin_model_dir("shapes"), weights)

@@ -207,17 +207,47 @@ def test_eval_generate_uses_the_model_cards_size_and_steps(tmp_path, monkeypatch
     """`eval generate --weights shapes` renders at the card's 64x64 with its steps (it rendered 512x512, 50 steps)."""
     import argparse
 
-    from kvideo.eval.cli import model_defaults
-    from kvideo.generate_cli import OFFICIAL_DEFAULTS
+    import dataclasses
 
-    from kvideo.pipeline import builtin_model_dir, read_model_card
+    from kvideo.eval.cli import generation_settings
+    from kvideo.generation import GenerationOptions, model_card
 
-    card = read_model_card(builtin_model_dir("shapes"))["generation"]
-    defaults = model_defaults(argparse.Namespace(preset=None, weights="shapes"))
+    card = model_card("shapes")["generation"]
+    defaults = generation_settings(argparse.Namespace(preset=None, weights="shapes"))
     assert (defaults["width"], defaults["height"]) == (64, 64)
     for key in ("steps", "interpolation_steps", "sampler", "guidance_scale", "threshold", "latent_range"):
-        assert defaults[key] == card[key]
+        assert defaults[key] == (tuple(map(tuple, card[key])) if key == "latent_range" else card[key])
     official = tmp_path / "official"
     official.mkdir()  # a folder without a card: the release's defaults
-    assert model_defaults(argparse.Namespace(preset=None, weights=str(official))) == OFFICIAL_DEFAULTS
-    assert model_defaults(argparse.Namespace(preset="tiny", weights=None))["width"] == 64
+    release = {f.name: getattr(GenerationOptions(), f.name) for f in dataclasses.fields(GenerationOptions)}
+    assert generation_settings(argparse.Namespace(preset=None, weights=str(official))) == \
+        {k: v for k, v in release.items() if k in defaults}
+    assert generation_settings(argparse.Namespace(preset="tiny", weights=None))["width"] == 64
+
+
+def test_eval_generate_with_shapes_renders_at_the_cards_size_and_takes_generate_flags(data, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """`kvideo eval generate --weights shapes` gives the pipeline the card's 64x64 (its parser once defaulted to
+    512x512), and takes kvideo generate's flags (--size, --guidance, ...), refusing what the release cannot do."""
+    import kvideo.eval.cli as eval_cli
+    from kvideo.generation import model_card
+
+    options = []
+
+    def recording(prompt, *, seed, **given):
+        options.append(given)
+        return SimpleNamespace(frames=frames(seed, 4, (64, 64)), fps=2)
+
+    monkeypatch.setattr(eval_cli, "_pipeline", lambda args, shard: recording)
+    common = ["generate", "--benchmark", "ucf101", "--data", data.ucf, "--split", "test", "--num-videos", 1,
+              "--weights", "shapes", "--quiet"]
+    assert run(*common, "--out", tmp_path / "a") == 0
+    card = model_card("shapes")["generation"]
+    assert (options[0]["width"], options[0]["height"], options[0]["steps"]) == (64, 64, card["steps"])
+    assert options[0]["guidance_scale"] == card["guidance_scale"] and options[0]["fps"] == "medium"
+    assert run(*common, "--out", tmp_path / "b", "--size", "128x64", "--guidance", "3", "--fps", "low") == 0
+    assert (options[1]["width"], options[1]["height"], options[1]["guidance_scale"], options[1]["fps"]) == \
+        (128, 64, 3.0, "low")
+    assert run(*common, "--out", tmp_path / "c", "--motion", "high") == 2
+    assert "--motion: release 1.0 has no image conditioning" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -6,7 +6,7 @@ import torch
 
 from kvideo import diffusion
 from kvideo.models.unet import DeepFeatureCache, UNet, UNetConfig
-from kvideo.pipeline import GenerationOptions, KVideoPipeline
+from kvideo.generation import GenerationOptions, KVideoPipeline, resolve_options
 from test_cli_errors import QUICK, assert_one_line_error, kvideo, snapshot
 
 TINY = dict(fps="medium", width=64, height=64, steps=6, interpolation_steps=4, seed=0)
@@ -70,7 +70,7 @@ def test_cached_run_of_the_shapes_model_stays_near_the_uncached_one(interval, bo
 
 
 def test_cache_interval_works_for_release_11():
-    from kvideo.pipeline11 import KVideo11Pipeline
+    from kvideo.generation import KVideo11Pipeline
 
     pipe = KVideo11Pipeline.from_preset("tiny", seed=0, progress=False)
     options = dict(fps="low", width=64, height=64, steps=4, first_frame_steps=2, interpolation_steps=2, seed=0)
@@ -159,20 +159,22 @@ def test_bad_fast_flags_are_one_line_errors(tmp_path, flags, needle):
     assert snapshot(tmp_path) == {}
 
 
-def test_fast_flags_reach_the_options_and_the_card_guidance_applies():
+def given(*flags):
+    """The generation options a `kvideo generate` command line gives."""
     from kvideo.cli import build_parser
-    from kvideo.generate_cli import OFFICIAL_DEFAULTS, generation_options
+    from kvideo.generation.flags import given_options
 
-    card = {**OFFICIAL_DEFAULTS, "guidance_scale": 3.0, "cache_interval": 2, "guidance_interval": [300, 1000]}
-    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4"])
-    options = generation_options(args, card)
-    assert (options["guidance_scale"], options["cache_interval"], options["guidance_interval"]) == \
-        (3.0, 2, [300, 1000])
-    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--guidance", "7", "--cache-interval", "1",
-                                      "--guidance-interval", "off", "--guidance-rescale", "0.5"])
-    options = generation_options(args, card)
-    assert (options["guidance_scale"], options["cache_interval"], options["guidance_interval"],
-            options["guidance_rescale"]) == (7.0, 1, None, 0.5)
+    return given_options(build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", *flags]))
+
+
+def test_fast_flags_reach_the_options_and_the_card_guidance_applies():
+    card = {"guidance_scale": 3.0, "cache_interval": 2, "guidance_interval": [300, 1000]}
+    options = resolve_options("1.0", card, **given())
+    assert (options.guidance_scale, options.cache_interval, options.guidance_interval) == (3.0, 2, (300, 1000))
+    options = resolve_options("1.0", card, **given("--guidance", "7", "--cache-interval", "1", "--guidance-interval",
+                                                   "off", "--guidance-rescale", "0.5"))
+    assert (options.guidance_scale, options.cache_interval, options.guidance_interval,
+            options.guidance_rescale) == (7.0, 1, None, 0.5)
 
 
 @pytest.mark.parametrize("flags, needle", [
@@ -188,13 +190,10 @@ def test_release_11_refuses_flags_it_has_no_counterpart_for(tmp_path, flags, nee
 
 
 def test_release_11_takes_cache_interval_and_interpolation_guidance():
-    from kvideo.cli import build_parser
-    from kvideo.generate_cli import TINY_DEFAULTS, generation_options, release11_options
-
-    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--motion", "low", "--cache-interval", "2",
-                                      "--interpolation-guidance", "0.75"])
-    options = release11_options(args, generation_options(args, TINY_DEFAULTS))
-    assert options["cache_interval"] == 2 and options["interpolation_guidance_scale"] == 0.75
+    options = resolve_options("1.1", {}, **given("--motion", "low", "--cache-interval", "2",
+                                                  "--interpolation-guidance", "0.75"))
+    assert options.cache_interval == 2 and options.interpolation_guidance_scale == 0.75
+    assert resolve_options("1.1").interpolation_guidance_scale == 0.5  # the release's own default
 
 
 # -- the latents' own range ---------------------------------------------------------------------------
@@ -227,14 +226,10 @@ def test_latent_range_reaches_the_sampler(pipe):
 
 def test_latent_range_flag():
     from kvideo.cli import build_parser
-    from kvideo.generate_cli import OFFICIAL_DEFAULTS, generation_options
 
-    card = {**OFFICIAL_DEFAULTS, "latent_range": [[-1, -1, -1, -1], [1, 1, 1, 1]]}
-    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--latent-range", "off"])
-    assert generation_options(args, card)["latent_range"] is None
-    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4"])
-    assert generation_options(args, card)["latent_range"] == card["latent_range"]
-    args = build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--latent-range=-1,-2:1,2"])
-    assert generation_options(args, card)["latent_range"] == ([-1.0, -2.0], [1.0, 2.0])
+    card = {"latent_range": [[-1, -1, -1, -1], [1, 1, 1, 1]]}
+    assert resolve_options("1.0", card, **given("--latent-range", "off")).latent_range is None
+    assert resolve_options("1.0", card, **given()).latent_range == ((-1.0,) * 4, (1.0,) * 4)
+    assert given("--latent-range=-1,-2:1,2")["latent_range"] == ([-1.0, -2.0], [1.0, 2.0])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "a cat", "-o", "c.mp4", "--latent-range=1,2:0,3"])

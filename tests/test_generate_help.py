@@ -42,7 +42,7 @@ def generate_help() -> dict[str, str]:
 
 def frame_counts(keyframes: int) -> str:
     """'low / medium / high' frame counts: each interpolation pass makes T frames 4T - 3."""
-    from kvideo.pipeline import FPS_MODES
+    from kvideo.generation import FPS_MODES
 
     counts = [keyframes]
     for _ in range(len(FPS_MODES["high"])):
@@ -52,7 +52,7 @@ def frame_counts(keyframes: int) -> str:
 
 def test_help_states_each_release_s_frame_counts():
     from kvideo.models.unet import UNetConfig
-    from kvideo.pipeline import NOMINAL_FPS, resolve_weights
+    from kvideo.generation import NOMINAL_FPS, resolve_weights
     from kvideo.checkpoint import read_metadata
 
     shapes = json.loads(read_metadata(resolve_weights("shapes") / "keyframe_unet.safetensors")["config"])
@@ -67,15 +67,15 @@ def test_help_states_each_release_s_frame_counts():
 
 
 def test_help_states_each_model_s_step_defaults():
-    from kvideo.generate_cli import OFFICIAL_DEFAULTS, TINY_DEFAULTS, model_card
-    from kvideo.pipeline11 import Generation11Options
+    from kvideo.generation import GenerationOptions, model_card, resolve_options
 
-    card = model_card("shapes")["generation"]
+    card, tiny = model_card("shapes")["generation"], model_card("tiny")["generation"]
     text = generate_help()
-    assert (f"{OFFICIAL_DEFAULTS['steps']} official (1.0 and 1.1), {card['steps']} shapes, "
-            f"{TINY_DEFAULTS['steps']} tiny") in text["--steps"]
-    release11 = Generation11Options.__dataclass_fields__["interpolation_steps"].default
+    official = GenerationOptions()
+    assert resolve_options("1.1").steps == official.steps
+    assert f"{official.steps} official (1.0 and 1.1), {card['steps']} shapes, {tiny['steps']} tiny" in text["--steps"]
+    release11 = resolve_options("1.1").interpolation_steps
     assert f"{card['interpolation_steps']} shapes, {release11} release 1.1" in text["--interpolation-steps"]
-    assert OFFICIAL_DEFAULTS["interpolation_steps"] is None and TINY_DEFAULTS["interpolation_steps"] is None
-    assert (f"--steps: {OFFICIAL_DEFAULTS['steps']} official 1.0, {TINY_DEFAULTS['steps']} tiny"
-            in text["--interpolation-steps"])
+    assert "interpolation_steps" not in tiny  # official 1.0 and tiny: --steps
+    assert official.interpolation_steps == official.steps
+    assert f"--steps: {official.steps} official 1.0, {tiny['steps']} tiny" in text["--interpolation-steps"]

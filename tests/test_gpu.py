@@ -9,7 +9,7 @@ from kvideo import attention
 from kvideo.diffusion import cosine_schedule
 from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
-from kvideo.pipeline import KVideoPipeline
+from kvideo import KVideoPipeline
 from kvideo.train.keyframe import keyframe_loss
 
 pytestmark = pytest.mark.gpu

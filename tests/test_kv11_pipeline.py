@@ -12,14 +12,9 @@ from kvideo.cli import main
 from kvideo.convert import convert, info
 from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
-from kvideo.pipeline import KVideoPipeline
-from kvideo.pipeline11 import (
-    MOTION_SCORES,
-    KVideo11Pipeline,
-    find_weights,
-    load_image,
-    resize_center_crop,
-)
+from kvideo.generation import MOTION_SCORES, KVideo11Pipeline, KVideoPipeline
+from kvideo.generation.images import load_image, resize_center_crop
+from kvideo.generation.weights import find_weights
 from kvideo.text import write_tiny_t5
 from kvideo.video_io import video_info
 
@@ -178,7 +173,7 @@ def test_1_1_folder_problems(tmp_path):
         KVideo11Pipeline.from_pretrained(tmp_path)
     (tmp_path / "t5_projections.pt").unlink()
     with pytest.raises(FileNotFoundError, match="t5_projections.pt"):
-        find_weights(tmp_path)
+        find_weights(tmp_path, "1.1")
 
 
 def test_convert_and_info_handle_1_1_files(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 
 from kvideo.cli import main
-from kvideo.pipeline import builtin_model_dir, resolve_weights
+from kvideo.generation.weights import builtin_model_dir, resolve_weights
 
 PROMPTS = ("a yellow square moving right on a gray background", "a blue circle moving up on a white background")
 
@@ -21,7 +21,7 @@ def test_the_shapes_model_is_shipped_in_the_package():
 def test_from_pretrained_by_name_loads_fp16_files_and_the_cards_settings():
     from safetensors import safe_open
 
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
 
     pipe = KVideoPipeline.from_pretrained("shapes", progress=False)
     assert pipe.card["name"] == "shapes" and pipe.card["generation"]["threshold"] is None
@@ -52,7 +52,7 @@ def test_generate_without_weights_uses_the_shipped_model_and_follows_the_prompt(
 def test_an_before_a_vowel_is_inside_the_built_in_models_grammar():
     import re
 
-    from kvideo.pipeline import builtin_model_dir, read_model_card
+    from kvideo.generation.weights import builtin_model_dir, read_model_card
 
     pattern = read_model_card(builtin_model_dir("shapes"))["prompt_pattern"]
     assert re.fullmatch(pattern, "an orange square moving down on a black background")

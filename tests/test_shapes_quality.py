@@ -30,7 +30,7 @@ def test_quality_prompts_are_distinct_grammar_captions_and_jobs_give_each_its_se
 
 
 def test_measure_quality_generates_in_batches_resumes_and_scores(tmp_path):
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
 
     torch.set_num_threads(1)
     pipe = KVideoPipeline.from_preset("tiny", progress=False)

@@ -137,7 +137,7 @@ def test_distill_runs_and_resumes_to_the_uninterrupted_result(kind, keyframe_set
 
 
 def test_the_exported_student_loads_into_the_pipeline_and_samples_unguided(tmp_path, keyframe_setup):
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
 
     cache, _ = keyframe_setup
     pipeline = KVideoPipeline.from_preset("tiny", progress=False)

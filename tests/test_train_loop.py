@@ -201,7 +201,7 @@ def test_timestep_shift_changes_only_which_steps_the_objectives_draw():
 
 
 def test_interpolation_objective_is_v_on_the_frames_between_keyframes():
-    from kvideo.pipeline import weave
+    from kvideo.generation.base import weave
 
     schedule, latents = cosine_schedule(1000), torch.randn(2, 4, 9, 8, 8)  # 3 keyframes, 3 frames between
     keyframes, middle = split_clip(latents, 3)
@@ -390,7 +390,7 @@ def test_ema_warms_up_so_short_runs_export_what_they_learned():
 
 
 def test_trained_temporal_weights_load_into_a_full_model_and_the_pipeline(keyframe_setup, tmp_path):
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
 
     cache, _ = keyframe_setup
     full_size = save_unet(tmp_path / "unet.safetensors", dim_mult=(1, 2, 4, 8), num_blocks=(3, 3, 3, 3),

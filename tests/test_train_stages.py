@@ -227,7 +227,7 @@ def test_movq_crops_are_windows_of_the_frames_and_sizes_are_checked(videos, tmp_
 
 def test_recipe_assembles_a_model_folder_the_pipeline_loads(image_unet, image_movq, keyframe_setup, videos, tmp_path):
     """The recipe's last stage on tiny stand-ins of every stage's output: full fp16 models + model card."""
-    from kvideo.pipeline import KVideoPipeline
+    from kvideo import KVideoPipeline
     from kvideo.shapes.recipe import assemble_model, measure_latent_range, write_model_card
     from kvideo.text import write_word_t5
     from kvideo.train.cache import LatentCache

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from kvideo.argtypes import MAX_SEED, parse_float, parse_int, parse_seed
 from kvideo.eval.metrics import BY_NAME
+from kvideo.generation import model_card, open_pipeline, release_of
+from kvideo.generation.flags import PREFIX as OPTION_PREFIX
+from kvideo.generation.flags import add_generation_flags, flag_names, given_options
+from kvideo.generation.options import KEYFRAMES, check_memory, check_release, release_options, resolve_options
+from kvideo.generation.weights import TINY
 
 REAL_FORMATS = ("ucf101", "msrvtt", "folder")
 FAKE_FORMATS = ("auto", "generated", "folder", "ucf101", "msrvtt")
@@ -215,21 +221,18 @@ def _finish(report: dict, args, shard) -> int:
 def _generate_parser(commands) -> None:
     p = commands.add_parser("generate", help="generate one mp4 per benchmark prompt (sharded under torchrun)")
     p.add_argument("--benchmark", choices=("ucf101", "msrvtt"), required=True, help="whose prompts to use (required)")
-    p.add_argument("--data", required=True, help="the benchmark's dataset folder (for its prompts)")
-    p.add_argument("--out", required=True, help="output folder (videos + manifest.json); reruns resume")
+    p.add_argument("--data", required=True, metavar="PATH", help="the benchmark's dataset folder (for its prompts)")
+    p.add_argument("--out", required=True, metavar="PATH", help="output folder (videos + manifest.json); reruns resume")
     p.add_argument("--num-videos", type=_positive_int,
                    help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
     p.add_argument("--seed", type=parse_seed, default=0, help="base seed: video i uses seed + i (default 0)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="Kandinsky Video weights folder")
+    source.add_argument("--weights", metavar="PATH", help="Kandinsky Video weights folder, or a built-in model: shapes")
     source.add_argument("--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
-    p.add_argument("--fps", choices=("low", "medium", "high"), default="medium", help="frame rate of the interpolation (default medium)")
-    p.add_argument("--width", type=_positive_int,
-                   help="video width in pixels (default: the model's; 512 official, 64 shapes and tiny)")
-    p.add_argument("--height", type=_positive_int,
-                   help="video height in pixels (default: the model's; 512 official, 64 shapes and tiny)")
-    p.add_argument("--steps", type=_positive_int,
-                   help="keyframe sampling steps (default: the model's; 50 official, 10 tiny)")
+    add_generation_flags(p, exclude=("upscale_image",))  # kvideo generate's (no --image here)
+    for name in ("width", "height"):  # the flags of earlier versions; --size sets both
+        p.add_argument(f"--{name}", dest=f"{OPTION_PREFIX}{name}", type=_positive_int, default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="fp32 / bf16 / fp16 (GPU)")
     p.add_argument("--device", type=_device,
                    help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
@@ -249,13 +252,8 @@ def _generate(args) -> int:
         manifest_for,
         write_manifest,
     )
-    from kvideo.pipeline import GenerationOptions
 
-    options = {"fps": args.fps, **model_defaults(args),
-               **{k: v for k, v in (("width", args.width), ("height", args.height), ("steps", args.steps))
-                  if v is not None}}
-    options["interpolation_steps"] = options["interpolation_steps"] or options["steps"]  # as kvideo generate
-    GenerationOptions(**options)  # bad sizes and steps: refused before anything is written
+    options = generation_settings(args)  # bad sizes, steps and flags: refused before anything is written
     check_writable_folder(args.out, what="--out")  # before the dataset, the model and any video
     check_own_folder(args.out)  # a folder of other videos is not adopted
     shard = init_shard()
@@ -269,6 +267,7 @@ def _generate(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     settings = {"benchmark": args.benchmark, "dataset": dataset.describe(), "seed": args.seed, **options,
                 "model": args.preset or Path(args.weights).name}
+    settings = json.loads(json.dumps(settings))  # as the manifest file holds them (lists, not tuples)
     write_manifest(out, manifest_for(jobs, settings), shard)
     pipe = _pipeline(args, shard)
     counts = generate_videos(pipe, jobs, out, shard=shard, options=options, progress=not args.quiet)
@@ -276,26 +275,20 @@ def _generate(args) -> int:
     return 0
 
 
-def model_defaults(args) -> dict:
-    """The generation defaults of the model `eval generate` runs: its card's (the shapes model: 64x64, ...),
-    else the official release's, or the tiny preset's."""
-    from kvideo.generate_cli import OFFICIAL_DEFAULTS, TINY_DEFAULTS
-    from kvideo.pipeline import read_model_card, resolve_weights
-
-    if args.preset:
-        defaults = TINY_DEFAULTS
-    else:
-        defaults = {**OFFICIAL_DEFAULTS, **read_model_card(resolve_weights(args.weights)).get("generation", {})}
-    return dict(defaults)
+def generation_settings(args) -> dict:
+    """The options every video of the run gets: the flags given, on the model card's defaults (the shapes model:
+    64x64, ...), else the release's, or the tiny preset's; checked for the release before anything loads."""
+    weights = args.weights or TINY
+    release = "1.0" if weights == TINY else release_of(weights)
+    given = given_options(args)
+    check_release(release, given, flag_names())
+    opts = resolve_options(release, model_card(weights).get("generation", {}), **given)
+    check_memory(opts, KEYFRAMES[release])
+    return release_options(opts, release)
 
 
 def _pipeline(args, shard):
-    from kvideo.pipeline import KVideoPipeline
-
-    device = shard.device(args.device)
-    if args.preset:
-        return KVideoPipeline.from_preset(args.preset, seed=0, device=device, progress=False)
-    return KVideoPipeline.from_pretrained(args.weights, device=device, dtype=args.dtype, progress=False)
+    return open_pipeline(args.weights or TINY, device=shard.device(args.device), dtype=args.dtype, progress=False)
 
 
 # -- metrics -----------------------------------------------------------------------------------

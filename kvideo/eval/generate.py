@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from kvideo.checkpoint import atomic_path
 from kvideo.eval.datasets import MANIFEST, VideoDataset
 from kvideo.eval.distributed import Shard
+from kvideo.export import write_video
+from kvideo.generation.output import is_finished, remove_leftovers
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,6 @@ def manifest_for(jobs: list[PromptJob], settings: dict[str, Any]) -> dict[str, A
 def write_manifest(out_dir: Path, manifest: dict[str, Any], shard: Shard) -> None:
     """Rank 0 writes the manifest atomically; an existing one must describe the same run (resume). A folder
     without one must be empty: its videos would be counted as generated (every rank checks before any writes)."""
-    from kvideo.checkpoint import atomic_path
-
     path = out_dir / MANIFEST
     if path.exists():
         existing = read_own_manifest(path)
@@ -101,11 +103,6 @@ def generate_videos(
 ) -> dict[str, int]:
     """Generate this rank's share of `jobs` with `generator(prompt, seed=..., **options)` (an object
     with `.frames` uint8 (f, h, w, 3) and `.fps`); files that exist already are kept (resume)."""
-    from tqdm.auto import tqdm
-
-    from kvideo.export import write_video
-    from kvideo.generate_cli import is_finished, remove_leftovers
-
     out_dir = Path(out_dir)
     counts = {"generated": 0, "existing": 0}
     mine = shard.take(jobs)

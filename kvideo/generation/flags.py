@@ -1,0 +1,48 @@
+"""Command-line flags from `GenerationOptions`' field metadata: one builder for every command that generates.
+
+A flag's default is "not given" (absent from the namespace), so the model card's or the release's default
+applies; `given_options` returns only what the user typed.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Iterable
+
+from kvideo.generation.options import FIELDS, Option, option_of
+
+PREFIX = "option:"  # the namespace attributes the generation flags fill
+
+
+def generation_flags(exclude: Iterable[str] = ()) -> dict[str, Option]:
+    """field -> its `Option`, for every field that has a flag (less `exclude`)."""
+    skipped = set(exclude)
+    return {name: option_of(name) for name in FIELDS if option_of(name).flag and name not in skipped}
+
+
+def add_generation_flags(parser: argparse.ArgumentParser, exclude: Iterable[str] = (),
+                         title: str = "generation options (default: the model card's, else the release's)") -> None:
+    """One flag per options field that declares one, in a group of its own."""
+    group = parser.add_argument_group(title)
+    for name, meta in generation_flags(exclude).items():
+        common = dict(dest=PREFIX + name, default=argparse.SUPPRESS, help=meta.help)
+        if meta.parse is None and meta.choices is None:  # a switch (bool field)
+            group.add_argument(meta.flag, action="store_const", const=True, **common)
+        else:
+            metavar = meta.metavar or (None if meta.choices else meta.flag[2:].upper().replace("-", "_"))
+            group.add_argument(meta.flag, type=meta.parse, choices=meta.choices, metavar=metavar, **common)
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options fields the user gave on the command line (a flag that sets several fields, such as --size,
+    gives a dict of them)."""
+    given: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if key.startswith(PREFIX):
+            given.update(value if isinstance(value, dict) else {key[len(PREFIX):]: value})
+    return given
+
+
+def flag_names() -> dict[str, str]:
+    """field -> the flag that sets it, for messages (`height` is set by --size)."""
+    names = {name: meta.flag for name, meta in generation_flags().items()}
+    return {**names, "height": names["width"]}
