@@ -1,7 +1,6 @@
 """Official checkpoints -> kvideo safetensors (config in metadata), and a summary of any checkpoint."""
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,24 +13,25 @@ from kvideo.checkpoint import (
     load_file, read_metadata,
 )
 from kvideo.models.base import Checkpoint, PretrainedModel
+from kvideo.models.movq import MoVQ
+from kvideo.models.unet import UNet
 
-# model name -> ("module:Class", official preset of that class)
-MODELS = {
-    "image": ("kvideo.models.unet:UNet", "official-image"),
-    "keyframe": ("kvideo.models.unet:UNet", "official-keyframe"),
-    "interpolation": ("kvideo.models.unet:UNet", "official-interpolation"),
-    "movq": ("kvideo.models.movq:MoVQ", "official"),
-    "video-movq": ("kvideo.models.movq:MoVQ", "official-video"),
-    "kv11-keyframe": ("kvideo.models.unet:UNet", "official-kv11-keyframe"),  # release 1.1 t2v.pt
-    "kv11-interpolation": ("kvideo.models.unet:UNet", "official-kv11-interpolation"),  # release 1.1 interpolation.pt
+# model name -> (class, official preset of that class)
+MODELS: dict[str, tuple[type[PretrainedModel], str]] = {
+    "image": (UNet, "official-image"),
+    "keyframe": (UNet, "official-keyframe"),
+    "interpolation": (UNet, "official-interpolation"),
+    "movq": (MoVQ, "official"),
+    "video-movq": (MoVQ, "official-video"),
+    "kv11-keyframe": (UNet, "official-kv11-keyframe"),  # release 1.1 t2v.pt
+    "kv11-interpolation": (UNet, "official-kv11-interpolation"),  # release 1.1 interpolation.pt
 }
 
 
 def model_class(name: str) -> type[PretrainedModel]:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    module, _, cls = MODELS[name][0].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return MODELS[name][0]
 
 
 def detect_model(contents: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ error, never a traceback, and writes nothing when it fails (the heavy work itsel
 train, info, convert and every `kvideo eval` subcommand (with tiny real datasets and detectors among the files)."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from kvideo import generate_cli
 from kvideo.cli import main
 from kvideo.eval import cli as eval_cli
 from kvideo.eval import protocol
+from kvideo.eval.metrics import BY_NAME, METRICS
 from kvideo.train import trainer
 
 
@@ -143,8 +145,9 @@ def test_the_cli_never_shows_a_traceback_and_writes_nothing_on_failure(argv, fil
                                                                        capsys):
     monkeypatch.setattr(generate_cli, "load_pipeline", _reached)
     monkeypatch.setattr(trainer.Trainer, "run", _reached)
-    for name in ("compute_fvd", "compute_is", "compute_clipsim", "real_fvd_statistics"):
-        monkeypatch.setattr(protocol, name, _reached)  # the detectors and datasets are read for real
+    for metric in METRICS:  # the detectors and datasets are read for real
+        monkeypatch.setitem(BY_NAME, metric.name, dataclasses.replace(metric, statistic=_reached))
+    monkeypatch.setattr(protocol, "real_fvd_statistics", _reached)
     monkeypatch.setattr(eval_cli, "_pipeline", _reached)
     out = tmp_path_factory.mktemp("out")
     monkeypatch.chdir(out)  # relative paths among the values land here, not in the repository

@@ -10,11 +10,15 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 import torch
 from einops import rearrange
+from tqdm.auto import tqdm
 
+from kvideo.checkpoint import atomic_path, check_replaceable, check_writable_folder
 from kvideo.config import Config, check
+from kvideo.errors import OutputError
 from kvideo.eval.datasets import SkipVideo, VideoDataset, VideoItem, read_clip, read_video
 from kvideo.eval.distributed import Shard
 from kvideo.eval.frechet import frechet_distance
+from kvideo.eval.preprocess import GEOMETRIES, prepare_clip
 from kvideo.eval.stats import FeatureStats, split_scores
 
 
@@ -38,8 +42,6 @@ class FVDProtocol(Config):
     features: str = "i3d-logits"  # "i3d-logits" (400-d) or "videomae-v2" (fc_norm of the mean token)
 
     def validate(self) -> None:
-        from kvideo.eval.preprocess import GEOMETRIES
-
         check(self.num_videos >= 2, f"num_videos must be >= 2 (a covariance needs 2 samples), got {self.num_videos}")
         least = 9 if self.features == "i3d-logits" else 2  # the I3D temporal pooling; a VideoMAE tubelet
         check(self.num_frames >= least, f"num_frames must be >= {least} for {self.features} features, got {self.num_frames}")
@@ -169,8 +171,6 @@ def extract(
     Each round takes the next `wanted - used` candidates, split over the ranks; unusable ones are
     skipped and replaced in the next round, so the usable set does not depend on the world size.
     """
-    from tqdm.auto import tqdm
-
     shard, used, start, skipped = options.shard, 0, 0, []
     bar = tqdm(total=wanted, desc=desc, unit="video", disable=not (options.progress and shard.is_main))
     while used < wanted and start < len(candidates):
@@ -241,8 +241,6 @@ def fvd_candidates(dataset: VideoDataset, protocol: FVDProtocol, real: bool) -> 
 
 def fvd_clip_loader(protocol: FVDProtocol, *, real: bool) -> Load:
     """index, item -> prepared clip (3, f, size, size): the same geometry for real and generated clips."""
-    from kvideo.eval.preprocess import prepare_clip
-
     def load(index: int, item: VideoItem) -> torch.Tensor:
         random_offset = real and protocol.real_offset == "random"
         rng = np.random.default_rng([protocol.seed, index]) if random_offset else None
@@ -366,8 +364,6 @@ def per_video_outputs(dataset: VideoDataset, wanted: int, load: Load, infer: Inf
 
 
 def _geometry(protocol: FVDProtocol) -> str:
-    from kvideo.eval.preprocess import GEOMETRIES
-
     return GEOMETRIES[protocol.geometry]
 
 
@@ -430,9 +426,6 @@ def compute_clipsim(fake: VideoDataset, scorer, protocol: CLIPSIMProtocol, optio
 # -- reports -----------------------------------------------------------------------------------
 def check_output_file(path: str | Path, *, what: str) -> Path:
     """Raise OutputError, before any work, unless `path` can be written as a file (atomically, beside itself)."""
-    from kvideo.checkpoint import check_replaceable, check_writable_folder
-    from kvideo.errors import OutputError
-
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {str(path)!r} is a folder; give a file path")
@@ -445,8 +438,6 @@ def check_output_file(path: str | Path, *, what: str) -> Path:
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
     """Write the JSON report atomically."""
-    from kvideo.checkpoint import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 

@@ -9,6 +9,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from kvideo.checkpoint import load_file, save_safetensors
+
 STATS_FORMAT = "kvideo-feature-stats-1"
 
 
@@ -66,8 +68,6 @@ class FeatureStats:
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path, protocol: Mapping[str, Any]) -> None:
         """Write atomically as safetensors, with the protocol settings that produced them."""
-        from kvideo.checkpoint import save_safetensors
-
         tensors = {"total": torch.from_numpy(self.total), "outer": torch.from_numpy(self.outer)}
         meta = {"format": STATS_FORMAT, "count": str(self.count), "protocol": json.dumps(dict(protocol), sort_keys=True)}
         save_safetensors(path, tensors, meta)
@@ -75,8 +75,6 @@ class FeatureStats:
     @classmethod
     def load(cls, path: str | Path) -> tuple["FeatureStats", dict[str, Any]]:
         """(statistics, protocol settings) from a file written by `save`."""
-        from kvideo.checkpoint import load_file
-
         tensors, meta = load_file(path)
         if meta.get("format") != STATS_FORMAT:
             raise ValueError(f"{str(path)!r} is not a kvideo feature-statistics file (format {meta.get('format')!r})")

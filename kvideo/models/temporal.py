@@ -6,6 +6,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from kvideo.checkpoint import CheckpointError
+
 
 class TemporalModule(nn.Module):
     """Marker base class: every module that an inflated (video) model adds to its 2D parent.
@@ -50,8 +52,6 @@ def temporal_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_temporal_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load temporal weights strictly: exactly the model's temporal keys, with their shapes."""
-    from kvideo.checkpoint import CheckpointError
-
     own = temporal_state_dict(model)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -7,14 +7,26 @@ keyframe UNet whose temporal layers are switched off (each keyframe then drawn o
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path
+from kvideo.eval.detectors import i3d_input
+from kvideo.eval.frechet import frechet_distance
 from kvideo.eval.generate import PromptJob
+from kvideo.eval.stats import FeatureStats
+from kvideo.export import write_video
+from kvideo.models.unet import UNet
+from kvideo.shapes.detector import caption_labels
 from kvideo.shapes.grammar import all_captions
+from kvideo.shapes.score import score_folder, write_report
+from kvideo.train.data import read_captions
+from kvideo.video_io import read_frames, video_info
 
 QUALITY_BAR = {"object_color": 0.90, "background": 0.95, "direction": 0.80, "shape": 0.70, "found": 0.95}
 
@@ -39,8 +51,6 @@ def quality_jobs(prompts: list[str], seeds: int = 2, first_seed: int = 0) -> lis
 def check_kept_clips(folder: Path, jobs: list[PromptJob], options: dict[str, Any]) -> None:
     """The clips already in `folder` are kept only if they are the same jobs (file, prompt, seed) generated
     with the same options: a 48 x 1 set is the start of the 96 x 2 one, a set of other prompts or settings is not."""
-    import json
-
     if (folder / "captions.csv").is_file():
         with (folder / "captions.csv").open(newline="") as handle:
             before = {row["path"]: (row["caption"], int(row["seed"])) for row in csv.DictReader(handle)}
@@ -70,10 +80,6 @@ def generate_set(pipe, jobs: list[PromptJob], out: Path, *, batch_size: int = 8,
                  **options: Any) -> int:
     """Generate the clips of `jobs` that `out` lacks, `batch_size` prompts per batched pipeline call
     (each clip with its own seed, as alone); returns how many were made."""
-    from tqdm.auto import tqdm
-
-    from kvideo.export import write_video
-
     todo = [job for job in jobs if not (out / job.file).is_file()]
     bar = tqdm(total=len(todo), desc="generating", unit="clip", disable=not progress)
     for start in range(0, len(todo), batch_size):
@@ -89,8 +95,6 @@ def generate_set(pipe, jobs: list[PromptJob], out: Path, *, batch_size: int = 8,
 def measure_quality(pipe, out: str | Path, *, prompts: int = 96, seeds: int = 2, batch_size: int = 8,
                     progress: bool = True, **options: Any) -> dict[str, Any]:
     """Generate the quality set with `pipe` into `out` (existing clips are kept) and score it."""
-    from kvideo.shapes.score import score_folder, write_report
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = quality_jobs(quality_prompts(prompts), seeds)
@@ -107,11 +111,6 @@ def measure_quality(pipe, out: str | Path, *, prompts: int = 96, seeds: int = 2,
 def clip_features(detector, folder: str | Path, frames: int = 16, batch_size: int = 16) -> np.ndarray:
     """Time-averaged I3D logits of every mp4 in `folder` (sorted by name), each read as `frames` frames spread
     evenly over the whole clip (`spread_frames`), as the `shapes-detector` preset trains on them."""
-    import torch
-
-    from kvideo.eval.detectors import i3d_input
-    from kvideo.video_io import read_frames, video_info
-
     paths = clip_paths(folder)
     features = []
     for start in range(0, len(paths), batch_size):
@@ -141,9 +140,6 @@ def clip_paths(folder: str | Path) -> list[Path]:
 def detector_accuracy(features: np.ndarray, folder: str | Path) -> float:
     """Share of the clips of `folder` (`clip_features` order) whose largest detector logit is their caption's
     shape x direction class, the captions read from `folder/captions.csv`: how much an FVD feature sees."""
-    from kvideo.train.data import read_captions
-    from kvideo.shapes.detector import caption_labels
-
     folder = Path(folder)
     captions = {path.resolve(): caption for path, caption in read_captions(folder / "captions.csv")}
     paths = clip_paths(folder)
@@ -158,9 +154,6 @@ def detector_accuracy(features: np.ndarray, folder: str | Path) -> float:
 
 def fvd(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """Fréchet distance of the Gaussians of two feature sets (covariance / N, as StyleGAN-V)."""
-    from kvideo.eval.frechet import frechet_distance
-    from kvideo.eval.stats import FeatureStats
-
     stats = [FeatureStats(f.shape[1]).update(f).mean_cov() for f in (features_a, features_b)]
     return frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
 
@@ -173,8 +166,6 @@ def passes_bar(totals: dict[str, float]) -> dict[str, bool]:
 def temporal_off(unet):
     """A copy of a keyframe UNet with its temporal layers back at their identity initialisation:
     every keyframe is denoised as an independent image by the spatial weights."""
-    from kvideo.models.unet import UNet
-
     temporal_keys = set(unet.temporal_state_dict())
     spatial = {k: v for k, v in unet.state_dict().items() if k not in temporal_keys}
     return UNet.inflate(spatial, unet.config).to(next(unet.parameters()).dtype).eval().requires_grad_(False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,10 +22,19 @@ import numpy as np
 import torch
 
 from kvideo.checkpoint import atomic_path
+from kvideo.models.movq import MoVQ, MoVQConfig
+from kvideo.models.unet import UNet, UNetConfig
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, TEMPLATE, all_captions
 from kvideo.shapes.presets import KEYFRAME_PHASES, STAGES
-from kvideo.shapes.render import RenderSettings
+from kvideo.shapes.render import RenderSettings, check_folder, clip_caption, render_dataset
+from kvideo.text import TextProjection, write_word_t5
+from kvideo.train.cache import LatentCache, run_cache
+from kvideo.train.checkpointing import load_trained_weights, read_weights, save_weights
 from kvideo.train.config import CacheConfig, TrainConfig, check_seed
+from kvideo.train.data import cover_crop_frames, read_captions
+from kvideo.train.tracking import read_log
+from kvideo.train.trainer import train
+from kvideo.video_io import read_frames, video_info
 
 TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
 TEXT_DIM = 64  # d_model of the shapes text encoder
@@ -110,8 +120,6 @@ class Recipe:
     def check_before_work(self, stages: tuple[str, ...]) -> None:
         """Everything that would stop a stage, checked before the first one runs: the device, the captions
         of the keyframe phases, and the folders the data and model stages write (only into what they made)."""
-        from kvideo.shapes.render import check_folder
-
         done = self.records()
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device {self.device!r}: expected auto, cpu or cuda")
@@ -128,10 +136,6 @@ class Recipe:
     def check_phase_captions(self, stage: str) -> None:
         """Refuse, before any training, a data set whose clips lack the captions a phase of keyframe `stage`
         trains on (its `caption_pattern`): clip captions follow from (seed, index), so no clip is read."""
-        import re
-
-        from kvideo.shapes.render import clip_caption
-
         for phase in KEYFRAME_PHASES:
             pattern = TrainConfig.preset(f"shapes-{stage}-{phase}").caption_pattern
             if pattern and not any(re.search(pattern, clip_caption(self.seed, i).text) for i in range(self.videos)):
@@ -149,9 +153,6 @@ class Recipe:
                                   batch_size=base.batch_size * self.batch_scale, **values)
 
     def _train(self, cfg: TrainConfig) -> dict:
-        from kvideo.train.tracking import read_log
-        from kvideo.train.trainer import train
-
         result = train(cfg)
         log = read_log(cfg.output_dir)
         tail = [r["loss"] for r in log if r["step"] > result.step - 100]
@@ -161,8 +162,6 @@ class Recipe:
 
     # -- stages --------------------------------------------------------------------------------------
     def stage_data(self) -> dict:
-        from kvideo.shapes.render import render_dataset
-
         render_dataset(self.paths.data, num_videos=self.videos, seed=self.seed, size=DATA_SETTINGS.height,
                        fps=DATA_SETTINGS.fps, seconds=DATA_SETTINGS.seconds, progress=self.progress)
         return {"videos": self.videos}
@@ -182,9 +181,6 @@ class Recipe:
         """The text encoder (a random word-level T5 over the grammar, frozen: the UNets' cross-attention
         learns to read it) and the image UNet's starting point, which carries the text projection and
         the null embedding every later stage inherits."""
-        from kvideo.models.unet import UNet, UNetConfig
-        from kvideo.text import TextProjection, write_word_t5
-
         words = sorted({w for c in all_captions() for w in c.text.split()})
         write_word_t5(self.paths.text / "text_encoder", words, d_model=TEXT_DIM, num_layers=2, seed=self.seed)
         with torch.random.fork_rng(devices=[]):
@@ -197,8 +193,6 @@ class Recipe:
         return {"vocabulary": len(words)}
 
     def _cache(self, preset: str, output: Path, data: Path | None = None, **values) -> dict:
-        from kvideo.train.cache import run_cache
-
         data = data or self.paths.data
         cfg = CacheConfig.preset(preset, videos=str(data), captions=str(data / "captions.csv"),
                                  output=str(output), movq=str(self.movq),
@@ -245,8 +239,6 @@ class Recipe:
                                              data=str(self.paths.stage("cache-interpolation"))))
 
     def stage_data_motion(self) -> dict:
-        from kvideo.shapes.render import render_dataset
-
         videos = max(1, self.videos // 2)
         render_dataset(self.paths.stage("data-motion"), num_videos=videos, seed=self.seed,
                        size=MOTION_SETTINGS.height, fps=MOTION_SETTINGS.fps, seconds=MOTION_SETTINGS.seconds,
@@ -316,10 +308,6 @@ def _is_temporary(path: Path) -> bool:
 def assemble_model(folder: Path, *, image: Path, keyframe: Path, interpolation: Path, movq: Path, decoder: Path,
                    text_encoder: Path, dtype: torch.dtype = torch.float16) -> Path:
     """Full models from the stages' outputs, written as a weights folder `KVideoPipeline.from_pretrained` reads."""
-    from kvideo.models.movq import MoVQ, MoVQConfig
-    from kvideo.models.unet import UNet
-    from kvideo.train.checkpointing import load_trained_weights, read_weights
-
     folder.mkdir(parents=True, exist_ok=True)
     keyframe_unet = full_keyframe_unet(image, keyframe)
     extras = {k: v.to(dtype) for k, v in UNet.read_checkpoint(image).extras.items()}
@@ -340,9 +328,6 @@ def assemble_model(folder: Path, *, image: Path, keyframe: Path, interpolation: 
 
 def full_keyframe_unet(image: Path, keyframe: Path):
     """The image UNet inflated, with the trained weights of a keyframe run (temporal only, or all) loaded."""
-    from kvideo.models.unet import UNet, UNetConfig
-    from kvideo.train.checkpointing import load_trained_weights, read_weights
-
     _, _, info = read_weights(keyframe)
     unet = UNet.inflate(UNet.read_checkpoint(image).state, UNetConfig.from_json(info.model_config))
     load_trained_weights(unet, keyframe)
@@ -371,8 +356,6 @@ def measure_latent_range(cache: Path, clips: int | None = None) -> list[list[flo
     """[low, high] per latent channel over the clips of a latent cache (the first `clips`, or all), rounded
     outward to 0.01: the card's `latent_range`, to which sampling clips each x0 estimate
     (`GenerationOptions.latent_range`)."""
-    from kvideo.train.cache import LatentCache
-
     data = LatentCache(cache)
     count = len(data) if clips is None else min(clips, len(data))
     latents = torch.stack([data[i]["latents"].float() for i in range(count)])  # (n, c, f, h, w)
@@ -407,8 +390,6 @@ def plot_loss_curves(root: str | Path, path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise ImportError("plotting needs matplotlib: pip install 'kvideo[train]' (or matplotlib)") from error
-    from kvideo.train.tracking import read_log
-
     root = Path(root)
     stages = [s for s in STAGES if (root / s / "log.jsonl").is_file()]
     if not stages:
@@ -436,11 +417,6 @@ def calibrate_latent_scale(weights: Path, captions: Path, *, clips: int = 32, ta
     to unit variance would be squashed by that, and sampling collapses. At std 0.4 the latents of white
     frames still reach 1.4, which is why the shapes model's card turns that thresholding off as well.
     """
-    from kvideo.models.movq import MoVQ, MoVQConfig
-    from kvideo.train.checkpointing import read_weights, save_weights
-    from kvideo.train.data import cover_crop_frames, read_captions
-    from kvideo.video_io import read_frames, video_info
-
     state, extras, info = read_weights(weights)
     config = MoVQConfig.from_json(info.model_config)
     if config.latent_scale != 1.0:

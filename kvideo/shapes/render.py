@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path, check_replaceable, check_writable_folder
 from kvideo.errors import BadInputError
-from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTION_VECTORS, Caption, all_captions
+from kvideo.export import write_video
+from kvideo.shapes.grammar import BACKGROUNDS, COLORS, Caption, DIRECTION_VECTORS, all_captions
 
 SUPERSAMPLE = 4  # samples per pixel along each axis; their mean is the pixel's coverage
 # Side of the shape's bounding square over the frame's short side: larger shapes are told apart more often
@@ -156,10 +158,6 @@ def render_dataset(out: str | Path, num_videos: int, seed: int = 0, size: int | 
     Clips already in `out` (written atomically, so complete) are kept: an interrupted run resumes,
     and a larger `num_videos` with the same settings adds clips (the first N are the same set).
     """
-    from tqdm.auto import tqdm
-
-    from kvideo.export import write_video
-
     settings = RenderSettings.from_size(size, fps, seconds)
     _check_counts(num_videos, seed)
     check_memory(settings)
@@ -192,7 +190,7 @@ def clip_memory(settings: RenderSettings) -> int:
 
 def memory_limit() -> int | None:
     """The most memory this process may use: physical memory, the address-space and cgroup limits (None: unknown)."""
-    import resource
+    import resource  # Unix only: a missing module must not stop rendering elsewhere
 
     limits = []
     with contextlib.suppress(ValueError, OSError, AttributeError):

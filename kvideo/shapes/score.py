@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path
 from kvideo.shapes.frames import DEFAULT_KEYFRAME_STRIDE, keyframe_flicker, keyframe_mask, motion_evenness, roughness
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, Caption, parse_caption
+from kvideo.train.data import CAPTION_COLUMNS, read_caption_rows, resolve_video_path
+from kvideo.video_io import VideoReadError, read_frames
 
 OBJECT_DISTANCE = 48.0  # RGB distance from the background beyond which a pixel is the object's
 MIN_OBJECT_FRACTION = 0.004  # fewer object pixels than this fraction of the frame: not found there
@@ -314,8 +317,6 @@ def _track(frames, background, object_rgb, found) -> tuple[list[float], list[flo
 def read_scoring_list(videos: str | Path, captions: str | Path | None = None) -> list[tuple[Path, str]]:
     """(video, caption) pairs of a captions CSV/JSONL; a path is taken relative to the list's folder,
     else to `videos`. Missing videos are an error naming them; a missing caption is an empty one."""
-    from kvideo.train.data import CAPTION_COLUMNS, read_caption_rows, resolve_video_path
-
     videos = Path(videos)
     if not videos.is_dir():
         raise FileNotFoundError(f"video folder {str(videos)!r} does not exist")
@@ -341,8 +342,6 @@ def score_folder(videos: str | Path, captions: str | Path | None = None, *, prog
     Clips whose caption is outside the grammar are counted (`unparseable`) and left out of the
     accuracies; an unreadable clip counts as wrong on every attribute with nothing found.
     """
-    from tqdm.auto import tqdm
-
     clips = []
     for path, caption in tqdm(read_scoring_list(videos, captions), desc="scoring shapes", unit="clip",
                               disable=not progress):
@@ -352,8 +351,6 @@ def score_folder(videos: str | Path, captions: str | Path | None = None, *, prog
 
 
 def _score_file(path: Path, caption: str, keyframe_stride: int) -> dict[str, Any]:
-    from kvideo.video_io import VideoReadError, read_frames
-
     try:
         frames = read_frames(path)
     except VideoReadError as error:

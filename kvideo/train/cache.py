@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path, save_safetensors
+from kvideo.models.movq import MoVQ, MoVQConfig
+from kvideo.models.unet import UNet
+from kvideo.text import TextEncoder, TextProjection
 from kvideo.train.config import CacheConfig, check_inputs
 from kvideo.train.data import VideoRecord, VideoTextDataset, collate_clips, read_captions, scan_videos
 
@@ -163,16 +167,12 @@ class LatentCache(torch.utils.data.Dataset):
             raise ValueError(f"the cache {str(self.folder)!r} holds no samples (all videos skipped?)")
 
     def _shard_samples(self, name: str) -> list[CachedSample]:
-        from safetensors import safe_open
-
         with safe_open(str(self.folder / name), "pt") as handle:
             rows = json.loads(handle.metadata()["samples"])
         return [CachedSample(self.folder / name, str(i), row["caption"], row["step"]) for i, row in enumerate(rows)]
 
     @property
     def has_text(self) -> bool:
-        from safetensors import safe_open
-
         with safe_open(str(self.samples[0].shard), "pt") as handle:
             return f"{self.samples[0].key}.context" in handle.keys()
 
@@ -185,8 +185,6 @@ class LatentCache(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """`cache[i]`, or `cache[i, epoch]` as the trainer asks (a cached clip is the same every epoch)."""
-        from safetensors import safe_open
-
         sample = self.samples[key[0] if isinstance(key, tuple) else key]
         item: dict[str, Any] = {"caption": sample.caption, "step": sample.step}
         with safe_open(str(sample.shard), "pt") as handle:
@@ -228,8 +226,6 @@ def _device(name: str) -> torch.device:
 
 def video_encoder(config: CacheConfig) -> VideoEncoder:
     """The MoVQ encoder of `config.movq` (or a random `movq_preset` model, for trials)."""
-    from kvideo.models.movq import MoVQ, MoVQConfig
-
     device = _device(config.device)
     preset = MoVQConfig.preset(config.movq_preset) if config.movq_preset else None
     if config.movq:
@@ -245,9 +241,6 @@ def video_encoder(config: CacheConfig) -> VideoEncoder:
 def text_encoder(config: CacheConfig) -> TextEncoderFn:
     """T5 encoder (`text_encoder` folder) + the projection and null embedding of the keyframe checkpoint
     (`text_checkpoint`, e.g. kandinsky_video.pt)."""
-    from kvideo.models.unet import UNet
-    from kvideo.text import TextEncoder, TextProjection
-
     if not config.text_encoder or not config.text_checkpoint:
         raise ValueError("keyframe caches need text_encoder=<T5 folder> and text_checkpoint=<keyframe UNet checkpoint "
                          "holding the text projection, e.g. kandinsky_video.pt>")

@@ -17,9 +17,12 @@ from kvideo.checkpoint import (
     CheckpointError, UnreadableCheckpointError, atomic_path, check_writable_folder, load_file, load_pickle,
     load_state_dict_strict, read_metadata, save_safetensors,
 )
+from kvideo.config import check_types
 from kvideo.errors import BadInputError
 from kvideo.models.base import EXTRA_PREFIX
+from kvideo.models.movq import MoVQConfig
 from kvideo.models.temporal import load_temporal_state_dict
+from kvideo.models.unet import UNetConfig
 
 WEIGHTS_FILE = "trained.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -126,10 +129,6 @@ def _weights_info(path: str | Path, metadata: Mapping[str, str]) -> WeightsInfo:
 def _check_config_types(path: str | Path, model_type: str, values: dict[str, Any]) -> None:
     """The stored config's fields that this version knows have their types (a model_channels of "x" is one line
     here, not a traceback where the model is built); fields of newer versions are compared as stored."""
-    from kvideo.config import check_types
-    from kvideo.models.movq import MoVQConfig
-    from kvideo.models.unet import UNetConfig
-
     cls = {"unet": UNetConfig, "movq": MoVQConfig}.get(model_type)
     if cls is None:
         return  # check_compatible says the model type does not match

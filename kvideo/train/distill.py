@@ -30,6 +30,7 @@ from kvideo.diffusion import (
     distillation_x0, prediction_from_x0, q_sample,
 )
 from kvideo.errors import BadInputError, CheckpointError
+from kvideo.models.unet import UNet, UNetConfig
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import DISTILL_KINDS, TrainConfig
@@ -151,8 +152,6 @@ def interpolation_batch(student: nn.Module, teacher: nn.Module, batch: dict[str,
 def load_teacher(cfg: TrainConfig) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """(teacher UNet, its extras) from `cfg.teacher`; a file that is not a keyframe / interpolation UNet
     is a one-line error naming it."""
-    from kvideo.models.unet import UNet, UNetConfig
-
     try:
         checkpoint = UNet.read_checkpoint(cfg.teacher)
     except CheckpointError as error:

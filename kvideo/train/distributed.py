@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+# DDP, FSDP and ZeRO are imported where used: they add seconds of import time that single-process runs skip.
+
 STRATEGIES = ("ddp", "fsdp")
 
 

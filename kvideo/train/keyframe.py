@@ -13,6 +13,7 @@ from kvideo.diffusion import Schedule, cosine_schedule, diffusion_mse, diffusion
 from kvideo.text import null_context
 from kvideo.train.cache import LatentCache, collate_cached
 from kvideo.train.config import TrainConfig
+from kvideo.train.movq import detail_weights
 from kvideo.train.task import Task, load_unet, select_trainable, unet_shard_types
 
 
@@ -29,8 +30,6 @@ def latent_detail_weights(latents: torch.Tensor, weight: float) -> torch.Tensor:
     """Per-position loss weights (b, 1, f, h, w) of clean latents (b, c, f, h, w): 1 + weight x the
     position's largest channel distance from its frame's median latent. A small object on a plain
     background then weighs more than its area; its shape is otherwise a tiny share of the loss."""
-    from kvideo.train.movq import detail_weights
-
     b = latents.shape[0]
     frames = rearrange(latents.float(), "b c f h w -> (b f) c h w")
     return rearrange(detail_weights(frames, weight), "(b f) 1 h w -> b 1 f h w", b=b)

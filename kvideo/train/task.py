@@ -8,7 +8,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from kvideo.models import layers
 from kvideo.models.base import PretrainedModel
+from kvideo.models.unet import UNet, UNetConfig
 from kvideo.train.config import TrainConfig
 from kvideo.train.seeding import seeded_generator
 
@@ -64,8 +66,6 @@ def load_unet(cfg: TrainConfig, kind: str):
     A keyframe task given a text-to-image (kind "image") checkpoint inflates it: the temporal layers
     start as the identity (the paper's recipe). Their layout comes from `cfg.model_preset` when that
     names a keyframe UNet of the same spatial architecture, else from the image UNet's config."""
-    from kvideo.models.unet import UNet, UNetConfig
-
     if cfg.model:
         checkpoint = UNet.read_checkpoint(cfg.model)
         config = checkpoint.config or UNetConfig.preset(cfg.model_preset or f"official-{kind}")
@@ -87,8 +87,6 @@ def load_unet(cfg: TrainConfig, kind: str):
 def unet_from_checkpoint(path: str, checkpoint, config, kind: str, preset: str = ""):
     """(UNet, extras) of `checkpoint` (read from `path` by `UNet.read_checkpoint`) built with `config`; a
     text-to-image config for a keyframe `kind` is inflated (see `load_unet`). The null embedding must be there."""
-    from kvideo.models.unet import UNet
-
     if kind == "keyframe" and config.kind == "image":
         unet = UNet.inflate(checkpoint.state, inflated_config(config, preset))
     else:
@@ -107,8 +105,6 @@ def inflated_config(image, preset: str = ""):
     """The keyframe UNetConfig that inflates the text-to-image config `image`: `image` with kind
     'keyframe' and, when `preset` names a keyframe UNet preset, that preset's temporal fields (the
     spatial fields must agree, or the error names the ones that differ)."""
-    from kvideo.models.unet import UNetConfig
-
     if not preset:
         return dataclasses.replace(image, kind="keyframe")
     target = UNetConfig.preset(preset)
@@ -130,7 +126,5 @@ def _a(word: str) -> str:
 def unet_shard_types() -> tuple[type, ...]:
     """FSDP units of a UNet: the blocks its levels call one by one (frozen spatial weights are sharded
     with them; the levels themselves are containers whose forward never runs)."""
-    from kvideo.models import layers
-
     return (layers.ResNetBlock, layers.AttentionBlock, layers.TemporalResNetBlock, layers.TemporalAttentionBlock)
 

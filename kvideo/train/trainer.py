@@ -69,7 +69,7 @@ class EMA:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, tensor in self.shadow.items():
             if hasattr(tensor, "full_tensor"):  # FSDP: keep this rank's shard of the full tensor
-                from torch.distributed.tensor import distribute_tensor
+                from torch.distributed.tensor import distribute_tensor  # FSDP only (seconds to import)
 
                 tensor.copy_(distribute_tensor(state[name].to(tensor.device), tensor.device_mesh, tensor.placements))
             else:
@@ -179,7 +179,7 @@ class Trainer:
             self.optimizer.consolidate_state_dict(to=0)
             return self.optimizer.state_dict() if self.env.is_main else None
         if self.env.distributed and self.cfg.strategy == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict  # FSDP only
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
             state = get_optimizer_state_dict(self.module, self.optimizer, options=options)
@@ -188,7 +188,7 @@ class Trainer:
 
     def _load_optimizer(self, state: dict[str, Any]) -> None:
         if self.env.distributed and self.cfg.strategy == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict  # FSDP only
 
             set_optimizer_state_dict(self.module, self.optimizer, state, options=StateDictOptions(full_state_dict=True))
         else:
