@@ -609,12 +609,14 @@ def _lookup(config: Config, dotted: str) -> Any:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], skip: tuple[str, ...] = (),
-                         preset: str | None = None) -> None:
+                         preset: str | None = None, hidden: tuple[str, ...] = (),
+                         metavars: dict[str, str] | None = None) -> None:
     """`--config`, `--preset` and one `--name` option per field (`--clip.height 256`), each with its
-    one-line help and the default it has when not given (`preset`: the preset used then)."""
+    one-line help and the default it has when not given (`preset`: the preset used then). `hidden` fields are
+    accepted but left out of --help; `metavars` names a field's value (PATH)."""
     defaults = cls.preset(preset) if preset else cls()
     shown_default = preset or "none"
-    parser.add_argument("--config", metavar="FILE",
+    parser.add_argument("--config", metavar="PATH",
                         help="JSON or YAML file with config values; unknown keys are errors (default: none)")
     parser.add_argument("--preset", metavar="NAME",
                         help=f"start from a named preset: {', '.join(cls.presets())} (default: {shown_default})")
@@ -622,9 +624,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], ski
     for name, parse, text in _fields_with_help(cls):
         if name in skip:
             continue
-        dest, metavar = f"cfg:{name}", METAVARS.get(parse, "X,X")
-        group.add_argument(flag_name(name), dest=dest, type=parse, default=None, metavar=metavar,
-                           help=f"{text} (default: {_shown(_lookup(defaults, name))})")
+        dest, metavar = f"cfg:{name}", (metavars or {}).get(name) or METAVARS.get(parse, "X,X")
+        shown = argparse.SUPPRESS if name in hidden else f"{text} (default: {_shown(_lookup(defaults, name))})"
+        group.add_argument(flag_name(name), dest=dest, type=parse, default=None, metavar=metavar, help=shown)
         if flag_name(name) != f"--{name}":  # the underscore spelling of earlier versions and config files
             group.add_argument(f"--{name}", dest=dest, type=parse, default=None, help=argparse.SUPPRESS)
 
