@@ -34,8 +34,8 @@ def model_class(name: str) -> type[PretrainedModel]:
     return MODELS[name][0]
 
 
-def detect_model(contents: dict[str, Any]) -> str:
-    """Which official checkpoint this is, from its keys."""
+def detect_model(contents: dict[str, Any], source: str | Path) -> str:
+    """Which official checkpoint `source` is, from its keys."""
     if "unet" in contents and isinstance(contents["unet"], dict):
         keys = contents["unet"].keys()
         if "image_in_layer.weight" in keys:
@@ -47,13 +47,13 @@ def detect_model(contents: dict[str, Any]) -> str:
         return "keyframe" if any("temporal_resnet_blocks" in k for k in keys) else "image"
     keys = contents.keys()
     if "projection_base" in keys:
-        raise CheckpointError("this is release 1.1's t5_projections.pt (text projections, not a model): "
+        raise CheckpointError(f"{str(source)!r} is release 1.1's t5_projections.pt (text projections, not a model): "
                               "keep it beside t2v.pt in the weights folder; it needs no conversion")
     if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
         return "video-movq" if any("temporal" in k for k in keys) else "movq"
     guess = guess_checkpoint_kind(contents)
     raise CheckpointError(
-        f"cannot tell which Kandinsky Video model this is (first keys: {sorted(keys)[:5]}"
+        f"cannot tell which Kandinsky Video model {str(source)!r} is (first keys: {sorted(keys)[:5]}"
         + (f"; they look like {guess}" if guess else "") + "); pass --model if it is one"
     )
 
@@ -71,9 +71,9 @@ def convert(source: str | Path, output: str | Path, *, model: str | None = None,
     if metadata.get("model_type"):
         raise ValueError(f"{str(source)!r} is already a kvideo checkpoint ({metadata['model_type']})")
     check_tensor_tree(contents, what=repr(str(source)))
-    name = model or detect_model(contents)
+    name = model or detect_model(contents, source)
     cls = model_class(name)
-    state, extras = cls.split_official(contents)
+    state, extras = cls.split_official_file(contents, source)
     state = cls.renames.state_to_kvideo(state)
     config = _fitting_config(source, cls, name, state, config_path, preset)
     loaded = cls.from_checkpoint(Checkpoint(state, extras), config, dtype=None)
@@ -203,7 +203,7 @@ def info(path: str | Path) -> CheckpointInfo:
     metadata = read_metadata(path)
     name = metadata.get("model") if metadata else None
     if metadata.get("model_type"):
-        cls = model_class(name) if name in MODELS else _class_for_type(metadata["model_type"])
+        cls = model_class(name) if name in MODELS else _class_for_type(metadata["model_type"], path)
         checkpoint = cls.read_checkpoint(path)
         summary = _summarise(str(path), cls, checkpoint, name, "from the file's metadata")
         problems = fit_problems(_expected_state(cls, checkpoint.config), checkpoint.state)
@@ -211,9 +211,9 @@ def info(path: str | Path) -> CheckpointInfo:
         return summary
     contents, _ = load_file(path)
     check_tensor_tree(contents, what=repr(str(path)))
-    name = detect_model(contents)
+    name = detect_model(contents, path)
     cls = model_class(name)
-    state, extras = cls.split_official(contents)
+    state, extras = cls.split_official_file(contents, path)
     checkpoint = Checkpoint(cls.renames.state_to_kvideo(state), extras)
     preset = implied_preset(cls, name, checkpoint.state)
     if preset is None:
@@ -223,12 +223,12 @@ def info(path: str | Path) -> CheckpointInfo:
     return _summarise(str(path), cls, checkpoint, name, f"preset {preset!r}, the one its tensor shapes fit")
 
 
-def _class_for_type(model_type: str) -> type[PretrainedModel]:
-    for name in MODELS:
-        cls = model_class(name)
-        if cls.model_type == model_type:
-            return cls
-    raise CheckpointError(f"unknown kvideo model_type {model_type!r}")
+def _class_for_type(model_type: str, path: str | Path) -> type[PretrainedModel]:
+    classes = {model_class(name).model_type: model_class(name) for name in MODELS}
+    if model_type not in classes:
+        raise CheckpointError(f"{str(path)!r} holds a kvideo model_type {model_type!r}, not one of the models info "
+                              f"describes ({', '.join(sorted(classes))})")
+    return classes[model_type]
 
 
 def _summarise(path: str, cls: type[PretrainedModel], checkpoint, name: str | None, source: str) -> CheckpointInfo:

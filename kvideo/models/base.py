@@ -88,9 +88,18 @@ class PretrainedModel(nn.Module):
             extras = {k[len(EXTRA_PREFIX):]: v for k, v in contents.items() if k.startswith(EXTRA_PREFIX)}
             state = {k: v for k, v in contents.items() if not k.startswith(EXTRA_PREFIX)}
             return Checkpoint(state, extras, config, metadata)
-        check_tensor_tree(contents, what=repr(str(path)))
-        state, extras = cls.split_official(contents)
+        state, extras = cls.split_official_file(contents, path)
         return Checkpoint(cls.renames.state_to_kvideo(state), extras, None, {})
+
+    @classmethod
+    def split_official_file(cls, contents: Mapping[str, Any], path: str | Path):
+        """`split_official` of file `path`'s contents; one that is not a state dict, or not of this model, is a
+        CheckpointError naming the file."""
+        check_tensor_tree(contents, what=repr(str(path)))
+        try:
+            return cls.split_official(contents)
+        except CheckpointError as error:
+            raise CheckpointError(f"{str(path)!r}: {error}") from None
 
     @classmethod
     def metadata_config(cls, path: str | Path, metadata: Mapping[str, str]) -> Config:

@@ -385,9 +385,10 @@ class UNet(PretrainedModel):
     @classmethod
     def split_official(cls, contents):
         """`kandinsky_video*.pt` holds {'unet': state, 'null_embedding': (d,), 'projections': state}."""
-        if "unet" not in contents:
+        if not isinstance(contents.get("unet"), Mapping):
+            found = f"a {type(contents['unet']).__name__}" if "unet" in contents else f"{sorted(contents)[:8]}"
             raise CheckpointError(
-                f"not a Kandinsky Video UNet checkpoint: expected a 'unet' entry, found {sorted(contents)[:8]}"
+                f"not a Kandinsky Video UNet checkpoint: expected a 'unet' entry holding the state dict, found {found}"
             )
         extras = {k: v for k, v in contents.items() if k != "unet" and torch.is_tensor(v)}
         for name, value in contents.items():

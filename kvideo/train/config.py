@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kvideo.argtypes import MAX_SEED, parse_bool, parse_float, parse_int
-from kvideo.config import Config, check
+from kvideo.config import Config, check, described, expected_type, has_type
 from kvideo.errors import BadInputError
 
 TASKS = ("movq", "image", "keyframe", "interpolation", "decoder", "detector", "distill")
@@ -366,9 +366,6 @@ def _parse_yaml(path: Path, text: str) -> Any:
         raise BadInputError(f"config file {str(path)!r} is not YAML: {reason}") from None
 
 
-TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-
-
 def check_file_types(cls: type[Config], values: dict[str, Any], path: str | Path, prefix: str = "") -> None:
     """Each key of a config file is a field and each value has its field's type (a number for lr, a whole number
     for steps, ...), else a one-line error naming the file and the key."""
@@ -388,33 +385,9 @@ def check_file_types(cls: type[Config], values: dict[str, Any], path: str | Path
                 raise BadInputError(f"config file {str(path)!r}: {key} must be a mapping of its fields, "
                                     f"not {value!r}")
             check_file_types(annotation, value, path, prefix=f"{key}.")
-        elif not _has_type(value, annotation):
-            raise BadInputError(f"config file {str(path)!r}: {key}={value!r} is {_described(value)}; expected "
-                                f"{_expected(annotation)}{_quote_hint(value, annotation, path)}")
-
-
-def _has_type(value: Any, annotation: Any) -> bool:
-    if typing.get_origin(annotation) is tuple:
-        item = typing.get_args(annotation)[0]
-        return isinstance(value, (list, tuple)) and all(_has_type(v, item) for v in value)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation) if isinstance(annotation, type) else True
-
-
-def _described(value: Any) -> str:
-    names = {str: "a string", bool: "a boolean", int: "a whole number", float: "a number", list: "a list",
-             dict: "a mapping", type(None): "empty (null)"}
-    return names.get(type(value), f"a {type(value).__name__}")
-
-
-def _expected(annotation: Any) -> str:
-    if typing.get_origin(annotation) is tuple:
-        items = {float: "numbers", int: "whole numbers", str: "strings", bool: "booleans"}
-        return f"a list of {items.get(typing.get_args(annotation)[0], 'values')}"
-    return TYPE_NAMES.get(annotation, str(annotation))
+        elif not has_type(value, annotation):
+            raise BadInputError(f"config file {str(path)!r}: {key}={value!r} is {described(value)}; expected "
+                                f"{expected_type(annotation)}{_quote_hint(value, annotation, path)}")
 
 
 def _quote_hint(value: Any, annotation: Any, path: str | Path) -> str:
