@@ -7,6 +7,7 @@ from importlib import metadata
 
 from kvideo import __version__, generate_cli
 from kvideo.argtypes import parse_int
+from kvideo.convert import MODELS, convert, info
 from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, dispatch
 from kvideo.eval import cli as eval_cli
 from kvideo.shapes import cli as shapes_cli
@@ -20,7 +21,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="official .pt checkpoint -> kvideo safetensors")
     p.add_argument("source", help="official checkpoint (kandinsky_video.pt, movq.pt, ...)")
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")
-    p.add_argument("--model", choices=sorted(_models()), help="model kind (default: detected from the keys)")
+    p.add_argument("--model", choices=sorted(MODELS), help="model kind (default: detected from the keys)")
     p.add_argument("--config", metavar="FILE", help="JSON config for non-official sizes (default: the official preset)")
     p.add_argument("--model-preset", metavar="NAME",
                    help="a named size instead of --config, e.g. tiny-interpolation; `kvideo info` names the one a "
@@ -31,23 +32,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=_info)
 
 
-def _models():
-    from kvideo.convert import MODELS
-
-    return MODELS
-
-
 def _convert(args) -> int:
-    from kvideo.convert import convert
-
     name = convert(args.source, args.output, model=args.model, config_path=args.config, preset=args.model_preset)
     print(f"wrote {args.output} ({name})")
     return 0
 
 
 def _info(args) -> int:
-    from kvideo.convert import info
-
     print(info(args.checkpoint).format())
     return 0
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kvideo.argtypes import parse_int
+from kvideo.shapes.render import render_dataset
+from kvideo.shapes.score import format_failures, format_table, score_folder, write_report
+
 REPORT_NAME = "shapes_score.json"
 
 
@@ -23,8 +27,6 @@ def register(subparsers) -> None:
 
 
 def _data_shapes(args) -> int:
-    from kvideo.shapes.render import render_dataset
-
     captions = render_dataset(args.out, args.videos, args.seed, args.size, args.fps, args.seconds,
                               progress=not args.quiet)
     print(f"{args.videos} clips and their captions: {captions}")
@@ -46,8 +48,6 @@ def register_eval(commands) -> None:
 
 
 def _stride(text: str) -> int:
-    from kvideo.argtypes import parse_int
-
     value = parse_int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
@@ -55,8 +55,6 @@ def _stride(text: str) -> int:
 
 
 def _eval_shapes(args) -> int:
-    from kvideo.shapes.score import format_failures, format_table, score_folder, write_report
-
     report = score_folder(args.videos, args.captions, progress=not args.quiet, keyframe_stride=args.keyframe_stride)
     path = write_report(args.report or Path(args.videos) / REPORT_NAME, report)
     print(format_table(report))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from kvideo.argtypes import parse_seed
 from kvideo.shapes.presets import STAGES as STAGE_NAMES
+from kvideo.shapes.recipe import Recipe
 
 
 def register(subparsers) -> None:
@@ -25,8 +26,6 @@ def register(subparsers) -> None:
 
 
 def _shapes(args) -> int:
-    from kvideo.shapes.recipe import Recipe
-
     recipe = Recipe(args.out, videos=args.videos, seed=args.seed, device=args.device, steps_scale=args.steps_scale,
                     batch_scale=args.batch_scale, progress=not args.quiet)
     folder = recipe.run(tuple(args.stages))
