@@ -1,4 +1,4 @@
-"""The shapes model's settings in one place: its UNet, MoVQ, training and cache presets and its recipe stages.
+"""The shapes model's settings in one place: its UNet, MoVQ, training and cache presets, recipe stages and card.
 
 Importing this module registers the presets (`UNetConfig.preset("shapes-keyframe")`,
 `TrainConfig.preset("shapes-movq")`, ...) and the `detector` training task; every command line imports
@@ -18,6 +18,11 @@ from kvideo.train.tasks import register_task
 STAGES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
           "interpolation", "data-motion", "cache-interpolation-motion", "interpolation-motion", "decoder", "model")
 KEYFRAME_PHASES = ("motion", "noisy")  # preset suffixes of the phases before a keyframe preset's own run
+# Generation defaults, written into the model card (benchmarks/README.md, "fast and clean clips"): guidance 5 drew
+# dark cores, and the release's quantile thresholding grayed white backgrounds, so x0 is clipped to `latent_range`.
+GENERATION = {"width": 64, "height": 64, "steps": 8, "interpolation_steps": 4, "sampler": "dpmpp_2m",
+              "interpolation_sampler": "ddim", "timestep_spacing": "trailing", "threshold": None,
+              "guidance_scale": 2.0, "interpolation_guidance_scale": 0.0, "cache_interval": 2}
 
 # -- models: 64x64 videos, 16x16x4 latents --------------------------------------------------------
 # The MoVQ downsamples by 4, not the release's 8: in 8x8 latents the UNets drew squares and circles as one blob.
@@ -51,9 +56,8 @@ TrainConfig.register_preset(
 TrainConfig.register_preset(
     "shapes-image", task="image", train="all", steps=6000, batch_size=2, grad_accum=1, lr=5e-4, ema_decay=0.999,
     save_every=500, clip=dataclasses.replace(_KEYFRAMES, task="image"), **_TRAIN)
-# Keyframe phases, chained by the recipe with init_weights: the direction word decides a clip's motion only at
-# the noisiest steps, so those are learned first on one colour, shape and background (`motion`), then on the
-# whole set (`noisy`), then every step (the preset's own run); trained on everything at once it never was.
+# Keyframe phases (the recipe chains them): the direction word decides the motion only at the noisiest steps,
+# learned first on four captions (`motion`), then on all (`noisy`), then at every step; all at once never learned it.
 _MOTION_CAPTIONS = r"^a red circle moving \w+ on a black background$"
 for _name, _train, _lr in (("shapes-keyframe", "temporal", 5e-4), ("shapes-keyframe-all", "all", 3e-4)):
     _keyframe = dict(task="keyframe", model_preset="shapes-keyframe", train=_train, batch_size=2, grad_accum=1,

@@ -25,7 +25,7 @@ from kvideo.checkpoint import atomic_path
 from kvideo.models.movq import MoVQ, MoVQConfig
 from kvideo.models.unet import UNet, UNetConfig
 from kvideo.shapes.grammar import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, TEMPLATE, all_captions
-from kvideo.shapes.presets import KEYFRAME_PHASES, STAGES
+from kvideo.shapes.presets import GENERATION, KEYFRAME_PHASES, STAGES
 from kvideo.shapes.render import RenderSettings, check_folder, clip_caption, render_dataset
 from kvideo.text import TextProjection, write_word_t5
 from kvideo.train.cache import LatentCache, run_cache
@@ -332,17 +332,6 @@ def full_keyframe_unet(image: Path, keyframe: Path):
     unet = UNet.inflate(UNet.read_checkpoint(image).state, UNetConfig.from_json(info.model_config))
     load_trained_weights(unet, keyframe)
     return unet
-
-
-# Generation defaults of the shapes model (its training size), measured in benchmarks/README.md ("fast and clean
-# clips"): 8 DPM-Solver++ keyframe steps at guidance 2 (guidance 5 overshot: keyframes with dark cores and other
-# colours than the frames between), the deep UNet levels reused every other step, 4 unguided interpolation
-# steps. Each x0 estimate is clipped to the latents' own range (`latent_range`, measured by the model stage)
-# instead of the release's dynamic thresholding: the shapes MoVQ's latents are not kept within [-1, 1], and
-# clipping at the 0.98 quantile pulled them toward 0 (white backgrounds came out gray, 0 of 6 white).
-GENERATION = {"width": 64, "height": 64, "steps": 8, "interpolation_steps": 4, "sampler": "dpmpp_2m",
-              "interpolation_sampler": "ddim", "timestep_spacing": "trailing", "threshold": None,
-              "guidance_scale": 2.0, "interpolation_guidance_scale": 0.0, "cache_interval": 2}
 
 
 def prompt_pattern() -> str:
