@@ -69,6 +69,20 @@ def test_checkpoints_of_any_structure_give_one_expected_error(folder, contents):
     out.unlink(missing_ok=True)  # where the checkpoint happened to convert
 
 
+STATES = st.fixed_dictionaries({}, optional={"step": SCALARS, "optimizer": CONTENTS, "scheduler": CONTENTS,
+                                            "rng": CONTENTS}) | CONTENTS
+
+
+@SETTINGS
+@given(state=STATES)
+def test_training_states_of_any_structure_give_one_expected_error(folder, state):
+    from kvideo.train.checkpointing import load_state
+
+    path = folder / "state.pt"
+    torch.save(state, path)
+    expect_one_error_naming(path, lambda: load_state(path))
+
+
 # -- kvideo metadata: model_type, config (any JSON, or not JSON), model -------------------------------------------
 def config_values(model_type: str):
     """A config of the model type's real fields with values of any type, or any JSON, or text that is not JSON."""
@@ -155,3 +169,32 @@ def test_eval_manifests_of_any_structure_give_one_expected_error(generated, mani
     path = generated / "manifest.json"
     path.write_text(json.dumps(manifest))
     expect_one_error_naming(path, lambda: load_dataset("generated", generated))
+
+
+# -- model cards: a weights folder's model.json of any structure ----------------------------------------------------
+CARDS = st.fixed_dictionaries({}, optional={
+    "generation": st.dictionaries(st.sampled_from(["steps", "guidance_scale", "width", "height", "sampler", "fps",
+                                                   "num_frames", "threshold", "latent_range", "interpolation_steps",
+                                                   "cache_interval", "guidance_interval", "motion", "bogus"]),
+                                  JSON_VALUES, max_size=3) | JSON_VALUES,
+    "prompt_pattern": st.sampled_from([r"^an? (?P<color>\w+) (?P<shape>\w+)$", "(", "[a-", "(?P<x>"]) | JSON_VALUES,
+    "prompt_words": st.dictionaries(st.sampled_from(["color", "shape"]), st.lists(st.text(max_size=4), max_size=2)
+                                    | JSON_VALUES, max_size=2) | JSON_VALUES,
+    "name": JSON_VALUES, "description": JSON_VALUES,
+}) | JSON_VALUES
+
+
+@SETTINGS
+@given(card=CARDS)
+def test_model_cards_of_any_structure_give_one_line_errors(folder, card, capsys):
+    """The card is read before the weights: a bad one is one line; a good one gets as far as the (missing) weights."""
+    from kvideo.cli import main
+
+    weights = folder / "weights"
+    weights.mkdir(exist_ok=True)
+    (weights / "model.json").write_text(json.dumps(card))
+    code = main(["generate", "a red ball", "--weights", str(weights), "-o", str(folder / "clip.mp4"), "--quiet"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("kvideo generate: error: ")]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert not (folder / "clip.mp4").exists()
