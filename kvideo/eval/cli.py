@@ -4,11 +4,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from kvideo.argtypes import MAX_SEED, parse_float, parse_int, parse_seed
+from kvideo.checkpoint import check_writable_folder
+from kvideo.eval.datasets import load_dataset
+from kvideo.eval.distributed import init_shard
+from kvideo.eval.generate import benchmark_prompts, check_own_folder, generate_videos, manifest_for, write_manifest
 from kvideo.eval.metrics import BY_NAME
+from kvideo.eval import protocol as eval_protocol  # its functions looked up at call time (tests replace them)
+from kvideo.eval.protocol import RunOptions, check_output_file, format_table, write_report
 from kvideo.generation import model_card, open_pipeline, release_of
 from kvideo.generation.flags import PREFIX as OPTION_PREFIX
 from kvideo.generation.flags import add_generation_flags, flag_names, given_options
@@ -134,8 +143,6 @@ def _positive_int(text: str) -> int:
 
 def _device(text: str) -> str:
     """A torch device name that exists here (checked before any work)."""
-    import torch
-
     try:
         device = torch.device(text)
     except RuntimeError:
@@ -159,8 +166,6 @@ def _value_range(text: str) -> tuple[float, float]:
 
 def _check_outputs(*paths: tuple[str | None, str]) -> None:
     """Every output file checked (type, folder, writability) before any detector or video is loaded."""
-    from kvideo.eval.protocol import check_output_file
-
     for path, what in paths:
         if path is not None:
             check_output_file(path, what=what)
@@ -181,30 +186,20 @@ def _run_args(p: argparse.ArgumentParser, report: bool = True) -> None:
 
 
 def _load_real(args):
-    from kvideo.eval.datasets import load_dataset
-
     return load_dataset(args.real_format, args.real, **_dataset_options(args.real_format, args, args.real_captions))
 
 
 def _load_fake(args):
-    from kvideo.eval.datasets import load_dataset
-
     return load_dataset(args.fake_format, args.fake, **_dataset_options(args.fake_format, args, args.fake_captions))
 
 
 def _options(args, shard):
-    from kvideo.eval.protocol import RunOptions
-
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     return RunOptions(args.batch_size, not args.quiet, args.allow_fewer, shard)
 
 
 def _finish(report: dict, args, shard) -> int:
-    import sys
-
-    from kvideo.eval.protocol import format_table, write_report
-
     if shard.is_main:
         path = _report_path(args, report["protocol"]["name"])
         write_report(path, report)
@@ -242,17 +237,6 @@ def _generate_parser(commands) -> None:
 
 
 def _generate(args) -> int:
-    from kvideo.checkpoint import check_writable_folder
-    from kvideo.eval.datasets import load_dataset
-    from kvideo.eval.distributed import init_shard
-    from kvideo.eval.generate import (
-        benchmark_prompts,
-        check_own_folder,
-        generate_videos,
-        manifest_for,
-        write_manifest,
-    )
-
     options = generation_settings(args)  # bad sizes, steps and flags: refused before anything is written
     check_writable_folder(args.out, what="--out")  # before the dataset, the model and any video
     check_own_folder(args.out)  # a folder of other videos is not adopted
@@ -325,15 +309,12 @@ def _stats_parser(commands) -> None:
 
 
 def _stats(args) -> int:
-    from kvideo.eval.distributed import init_shard
-    from kvideo.eval.protocol import real_fvd_statistics
-
     protocol = _fvd_protocol(args)
     _check_outputs((args.out, "--out"))
     shard = init_shard()
     detector = _i3d(args, shard, protocol)
-    stats, extraction, cached = real_fvd_statistics(_load_real(args), detector, protocol,
-                                                    _options(args, shard), args.out)
+    stats, extraction, cached = eval_protocol.real_fvd_statistics(_load_real(args), detector, protocol,
+                                                                  _options(args, shard), args.out)
     if shard.is_main:
         state = "already cached" if cached else "written"
         print(f"{stats.count} real videos ({len(extraction.skipped)} skipped): {args.out} {state}")
@@ -351,8 +332,6 @@ def _fvd_parser(commands) -> None:
 
 
 def _fvd(args) -> int:
-    from kvideo.eval.distributed import init_shard
-
     protocol = _fvd_protocol(args)
     _check_outputs((str(_report_path(args, protocol.name)), "--report"), (args.real_stats, "--real-stats"))
     shard = init_shard()
@@ -378,8 +357,6 @@ def _is_parser(commands) -> None:
 
 
 def _is(args) -> int:
-    from kvideo.eval.distributed import init_shard
-
     protocol = _protocol("is", args, num_videos=args.num_videos, splits=args.splits, runs=args.runs)
     _check_outputs((str(_report_path(args, protocol.name)), "--report"))
     shard = init_shard()
@@ -401,8 +378,6 @@ def _clipsim_parser(commands) -> None:
 
 
 def _clipsim(args) -> int:
-    from kvideo.eval.distributed import init_shard
-
     protocol = _protocol("clipsim", args, num_videos=args.num_videos, max_frames=args.max_frames)
     _check_outputs((str(_report_path(args, protocol.name)), "--report"))
     shard = init_shard()
