@@ -8,7 +8,7 @@ from importlib import metadata
 from kvideo import __version__, generate_cli
 from kvideo.argtypes import parse_int
 from kvideo.convert import MODELS, convert, info
-from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, dispatch
+from kvideo.errors import DEBUG_ENV, DEBUG_FLAG, EXIT_ERROR, OneLineParser, dispatch
 from kvideo.eval import cli as eval_cli
 from kvideo.shapes import cli as shapes_cli
 from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets commands name
@@ -43,7 +43,7 @@ def _info(args) -> int:
     return 0
 
 
-class Parser(argparse.ArgumentParser):
+class Parser(OneLineParser):
     """kvideo's parser: it and every subcommand's parser (add_subparsers makes them of this class) take
     the global options, so `kvideo --threads 1 generate ...` and `kvideo generate ... --threads 1` both work."""
 
@@ -52,10 +52,6 @@ class Parser(argparse.ArgumentParser):
         self.add_argument("--threads", type=_threads, metavar="N", default=argparse.SUPPRESS,
                           help="CPU threads torch uses; 1 on a busy shared machine "
                                "(default: OMP_NUM_THREADS if set, else the cores this process may use)")
-
-    def error(self, message: str):
-        """A usage error as one line, `kvideo <command>: error: ...`, exit status 2 (the usage only with --help)."""
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def _threads(text: str) -> int:

@@ -51,6 +51,14 @@ class TrainingDivergedError(KVideoError, RuntimeError):
 EXPECTED = (KVideoError, ValueError, OSError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, `PROG: error: ...`, exit status 2 (the usage only with --help);
+    the parsers add_subparsers makes are of the same class."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def debug_requested(argv: list[str]) -> bool:
     """`--debug` anywhere before a `--`, or KVIDEO_DEBUG=1 in the environment."""
     head = argv[: argv.index("--")] if "--" in argv else argv

@@ -205,3 +205,12 @@ def test_usage_errors_are_one_line(argv, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and ": error: " in err, err
     assert "usage:" not in err
+
+
+def test_usage_errors_of_the_torchrun_entry_are_one_line(capsys):
+    from kvideo.train.cli import main as train_main
+
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["keyframe", "--lr", "x"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err == "kvideo train keyframe: error: argument --lr: expected a number, got 'x'\n"

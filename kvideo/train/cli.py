@@ -12,7 +12,7 @@ import sys
 
 from kvideo.checkpoint import check_writable_folder
 from kvideo.config import Config
-from kvideo.errors import dispatch
+from kvideo.errors import OneLineParser, dispatch
 from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets --preset names
 from kvideo.train.config import (
     TASKS, CacheConfig, TrainConfig, add_config_arguments, config_from_args, read_config_file,
@@ -133,7 +133,7 @@ def run_cache_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m kvideo.train.cli STEP ...`: the same as `kvideo train STEP ...` (handy under torchrun)."""
-    parser = argparse.ArgumentParser(prog="kvideo")
+    parser = OneLineParser(prog="kvideo")
     register(parser.add_subparsers(dest="command"))
     return dispatch(parser, ["train", *(sys.argv[1:] if argv is None else argv)])
 
