@@ -22,15 +22,18 @@ MOTION_SCORES = {"low": 1, "medium": 10, "high": 50, "extreme": 100}
 RELEASES = ("1.0", "1.1")  # the pipelines: 1.0 (and kvideo's own models, which share its design) and 1.1
 KEYFRAMES = {"1.0": 15, "1.1": 12}  # each release's keyframes (its UNet's num_frames), for checks before loading
 MAX_STEPS = 1000  # the training schedule's length: more sampling steps than that add nothing
+DDPM_ONLY = "samples with ddpm only"
 NEEDS_11 = "has no image conditioning or motion score (a release 1.1 option)"
 
 
 @dataclass(frozen=True)
 class Option:
-    """How one options field meets the user: its flag (None: library only), help, parser and the releases that
-    refuse it (release -> why; `accepts` lists values such a release takes anyway, e.g. 1.1's sampler ddpm)."""
+    """How one options field meets the user: its help, its check, its flag (None: library only) and parser, and the
+    releases that refuse it (release -> why; `accepts` lists values such a release takes anyway, e.g. 1.1's
+    sampler ddpm)."""
 
     help: str
+    check: Callable[[str, Any], Any] | None = None  # (name, value) -> None or the normalised value
     flag: str | None = None
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None
@@ -101,100 +104,6 @@ def parse_guidance_interval(text: str) -> tuple[float, float]:
     return low, high
 
 
-# -- the options -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Every knob of one generation (release 1.0 and 1.1), validated before any heavy work starts.
-
-    A field's default is release 1.0's; `RELEASE_DEFAULTS` holds 1.1's own, a weights folder's model card
-    overrides both (`resolve_options`). `interpolation_steps` and `first_frame_steps` of None follow `steps`.
-    """
-
-    width: int = option(512, "WIDTHxHEIGHT in pixels, multiples of 64 (default: the model's; 512x512 official, "
-                             "64x64 shapes and tiny)", flag="--size", metavar="WxH", parse=parse_size)
-    height: int = option(512, "video height in pixels (set with --size)")
-    fps: str = option("medium", "frames at low / medium / high (nominal 2 / 8 / 32 fps): 15 / 57 / 225 with release "
-                                "1.0 and the shapes model, 12 / 45 / 177 with release 1.1 (default: medium)",
-                      flag="--fps", choices=tuple(sorted(FPS_MODES)))
-    num_frames: int | None = option(None, "number of keyframes (default: the model's: 15 for release 1.0 and the "
-                                          "shapes model, 12 for release 1.1)", flag="--frames", parse=parse_int)
-    steps: int = option(50, "keyframe sampling steps (default: the model's: 50 official (1.0 and 1.1), 8 shapes, "
-                            "10 tiny)", flag="--steps", parse=parse_int)
-    interpolation_steps: int | None = option(
-        None, "interpolation sampling steps (default: the model's: 4 shapes, 10 release 1.1; else --steps: 50 "
-              "official 1.0, 10 tiny)", flag="--interpolation-steps", parse=parse_int)
-    first_frame_steps: int | None = only_11(
-        None, "sampling steps of the drawn first frame, release 1.1 (default: --steps)", flag="--first-frame-steps",
-        parse=parse_int)
-    sampler: str = option("ddpm", "keyframe sampler (default: the model's; ddpm official, dpmpp_2m shapes)",
-                          flag="--sampler", choices=SAMPLERS, refused={"1.1": "samples with ddpm only"},
-                          accepts=("ddpm",))
-    interpolation_sampler: str = option(
-        "ddpm", "interpolation sampler (default: the model's; ddpm official)", flag="--interpolation-sampler",
-        choices=SAMPLERS, refused={"1.1": "samples with ddpm only"}, accepts=("ddpm",))
-    timestep_spacing: str = no_11(
-        "direct", "the samplers' steps: direct (N cosine steps, the release's), or the training schedule's own "
-                  "steps, trailing (ending at its noisiest) or leading (default: the model's; direct official)",
-        "keeps its own steps (leading for the keyframes, trailing for the interpolation)",
-        flag="--timestep-spacing", choices=COSINE_SPACINGS)
-    threshold: float | None = no_11(
-        0.98, "dynamic thresholding of each step's x0 estimate at the quantile Q of |x0|, or off (default: the "
-              "model's; 0.98 official, off for shapes)",
-        "clips each x0 estimate to [-1, 1] as the release does; it takes no quantile",
-        flag="--threshold", metavar="Q|off", parse=off_or(parse_threshold))
-    latent_range: tuple[tuple[float, ...], tuple[float, ...]] | None = no_11(
-        None, "clip each x0 estimate per latent channel to the range the model was trained on, e.g. "
-              "--latent-range=-1,-1.2,-1.2,-1.4:1.2,1.1,0.9,1.4, or off (default: the model's; the shapes card holds "
-              "its latents' range, off official)", "clips each x0 estimate to [-1, 1] as the release does",
-        flag="--latent-range", metavar="LOW,..:HIGH,..|off", parse=off_or(parse_latent_range))
-    guidance_scale: float = option(5.0, "text guidance scale w: (w+1)·cond - w·uncond (default: the model's; 5.0 "
-                                        "official (1.0 and 1.1), 2.0 shapes)", flag="--guidance", parse=parse_float)
-    interpolation_guidance_scale: float = option(
-        0.25, "keyframe guidance scale of the interpolation model (default: the model's; 0.25 official, 0.5 release "
-              "1.1, 0 shapes)", flag="--interpolation-guidance", parse=parse_float)
-    image_guidance_scale: float = only_11(
-        3.0, "image guidance scale of the keyframes' three-branch guidance, release 1.1 (default: 3.0)",
-        flag="--image-guidance", parse=parse_float)
-    first_frame_guidance_scale: float = only_11(
-        5.0, "text guidance scale of the drawn first frame, release 1.1 (default: 5.0)", flag="--first-frame-guidance",
-        parse=parse_float)
-    guidance_interval: tuple[float, float] | None = no_11(
-        None, "text guidance only at model times LOW..HIGH (0..1000, the noisiest steps near 1000); the other steps "
-              "run one UNet branch instead of two, or off: every step (default: the model's; off official)",
-        "guides its keyframes over three branches at every step",
-        flag="--guidance-interval", metavar="LOW:HIGH|off", parse=off_or(parse_guidance_interval))
-    guidance_rescale: float = no_11(
-        0.0, "scale the guided prediction back toward the conditional one's deviation, 0..1 (default: the model's; "
-             "0 official)", "guides its keyframes over three branches, with no rescale",
-        flag="--guidance-rescale", metavar="F", parse=parse_float)
-    cache_interval: int = option(1, "step caching: the UNets' deep levels run every N-th step and are reused between; "
-                                    "1 is off and exact (default: the model's; 1 official, 2 shapes)",
-                                 flag="--cache-interval", metavar="N", parse=parse_int)
-    motion: str = only_11("medium", "how much the clip moves, release 1.1 (default: medium)",
-                          flag="--motion", choices=tuple(MOTION_SCORES))
-    noise_augmentation: int = only_11(
-        20, "noise added to the first frame's latent before it conditions the keyframes, a model time in 0..999 "
-            "release 1.1 (default: 20)", flag="--noise-augmentation", metavar="T", parse=parse_int)
-    upscale_image: bool = only_11(
-        False, "enlarge an --image smaller than the video instead of padding it with black, release 1.1 "
-               "(default: off, as the release)", flag="--upscale-image")
-    seed: int | None = option(None, "seed of the noise (None: random)")
-    decode_window: int | None = option(None, "frames decoded together by the video decoder (default: all)",
-                                       flag="--decode-window", parse=parse_int)
-
-    def __post_init__(self) -> None:
-        for name, value in (("interpolation_steps", self.interpolation_steps),
-                            ("first_frame_steps", self.first_frame_steps)):
-            if value is None:
-                object.__setattr__(self, name, self.steps)
-        for name, check in CHECKS.items():
-            fixed = check(name, getattr(self, name))
-            if fixed is not None:
-                object.__setattr__(self, name, fixed)
-        if self.num_frames is not None and self.num_frames < 2 and self.fps != "low":
-            raise ValueError(f"num_frames={self.num_frames}: interpolation needs at least 2 keyframes")
-
-
 # -- field checks: (name, value) -> None, or the normalised value; a ValueError shows the bad value ----
 def _integer(low: int, high: int | None = None, none: bool = False, why: str = "") -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
@@ -244,20 +153,121 @@ def _keyframes(name: str, value: Any) -> None:
 
 
 _steps = _integer(1, MAX_STEPS, why=f" (the training schedule has {MAX_STEPS} steps)")
-CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "width": _size, "height": _size, "fps": _one_of(FPS_MODES), "num_frames": _keyframes,
-    "steps": _steps, "interpolation_steps": _steps, "first_frame_steps": _steps,
-    "sampler": _one_of(SAMPLERS), "interpolation_sampler": _one_of(SAMPLERS),
-    "timestep_spacing": _one_of(COSINE_SPACINGS), "threshold": _threshold,
-    "latent_range": lambda name, value: check_latent_range(value),
-    "guidance_scale": _finite, "interpolation_guidance_scale": _finite, "image_guidance_scale": _finite,
-    "first_frame_guidance_scale": _finite,
-    "guidance_interval": lambda name, value: check_guidance_interval(value),
-    "guidance_rescale": _rescale, "cache_interval": _integer(1, why=" (1: no step caching)"),
-    "motion": _one_of(MOTION_SCORES), "noise_augmentation": _integer(0, 999),
-    "upscale_image": _boolean, "seed": lambda name, value: None,
-    "decode_window": _integer(1, none=True),
-}
+
+
+def _latent_range(name: str, value: Any) -> Any:
+    return check_latent_range(value)
+
+
+def _guidance_interval(name: str, value: Any) -> Any:
+    return check_guidance_interval(value)
+
+
+# -- the options -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Every knob of one generation (release 1.0 and 1.1), validated before any heavy work starts.
+
+    A field's default is release 1.0's; `RELEASE_DEFAULTS` holds 1.1's own, a weights folder's model card
+    overrides both (`resolve_options`). `interpolation_steps` and `first_frame_steps` of None follow `steps`.
+    """
+
+    width: int = option(
+        512, "WIDTHxHEIGHT in pixels, multiples of 64 (default: the model's; 512x512 official, 64x64 shapes and tiny)",
+        check=_size, flag="--size", metavar="WxH", parse=parse_size)
+    height: int = option(512, "video height in pixels (set with --size)", check=_size)
+    fps: str = option(
+        "medium", "frames at low / medium / high (nominal 2 / 8 / 32 fps): 15 / 57 / 225 with release 1.0 and the "
+                  "shapes model, 12 / 45 / 177 with release 1.1 (default: medium)",
+        check=_one_of(FPS_MODES), flag="--fps", choices=tuple(sorted(FPS_MODES)))
+    num_frames: int | None = option(
+        None, "number of keyframes (default: the model's: 15 for release 1.0 and the shapes model, 12 for release 1.1)",
+        check=_keyframes, flag="--frames", parse=parse_int)
+    steps: int = option(
+        50, "keyframe sampling steps (default: the model's: 50 official (1.0 and 1.1), 8 shapes, 10 tiny)",
+        check=_steps, flag="--steps", parse=parse_int)
+    interpolation_steps: int | None = option(
+        None, "interpolation sampling steps (default: the model's: 4 shapes, 10 release 1.1; else --steps: 50 "
+              "official 1.0, 10 tiny)", check=_steps, flag="--interpolation-steps", parse=parse_int)
+    first_frame_steps: int | None = only_11(
+        None, "sampling steps of the drawn first frame, release 1.1 (default: --steps)",
+        check=_steps, flag="--first-frame-steps", parse=parse_int)
+    sampler: str = option(
+        "ddpm", "keyframe sampler (default: the model's; ddpm official, dpmpp_2m shapes)",
+        check=_one_of(SAMPLERS), flag="--sampler", choices=SAMPLERS, refused={"1.1": DDPM_ONLY}, accepts=("ddpm",))
+    interpolation_sampler: str = option(
+        "ddpm", "interpolation sampler (default: the model's; ddpm official)",
+        check=_one_of(SAMPLERS), flag="--interpolation-sampler", choices=SAMPLERS, refused={"1.1": DDPM_ONLY},
+        accepts=("ddpm",))
+    timestep_spacing: str = no_11(
+        "direct", "the samplers' steps: direct (N cosine steps, the release's), or the training schedule's own "
+                  "steps, trailing (ending at its noisiest) or leading (default: the model's; direct official)",
+        "keeps its own steps (leading for the keyframes, trailing for the interpolation)",
+        check=_one_of(COSINE_SPACINGS), flag="--timestep-spacing", choices=COSINE_SPACINGS)
+    threshold: float | None = no_11(
+        0.98, "dynamic thresholding of each step's x0 estimate at the quantile Q of |x0|, or off (default: the "
+              "model's; 0.98 official, off for shapes)",
+        "clips each x0 estimate to [-1, 1] as the release does; it takes no quantile",
+        check=_threshold, flag="--threshold", metavar="Q|off", parse=off_or(parse_threshold))
+    latent_range: tuple[tuple[float, ...], tuple[float, ...]] | None = no_11(
+        None, "clip each x0 estimate per latent channel to the range the model was trained on, e.g. "
+              "--latent-range=-1,-1.2,-1.2,-1.4:1.2,1.1,0.9,1.4, or off (default: the model's; the shapes card holds "
+              "its latents' range, off official)", "clips each x0 estimate to [-1, 1] as the release does",
+        check=_latent_range, flag="--latent-range", metavar="LOW,..:HIGH,..|off", parse=off_or(parse_latent_range))
+    guidance_scale: float = option(
+        5.0, "text guidance scale w: (w+1)·cond - w·uncond (default: the model's; 5.0 official (1.0 and 1.1), "
+             "2.0 shapes)", check=_finite, flag="--guidance", parse=parse_float)
+    interpolation_guidance_scale: float = option(
+        0.25, "keyframe guidance scale of the interpolation model (default: the model's; 0.25 official, 0.5 release "
+              "1.1, 0 shapes)", check=_finite, flag="--interpolation-guidance", parse=parse_float)
+    image_guidance_scale: float = only_11(
+        3.0, "image guidance scale of the keyframes' three-branch guidance, release 1.1 (default: 3.0)",
+        check=_finite, flag="--image-guidance", parse=parse_float)
+    first_frame_guidance_scale: float = only_11(
+        5.0, "text guidance scale of the drawn first frame, release 1.1 (default: 5.0)",
+        check=_finite, flag="--first-frame-guidance", parse=parse_float)
+    guidance_interval: tuple[float, float] | None = no_11(
+        None, "text guidance only at model times LOW..HIGH (0..1000, the noisiest steps near 1000); the other steps "
+              "run one UNet branch instead of two, or off: every step (default: the model's; off official)",
+        "guides its keyframes over three branches at every step",
+        check=_guidance_interval, flag="--guidance-interval", metavar="LOW:HIGH|off",
+        parse=off_or(parse_guidance_interval))
+    guidance_rescale: float = no_11(
+        0.0, "scale the guided prediction back toward the conditional one's deviation, 0..1 (default: the model's; "
+             "0 official)", "guides its keyframes over three branches, with no rescale",
+        check=_rescale, flag="--guidance-rescale", metavar="F", parse=parse_float)
+    cache_interval: int = option(
+        1, "step caching: the UNets' deep levels run every N-th step and are reused between; 1 is off and exact "
+           "(default: the model's; 1 official, 2 shapes)",
+        check=_integer(1, why=" (1: no step caching)"), flag="--cache-interval", metavar="N", parse=parse_int)
+    motion: str = only_11(
+        "medium", "how much the clip moves, release 1.1 (default: medium)",
+        check=_one_of(MOTION_SCORES), flag="--motion", choices=tuple(MOTION_SCORES))
+    noise_augmentation: int = only_11(
+        20, "noise added to the first frame's latent before it conditions the keyframes, a model time in 0..999, "
+            "release 1.1 (default: 20)", check=_integer(0, 999), flag="--noise-augmentation", metavar="T",
+        parse=parse_int)
+    upscale_image: bool = only_11(
+        False, "enlarge an --image smaller than the video instead of padding it with black, release 1.1 "
+               "(default: off, as the release)", check=_boolean, flag="--upscale-image")
+    seed: int | None = option(None, "seed of the noise (None: random)")
+    decode_window: int | None = option(
+        None, "frames decoded together by the video decoder (default: all)",
+        check=_integer(1, none=True), flag="--decode-window", parse=parse_int)
+
+    def __post_init__(self) -> None:
+        for name, value in (("interpolation_steps", self.interpolation_steps),
+                            ("first_frame_steps", self.first_frame_steps)):
+            if value is None:
+                object.__setattr__(self, name, self.steps)
+        for field in dataclasses.fields(self):
+            check = field.metadata["option"].check
+            fixed = check(field.name, getattr(self, field.name)) if check else None
+            if fixed is not None:
+                object.__setattr__(self, field.name, fixed)
+        if self.num_frames is not None and self.num_frames < 2 and self.fps != "low":
+            raise ValueError(f"num_frames={self.num_frames}: interpolation needs at least 2 keyframes")
+
 
 # Release 1.1's own defaults where they differ from 1.0's (the fields' defaults).
 RELEASE_DEFAULTS = {"1.0": {}, "1.1": {"interpolation_steps": 10, "interpolation_guidance_scale": 0.5}}

@@ -10,7 +10,9 @@ from einops import rearrange
 
 from kvideo import diffusion
 from kvideo.checkpoint import CheckpointError, sub_state_dict
-from kvideo.generation.base import BasePipeline, check_prompt, interpolation_context, step_cache, tiny_text_encoder, weave
+from kvideo.generation.base import (
+    BasePipeline, check_prompt, interpolation_context, step_cache, tiny_text_encoder, weave,
+)
 from kvideo.generation.options import FPS_MODES, NOMINAL_FPS, GenerationOptions
 from kvideo.generation.output import VideoOutput
 from kvideo.generation.weights import find_weights
