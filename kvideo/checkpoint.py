@@ -88,17 +88,18 @@ def check_finite_tensors(contents: Mapping[str, Any], *, what: str, prefix: str 
                                             "damaged or come from a diverged training run: use another checkpoint")
 
 
-def check_tensor_tree(contents: Mapping[Any, Any], *, what: str, prefix: str = "") -> None:
-    """Raise CheckpointError unless every key (nested mappings walked) is a name and every value a tensor or a
-    mapping of them: the shape of a state dict, and of the official files that nest them."""
+def check_tensor_tree(contents: Mapping[Any, Any], *, what: str, prefix: str = "", values: bool = True) -> None:
+    """Raise CheckpointError unless every key (nested mappings walked) is a name and, with `values`, every value a
+    tensor or a mapping of them: the shape of a state dict. Official files may hold other values beside their
+    tensors (an epoch count): check their names first, and the values of the state taken out of them."""
     for key, value in contents.items():
         if not isinstance(key, str):
             inside = f" inside {prefix[:-1]!r}" if prefix else ""
             raise CheckpointError(f"{what} is not a state dict: it holds the key {key!r} (an {type(key).__name__})"
                                   f"{inside}, where a state dict names its tensors with strings")
         if isinstance(value, Mapping):
-            check_tensor_tree(value, what=what, prefix=f"{prefix}{key}.")
-        elif not torch.is_tensor(value):
+            check_tensor_tree(value, what=what, prefix=f"{prefix}{key}.", values=values)
+        elif values and not torch.is_tensor(value):
             raise CheckpointError(f"{what} is not a state dict: its entry {prefix + key!r} holds "
                                   f"{_short(value)} ({type(value).__name__}), not a tensor")
 

@@ -551,12 +551,13 @@ def test_a_checkpoint_save_that_runs_out_of_space_is_one_line_and_keeps_the_prev
 def not_a_state_dict(case: str) -> dict:
     import torch
 
-    return {"non-tensor": {"a": torch.ones(2), "b": 3}, "int keys": {1: torch.ones(2), 2: torch.ones(3)},
+    return {"non-tensor": {"unet": {"in_layer.weight": torch.ones(2), "step": 3}},
+            "int keys": {1: torch.ones(2), 2: torch.ones(3)},
             "nested int key": {"unet": {1: torch.ones(2)}}}[case]
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("non-tensor", "its entry 'b' holds 3 (int), not a tensor"),
+    ("non-tensor", "its entry 'step' holds 3 (int), not a tensor"),
     ("int keys", "it holds the key 1 (an int), where a state dict names its tensors with strings"),
     ("nested int key", "it holds the key 1 (an int) inside 'unet'"),
 ])
@@ -680,6 +681,16 @@ def test_an_eval_report_that_cannot_be_replaced_fails_before_the_work(clip_and_s
                         tmp_path / "report.json")
     assert_one_line_error(result, "eval clipsim", "report.json' exists and cannot be replaced")
     assert snapshot(tmp_path) == {"report.json": b"{}"}
+
+
+def test_resuming_a_run_whose_exported_weights_cannot_be_replaced_fails_before_training(finished_run):
+    flags, run = finished_run
+    exported = run / "keyframe-temporal.safetensors"
+    before = snapshot(run)
+    with unwritable(exported):
+        result = kvideo(*flags[:-6], "--steps", "6", "--save-every", "2", "--ema-decay", "0.5", "--resume", "latest")
+    assert_one_line_error(result, "train keyframe", f"the run's file {str(exported)!r} exists and cannot be replaced")
+    assert snapshot(run) == before
 
 
 # -- deterministic encoding ------------------------------------------------------------------------------------

@@ -95,11 +95,14 @@ class PretrainedModel(nn.Module):
     def split_official_file(cls, contents: Mapping[str, Any], path: str | Path):
         """`split_official` of file `path`'s contents; one that is not a state dict, or not of this model, is a
         CheckpointError naming the file."""
-        check_tensor_tree(contents, what=repr(str(path)))
+        check_tensor_tree(contents, what=repr(str(path)), values=False)
         try:
-            return cls.split_official(contents)
+            state, extras = cls.split_official(contents)
         except CheckpointError as error:
             raise CheckpointError(f"{str(path)!r}: {error}") from None
+        check_tensor_tree(state, what=repr(str(path)))
+        check_tensor_tree(extras, what=repr(str(path)))
+        return state, extras
 
     @classmethod
     def metadata_config(cls, path: str | Path, metadata: Mapping[str, str]) -> Config:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from kvideo.checkpoint import (
-    CheckpointError, UnreadableCheckpointError, atomic_path, check_writable_folder, load_file, load_pickle,
-    load_state_dict_strict, read_metadata, save_safetensors,
+    CheckpointError, UnreadableCheckpointError, atomic_path, check_replaceable, check_writable_folder, load_file,
+    load_pickle, load_state_dict_strict, read_metadata, save_safetensors,
 )
 from kvideo.config import check_types
 from kvideo.errors import BadInputError
@@ -414,6 +414,10 @@ def check_output_dir(output_dir: str | Path, *, resume: str, overwrite: bool) ->
     if holds_run(folder) and not resume and not overwrite:
         raise BadInputError(f"{str(folder)!r} already holds a training run; pass --resume latest to continue it, "
                             "--overwrite to move it aside and start again, or choose another --output-dir")
+    if resume:  # the files a resumed run writes again, or beside
+        for path in [folder / "config.json", folder / "log.jsonl", *sorted(folder.glob("*.safetensors"))]:
+            check_replaceable(path, what="the run's file")
+        check_writable_folder(folder / CHECKPOINTS, what="the run's checkpoints folder")
 
 
 def move_aside(output_dir: str | Path) -> Path | None:
