@@ -14,9 +14,11 @@ from kvideo.checkpoint import check_writable_folder
 from kvideo.config import Config
 from kvideo.errors import OneLineParser, dispatch
 from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets --preset names
+from kvideo.train.cache import run_cache
 from kvideo.train.config import (
     TASKS, CacheConfig, TrainConfig, add_config_arguments, config_from_args, read_config_file,
 )
+from kvideo.train.trainer import train
 
 EPILOG = ("Every config field is also a flag (nested ones dotted: --clip.height 256; --output_dir spellings work "
           "too); flags override the --config file, which overrides the --preset. Launch several processes with "
@@ -112,8 +114,6 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train_command(args: argparse.Namespace) -> int:
-    from kvideo.train.trainer import train
-
     result = train(train_config(args), overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {result.step} steps (last loss {result.last_loss:.4f}); weights: {result.weights}")
@@ -121,8 +121,6 @@ def run_train_command(args: argparse.Namespace) -> int:
 
 
 def run_cache_command(args: argparse.Namespace) -> int:
-    from kvideo.train.cache import run_cache
-
     config = config_from_args(CacheConfig, args)
     if config.output:
         check_writable_folder(config.output, what="--output")
