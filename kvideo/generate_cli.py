@@ -14,9 +14,9 @@ from kvideo.checkpoint import check_writable_folder
 from kvideo.errors import BadInputError
 from kvideo.export import check_output_path
 from kvideo.generation import DTYPES, OFFLOAD, check_prompt, model_card, open_pipeline, release_of
-from kvideo.generation.flags import add_generation_flags, flag_names, given_options
+from kvideo.generation.flags import add_generation_flags, flag_names, given_options, options_for
 from kvideo.generation.images import load_image
-from kvideo.generation.options import KEYFRAMES, check_memory, check_release, option_of, resolve_options
+from kvideo.generation.options import option_of
 from kvideo.generation.output import image_format, is_finished, remove_leftovers
 from kvideo.generation.weights import TINY
 from kvideo.prompts import Prompt, read_prompts_file, report_truncated
@@ -135,7 +135,8 @@ def run(args) -> int:
     given = given_options(args)
     release = pick_release(args, weights, given)
     card = model_card(weights)
-    options = check_options(release, card, given)
+    options_for(release, card, given)  # checked before anything loads; the pipeline applies the card's defaults
+    options = dict(given)
     if weights != TINY and card:
         describe_model(card, [prompt.text for prompt, _ in pairs])
     if release == "1.1":
@@ -184,17 +185,6 @@ def pick_release(args, weights: str, given: dict) -> str:
                             "1.0, the shapes model) has no image conditioning (--weights tiny runs the random tiny "
                             "1.1 preset)")
     return release
-
-
-def check_options(release: str, card: dict, given: dict) -> dict:
-    """The given options checked for the release (refused flags named), resolved with the card's defaults and
-    their memory checked, before any model loads; returns what the pipeline gets (the given ones)."""
-    try:
-        check_release(release, given, flag_names())
-        check_memory(resolve_options(release, card.get("generation", {}), **given), KEYFRAMES[release])
-    except ValueError as error:
-        raise BadInputError(str(error)) from None
-    return dict(given)
 
 
 def describe_model(card: dict, prompts: list[str]) -> None:

@@ -20,8 +20,8 @@ from kvideo.eval import protocol as eval_protocol  # its functions looked up at 
 from kvideo.eval.protocol import RunOptions, check_output_file, format_table, write_report
 from kvideo.generation import model_card, open_pipeline, release_of
 from kvideo.generation.flags import PREFIX as OPTION_PREFIX
-from kvideo.generation.flags import add_generation_flags, flag_names, given_options
-from kvideo.generation.options import KEYFRAMES, check_memory, check_release, release_options, resolve_options
+from kvideo.generation.flags import add_generation_flags, given_options, options_for
+from kvideo.generation.options import release_options
 from kvideo.generation.weights import TINY
 
 REAL_FORMATS = ("ucf101", "msrvtt", "folder")
@@ -264,11 +264,7 @@ def generation_settings(args) -> dict:
     64x64, ...), else the release's, or the tiny preset's; checked for the release before anything loads."""
     weights = args.weights or TINY
     release = "1.0" if weights == TINY else release_of(weights)
-    given = given_options(args)
-    check_release(release, given, flag_names())
-    opts = resolve_options(release, model_card(weights).get("generation", {}), **given)
-    check_memory(opts, KEYFRAMES[release])
-    return release_options(opts, release)
+    return release_options(options_for(release, model_card(weights), given_options(args)), release)
 
 
 def _pipeline(args, shard):

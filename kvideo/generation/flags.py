@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Any, Iterable
 
-from kvideo.generation.options import FIELDS, Option, option_of
+from kvideo.generation.options import (
+    FIELDS, KEYFRAMES, GenerationOptions, Option, check_memory, check_release, option_of, resolve_options,
+)
 
 PREFIX = "option:"  # the namespace attributes the generation flags fill
 
@@ -40,6 +42,15 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
         if key.startswith(PREFIX):
             given.update(value if isinstance(value, dict) else {key[len(PREFIX):]: value})
     return given
+
+
+def options_for(release: str, card: dict[str, Any], given: dict[str, Any]) -> GenerationOptions:
+    """The options a command line gives, checked before any model loads: each flag works for `release` or is
+    refused naming the flag, the card's defaults under them, and a clip that fits in memory."""
+    check_release(release, given, flag_names())
+    opts = resolve_options(release, card.get("generation", {}), **given)
+    check_memory(opts, KEYFRAMES[release])
+    return opts
 
 
 def flag_names() -> dict[str, str]:
