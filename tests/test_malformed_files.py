@@ -197,4 +197,19 @@ def test_model_cards_of_any_structure_give_one_line_errors(folder, card, capsys)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("kvideo generate: error: ")]
     assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert str(weights) in lines[0], lines[0]  # the card (or, for a good card, the folder missing its weights)
     assert not (folder / "clip.mp4").exists()
+
+
+def test_a_card_whose_size_cannot_fit_names_the_card(tmp_path, capsys):
+    """A size from the card (no flag given) that no memory holds is refused naming the card, not a flag."""
+    from kvideo.cli import main
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.json").write_text(json.dumps({"generation": {"width": 2**31}}))
+    code = main(["generate", "a red ball", "--weights", str(weights), "-o", str(tmp_path / "clip.mp4"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(weights / "model.json") in err and "GiB" in err, err
+    assert not (tmp_path / "clip.mp4").exists()

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from kvideo.checkpoint import load_file
-from kvideo.generation.options import FIELDS, check_release, resolve_options
+from kvideo.generation.options import FIELDS, KEYFRAMES, check_memory, check_release, resolve_options
 from kvideo.models.movq import MoVQConfig
 from kvideo.models.unet import UNetConfig
 
@@ -119,7 +119,7 @@ def check_card(card: dict, path: Path, release: str = "1.0") -> None:
         raise ValueError(f"{str(path)!r}: unknown generation key(s) {unknown}; known: {sorted(known)}")
     try:
         check_release(release, generation)
-        resolve_options(release, generation)
+        check_memory(resolve_options(release, generation), KEYFRAMES[release])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{str(path)!r}: a bad generation default: {error}") from None
     pattern, words = card.get("prompt_pattern"), card.get("prompt_words", {})
