@@ -3,6 +3,7 @@
     python benchmarks/bench_fast.py OUT [--weights shapes] [--rows today cache-2 ...] [--prompts 96 --seeds 2]
     python benchmarks/bench_fast.py OUT --rows today default --speed-only 12   # interleaved timing alone
     python benchmarks/bench_fast.py OUT --rows today default --interpolation-check 8   # real keyframes
+    python benchmarks/bench_fast.py OUT --rows today default --latent-texture CACHE --prompts 8  # latent texture
 
 For every row (a set of generation options, `ROWS`): seconds per clip (one clip at a time, generation only,
 after a warm-up, the same process for every row), UNet evaluations per clip (a guided step counts two;
@@ -36,12 +37,23 @@ ROWS = {
     "interp-unguided": dict(interpolation_guidance_scale=0.0),
     "default": {},
 }
+# rows that change one thing of the card's own settings (the default)
+FROM_DEFAULT = {
+    "default-leading": dict(timestep_spacing="leading"),
+    "default-rescale": dict(guidance_rescale=1.0),
+    "default-g1": dict(guidance_scale=1.0),
+    "default-g1.5": dict(guidance_scale=1.5),
+    "default-direct": dict(timestep_spacing="direct"),
+    "default-interval": dict(guidance_interval=(300, 1000)),
+}
 
 
 def options_of(pipe, row: str) -> dict:
     card = pipe.card.get("generation", {})
     if row == "default":
         return dict(card)
+    if row in FROM_DEFAULT:
+        return {**card, **FROM_DEFAULT[row]}
     options = {**card, **TODAY, **ROWS[row]}
     if options["latent_range"] == "card":
         options["latent_range"] = card["latent_range"]
@@ -149,11 +161,39 @@ def interpolation_check(pipe, clips: int, options: dict) -> dict:
     return report
 
 
+def latent_roughness(latents) -> float:
+    """Mean |discrete Laplacian| of (c, f, h, w) latents over their spatial axes: their fine-scale texture."""
+    x = torch.as_tensor(latents, dtype=torch.float32)
+    lap = (4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:])
+    return float(lap.abs().mean())
+
+
+def latent_texture(pipe, rows: list[str], prompts: list[str], cache: Path) -> dict:
+    """Fine-scale texture of the latents (`latent_roughness`): the training latents of a keyframe cache, and
+    for each row the keyframes and the frames between of whole clips. The MoVQ draws latent texture that the
+    training latents lack as 4x4-pixel blocks."""
+    from safetensors import safe_open
+
+    real = []
+    for shard in sorted(cache.glob("shard-*.safetensors"))[:2]:
+        with safe_open(str(shard), "pt") as f:
+            real += [latent_roughness(f.get_tensor(k)) for k in f.keys() if k.endswith("latents")]
+    report = {"training latents": round(sum(real) / len(real), 4)}
+    for row in rows:
+        keys, between = [], []
+        for i, prompt in enumerate(prompts):
+            latents = pipe(prompt, seed=i, **options_of(pipe, row)).latents[0]  # (c, f, h, w)
+            keys.append(latent_roughness(latents[:, ::4]))
+            between.append(latent_roughness(latents[:, [t for t in range(latents.shape[1]) if t % 4]]))
+        report[row] = {"keyframes": round(sum(keys) / len(keys), 4), "between": round(sum(between) / len(between), 4)}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--weights", default="shapes")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=[*ROWS, *FROM_DEFAULT])
     parser.add_argument("--prompts", type=int, default=96)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--timing-clips", type=int, default=4)
@@ -162,6 +202,8 @@ def main() -> None:
                         help="only test the interpolation model on real keyframes of CLIPS rendered clips")
     parser.add_argument("--speed-only", type=int, metavar="CLIPS",
                         help="only time the rows, interleaved, CLIPS clips each (median); no quality set")
+    parser.add_argument("--latent-texture", type=Path, metavar="CACHE",
+                        help="only measure the latents' fine-scale texture against a keyframe cache's latents")
     args = parser.parse_args()
 
     from kvideo import KVideoPipeline
@@ -173,6 +215,11 @@ def main() -> None:
     if args.interpolation_check:
         report = {row: interpolation_check(pipe, args.interpolation_check, options_of(pipe, row)) for row in args.rows}
         (args.out / "interpolation.json").write_text(json.dumps(report, indent=1))
+        print(json.dumps(report))
+        return
+    if args.latent_texture:
+        report = latent_texture(pipe, args.rows, quality_prompts(args.prompts, seed=1), args.latent_texture)
+        (args.out / "texture.json").write_text(json.dumps(report, indent=1))
         print(json.dumps(report))
         return
     if args.speed_only:
