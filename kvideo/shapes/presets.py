@@ -19,10 +19,11 @@ STAGES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyfra
           "interpolation", "data-motion", "cache-interpolation-motion", "interpolation-motion", "decoder", "model")
 KEYFRAME_PHASES = ("motion", "noisy")  # preset suffixes of the phases before a keyframe preset's own run
 # Generation defaults, written into the model card (benchmarks/README.md, "fast and clean clips"): guidance 5 drew
-# dark cores, and the release's quantile thresholding grayed white backgrounds, so x0 is clipped to `latent_range`.
+# dark cores and the release's quantile thresholding grayed white backgrounds, so x0 is clipped to `latent_range`;
+# guidance 1.5 leaves the keyframes' latents less textured than 2 (fourteenth session).
 GENERATION = {"width": 64, "height": 64, "steps": 8, "interpolation_steps": 4, "sampler": "dpmpp_2m",
               "interpolation_sampler": "ddim", "timestep_spacing": "trailing", "threshold": None,
-              "guidance_scale": 2.0, "interpolation_guidance_scale": 0.0, "cache_interval": 2}
+              "guidance_scale": 1.5, "interpolation_guidance_scale": 0.0, "cache_interval": 2}
 
 # -- models: 64x64 videos, 16x16x4 latents --------------------------------------------------------
 # The MoVQ downsamples by 4, not the release's 8: in 8x8 latents the UNets drew squares and circles as one blob.
