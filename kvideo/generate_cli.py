@@ -1,6 +1,7 @@
 """`kvideo generate`: prompt(s) -> video file(s); argument parsing only, the work is in kvideo.generation."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from kvideo.argtypes import MAX_SEED, parse_seed
-from kvideo.checkpoint import check_writable_folder
+from kvideo.checkpoint import atomic_path, check_writable_folder
 from kvideo.errors import BadInputError
 from kvideo.export import check_output_path
 from kvideo.generation import DTYPES, OFFLOAD, check_prompt, model_card, open_pipeline, release_of
@@ -92,6 +93,42 @@ def jobs(args) -> list[tuple[Prompt, Path]]:
     return pairs
 
 
+# The videos a --prompts-file run wrote into its folder: a rerun adopts (or redoes) only those, never a file
+# that was there before kvideo came (a user's video of the same name would otherwise count as done).
+BATCH_MANIFEST = "kvideo-batch.json"
+
+
+def batch_manifest(folder: Path) -> set[str]:
+    """The names of the videos earlier --prompts-file runs wrote into `folder` (none when it has no manifest)."""
+    path = folder / BATCH_MANIFEST
+    if not path.exists():
+        return set()
+    try:
+        videos = json.loads(path.read_text(encoding="utf-8")).get("videos")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise BadInputError(f"{str(path)!r} is not a kvideo batch manifest ({error}); move it or choose another "
+                            "-o folder") from None
+    if not isinstance(videos, list) or not all(isinstance(name, str) for name in videos):
+        raise BadInputError(f"{str(path)!r} is not a kvideo batch manifest (its 'videos' is not a list of names); "
+                            "move it or choose another -o folder")
+    return set(videos)
+
+
+def check_own_outputs(folder: Path, paths: list[Path], written: set[str]) -> None:
+    """Refuse, before any work, an output name already taken by a file that no kvideo batch wrote."""
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and path.name not in written:
+            raise BadInputError(f"{str(path)!r} exists and no kvideo batch wrote it (it is not in "
+                                f"{BATCH_MANIFEST}); move it or choose another -o folder")
+
+
+def record_output(folder: Path, written: set[str], name: str) -> None:
+    """Add `name` to the folder's manifest (before the video is written, so a killed run's file stays its own)."""
+    written.add(name)
+    with atomic_path(folder / BATCH_MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"videos": sorted(written)}, indent=1) + "\n", encoding="utf-8")
+
+
 def default_weights() -> str:
     """What `--weights` means when it is not given: $KVIDEO_WEIGHTS, else DEFAULT_WEIGHTS."""
     return os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
@@ -143,6 +180,10 @@ def run(args) -> int:
         options.update(release11_inputs(args))
     for path in args.temporal_weights:
         check_trained_weights(path)
+    folder, written = Path(args.output), set()
+    if args.prompts_file:
+        written = batch_manifest(folder)
+        check_own_outputs(folder, [path for _, path in pairs], written)
     todo = []
     for index, (prompt, path) in enumerate(pairs):
         if is_finished(path):
@@ -157,12 +198,14 @@ def run(args) -> int:
     tokenizer, limit = pipe.text_encoder.tokenizer, pipe.text_encoder.max_length
     report_truncated([p for _, p, _ in todo], lambda text: len(tokenizer(text)["input_ids"]), limit, report=say)
     if args.prompts_file:
-        Path(args.output).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="prompt .* is truncated")  # said above, once per prompt
         for index, prompt, path in todo:  # the seed follows the prompt's line, so a resumed run matches
             remove_leftovers(path)
             video = pipe(prompt.text, args.negative, seed=args.seed + index, **options)
+            if args.prompts_file:
+                record_output(folder, written, path.name)
             video.save(path)
             if args.first_frame_out:
                 print(f"wrote {video.save_first_frame(args.first_frame_out)} (the first frame)")

@@ -3,8 +3,10 @@ finished outputs are kept, half-written ones redone, and the same frames always 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -399,3 +401,34 @@ def test_first_frame_out_onto_a_folder_is_refused_before_the_video_is_made(tmp_p
                     "--first-frame-out", out / "first.png", *QUICK)
     assert_one_line_error(result, "generate", "--first-frame-out", "is a folder")
     assert not (out / "clip.mp4").exists()
+
+
+def test_batch_never_adopts_or_replaces_a_file_it_did_not_write(tmp_path):
+    """A video already at a batch output name that no kvideo batch wrote (a user's own, readable or not) is refused
+    before any work, byte for byte untouched; the manifest of a finished batch lets its rerun adopt its own."""
+    (tmp_path / "prompts.txt").write_text("a dog\na cat\n")
+    args = ["generate", "--prompts-file", tmp_path / "prompts.txt", "-o", tmp_path / "out", "--seed", "3", *QUICK]
+    own = kvideo(*args)
+    assert own.returncode == 0, own.stderr
+    finished = snapshot(tmp_path / "out")
+    assert json.loads(finished["kvideo-batch.json"]) == {"videos": ["0000-a-dog.mp4", "0001-a-cat.mp4"]}
+    again = kvideo(*args)
+    assert again.returncode == 0 and again.stderr.count("exists, skipped") == 2, again.stderr
+    for content in (finished["0000-a-dog.mp4"], b"", b"my own notes"):  # a real video, an empty file, other bytes
+        user = tmp_path / "user"
+        shutil.rmtree(user, ignore_errors=True)
+        user.mkdir()
+        (user / "0001-a-cat.mp4").write_bytes(content)
+        result = kvideo("generate", "--prompts-file", tmp_path / "prompts.txt", "-o", user, *QUICK)
+        assert_one_line_error(result, "generate", str(user / "0001-a-cat.mp4"), "no kvideo batch wrote it")
+        assert snapshot(user) == {"0001-a-cat.mp4": content}
+
+
+@pytest.mark.parametrize("manifest", [b"not json", b"[1, 2]", b'{"videos": "0000-a-dog.mp4"}', b"\xff\xfe"])
+def test_a_batch_folder_whose_manifest_is_not_kvideos_is_one_line(tmp_path, manifest):
+    (tmp_path / "prompts.txt").write_text("a dog\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kvideo-batch.json").write_bytes(manifest)
+    result = kvideo("generate", "--prompts-file", tmp_path / "prompts.txt", "-o", tmp_path / "out", *QUICK)
+    assert_one_line_error(result, "generate", str(tmp_path / "out" / "kvideo-batch.json"), "not a kvideo batch manifest")
+    assert snapshot(tmp_path / "out") == {"kvideo-batch.json": manifest}

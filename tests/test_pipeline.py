@@ -187,8 +187,9 @@ def test_cli_prompts_file_resumes(tmp_path, capsys):
     out = tmp_path / "videos"
     args = ["generate", "--prompts-file", str(prompts), "-o", str(out), "--fps", "low", "--steps", "1", "--quiet"]
     assert main(args) == 0
-    files = sorted(out.iterdir())
+    files = sorted(out.glob("*.mp4"))
     assert [f.name for f in files] == ["0000-a-cat.mp4", "0001-a-dog.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["0000-a-cat.mp4", "0001-a-dog.mp4", "kvideo-batch.json"]
     files[1].unlink()
     stamp = files[0].stat().st_mtime_ns
     assert main(args) == 0
