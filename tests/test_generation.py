@@ -214,3 +214,10 @@ def test_usage_errors_of_the_torchrun_entry_are_one_line(capsys):
         train_main(["keyframe", "--lr", "x"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err == "kvideo train keyframe: error: argument --lr: expected a number, got 'x'\n"
+
+
+def test_the_base_pipeline_names_the_release_classes_instead_of_loading(tmp_path):
+    from kvideo.generation.base import BasePipeline
+
+    with pytest.raises(NotImplementedError, match="KVideoPipeline.load or KVideo11Pipeline.load"):
+        BasePipeline.load(tmp_path)

@@ -83,8 +83,9 @@ class BasePipeline:
 
     @classmethod
     def load(cls, folder: Path, **kwargs: Any) -> "BasePipeline":
-        """This release's models from the files of `folder` (see `from_pretrained`)."""
-        raise NotImplementedError
+        """This release's models from the files of `folder` (see `from_pretrained`); each release's class has its own."""
+        raise NotImplementedError(f"{cls.__name__} is the base of the release pipelines: use from_pretrained, "
+                                  "KVideoPipeline.load or KVideo11Pipeline.load")
 
     # -- options -----------------------------------------------------------------------------
     def options(self, **given: Any) -> GenerationOptions:
