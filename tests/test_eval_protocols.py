@@ -329,6 +329,28 @@ def test_every_flag_says_its_default_and_takes_the_underscore_spelling(command):
     assert dashed and all(f"--{f[2:].replace('-', '_')}" in sub._option_string_actions for f in dashed)
 
 
+def test_eval_flags_are_built_in_that_voice_with_no_rewriting_step():
+    """Each flag is made with its help and alias by kvideo's flag builder: a parser that holds only what one of
+    eval's argument builders added already reads so (nothing rewrites parsers afterwards)."""
+    import argparse
+
+    from kvideo.eval import cli as eval_cli
+
+    def helps(build):
+        parser = argparse.ArgumentParser()
+        build(parser)
+        return {f: a.help for a in parser._actions for f in a.option_strings}, parser._option_string_actions
+
+    run, actions = helps(eval_cli._run_args)
+    assert run["--quiet"] == "no progress bars (default: off)" and run["--batch-size"] == "clips per detector call " \
+        "(default 8)" and run["--allow_fewer"] == argparse.SUPPRESS and actions["--allow_fewer"].dest == "allow_fewer"
+    fake, _ = helps(eval_cli._fake_args)
+    assert fake["--fake"] == "folder of generated videos (from `kvideo eval generate`) (required)"
+    assert fake["--fake-format"].endswith("(a reference value) (default: auto)")
+    assert fake["--fake-captions"] == "captions CSV/JSONL for a --fake folder without manifest (default: none)"
+    assert not hasattr(eval_cli, "_one_voice")
+
+
 def test_underscore_flags_parse_like_dashed_ones(data):
     from kvideo.cli import build_parser
 

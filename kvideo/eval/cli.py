@@ -18,6 +18,7 @@ from kvideo.eval.generate import benchmark_prompts, check_own_folder, generate_v
 from kvideo.eval.metrics import BY_NAME
 from kvideo.eval import protocol as eval_protocol  # its functions looked up at call time (tests replace them)
 from kvideo.eval.protocol import RunOptions, check_output_file, format_table, write_report
+from kvideo.flags import add_flag
 from kvideo.generation import model_card, open_pipeline, release_of
 from kvideo.generation.flags import PREFIX as OPTION_PREFIX
 from kvideo.generation.flags import add_generation_flags, given_options, options_for
@@ -36,46 +37,20 @@ def register(subparsers) -> argparse._SubParsersAction:
     _fvd_parser(commands)
     _is_parser(commands)
     _clipsim_parser(commands)
-    for name in ("generate", "stats", "fvd", "is", "clipsim"):
-        _one_voice(commands.choices[name])
     return commands  # kvideo.cli adds `eval shapes` to them
 
 
 # -- shared arguments --------------------------------------------------------------------------
-def _one_voice(parser: argparse.ArgumentParser) -> None:
-    """Every flag's help shows its default, and each --dashed-flag also answers to --dashed_flag (hidden)."""
-    for action in list(parser._actions):
-        if action.help in (None, argparse.SUPPRESS) or not action.option_strings or action.dest == "help":
-            continue
-        if action.required and "required" not in action.help:
-            action.help += " (required)"
-        elif "default" not in action.help and not action.required:
-            shown = ("off" if action.default is False else "none") if action.default in (None, False) else action.default
-            action.help += f" (default: {shown})"
-        for flag in action.option_strings:
-            if flag.startswith("--") and "-" in flag[2:]:
-                _hidden_alias(parser, action, "--" + flag[2:].replace("-", "_"))
-
-
-def _hidden_alias(parser: argparse.ArgumentParser, action: argparse.Action, flag: str) -> None:
-    if isinstance(action, argparse._StoreTrueAction):
-        parser.add_argument(flag, dest=action.dest, action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        return
-    parser.add_argument(flag, dest=action.dest, type=action.type, choices=action.choices, metavar=action.metavar,
-                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
-
 def _dataset_args(p: argparse.ArgumentParser, prefix: str | None = None) -> None:
     group = p.add_argument_group("dataset layout")
-    group.add_argument("--split", help="ucf101: all (default) / train / test; msrvtt: test (default) / train / validate")
-    group.add_argument("--fold", type=int, help="ucf101 split-list fold 1-3 (default 1)")
-    group.add_argument("--splits-dir", help="ucf101: folder with classInd.txt and the split lists")
-    group.add_argument("--template", help="ucf101: prompt template file ('{name}' line, 'ClassName: prompt' lines)")
-    group.add_argument("--annotations", help="msrvtt: annotation JSON (default: test_videodatainfo.json under the root)")
-    group.add_argument("--msrvtt-captions", choices=("first", "all"), help="msrvtt: one caption per video (first) or all")
+    add_flag(group, "--split", help="ucf101: all (default) / train / test; msrvtt: test (default) / train / validate")
+    add_flag(group, "--fold", type=int, help="ucf101 split-list fold 1-3 (default 1)")
+    add_flag(group, "--splits-dir", help="ucf101: folder with classInd.txt and the split lists")
+    add_flag(group, "--template", help="ucf101: prompt template file ('{name}' line, 'ClassName: prompt' lines)")
+    add_flag(group, "--annotations", help="msrvtt: annotation JSON (default: test_videodatainfo.json under the root)")
+    add_flag(group, "--msrvtt-captions", choices=("first", "all"), help="msrvtt: one caption per video (first) or all")
     if prefix is not None:
-        group.add_argument(f"--{prefix}captions", help="folder: captions CSV (video, caption) or JSONL")
+        add_flag(group, f"--{prefix}captions", help="folder: captions CSV (video, caption) or JSONL")
 
 
 def _dataset_options(kind: str, args: argparse.Namespace, captions: str | None) -> dict[str, Any]:
@@ -89,25 +64,25 @@ def _dataset_options(kind: str, args: argparse.Namespace, captions: str | None) 
 
 
 def _real_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--real", required=True, help="folder of the real videos")
-    p.add_argument("--real-format", choices=REAL_FORMATS, default="ucf101", help="layout of --real (default ucf101)")
+    add_flag(p, "--real", required=True, help="folder of the real videos")
+    add_flag(p, "--real-format", choices=REAL_FORMATS, default="ucf101", help="layout of --real (default ucf101)")
     _dataset_args(p, prefix="real-")
 
 
 def _fake_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fake", required=True, help="folder of generated videos (from `kvideo eval generate`)")
-    p.add_argument("--fake-format", choices=FAKE_FORMATS, default="auto",
-                   help="generated: needs manifest.json; folder: any videos; auto: generated if a manifest exists; "
-                        "ucf101 / msrvtt: score a real dataset (a reference value)")
-    p.add_argument("--fake-captions", help="captions CSV/JSONL for a --fake folder without manifest")
+    add_flag(p, "--fake", required=True, help="folder of generated videos (from `kvideo eval generate`)")
+    add_flag(p, "--fake-format", choices=FAKE_FORMATS, default="auto",
+                help="generated: needs manifest.json; folder: any videos; auto: generated if a manifest exists; "
+                     "ucf101 / msrvtt: score a real dataset (a reference value)")
+    add_flag(p, "--fake-captions", help="captions CSV/JSONL for a --fake folder without manifest")
 
 
 def _protocol_arg(p: argparse.ArgumentParser, metric: str) -> None:
     cls = BY_NAME[metric].protocol
     default = cls().name
-    p.add_argument("--protocol", choices=cls.presets(), default=default,
-                   help=f"named frozen protocol, written whole into the report (default {default}); "
-                        "docs/evaluation.md says which papers used which")
+    add_flag(p, "--protocol", choices=cls.presets(), default=default,
+                help=f"named frozen protocol, written whole into the report (default {default}); "
+                     "docs/evaluation.md says which papers used which")
 
 
 def _protocol(metric: str, args, **overrides):
@@ -116,15 +91,16 @@ def _protocol(metric: str, args, **overrides):
 
 
 def _detector_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trust-detector", action="store_true",
-                   help="load a TorchScript detector whose hash is not a published one (it runs code from the file)")
+    add_flag(p, "--trust-detector", action="store_true",
+                help="load a TorchScript detector whose hash is not a published one (it runs code from the file)")
 
 
 def _i3d_convention_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector-range", type=_value_range, metavar="LOW,HIGH",
-                   help="input range of an I3D file kvideo does not know, e.g. --detector-range=-1,1 (with =, as it starts with -); default: the file's own")
-    p.add_argument("--detector-bn-eps", type=_positive_float, metavar="EPS",
-                   help="BatchNorm eps of an I3D file kvideo does not know (e.g. 1e-3); default: the file's own")
+    add_flag(p, "--detector-range", type=_value_range, metavar="LOW,HIGH",
+                help="input range of an I3D file kvideo does not know, e.g. --detector-range=-1,1 (with =, as it "
+                     "starts with -); default: the file's own")
+    add_flag(p, "--detector-bn-eps", type=_positive_float, metavar="EPS",
+                help="BatchNorm eps of an I3D file kvideo does not know (e.g. 1e-3); default: the file's own")
 
 
 def _positive_float(text: str) -> float:
@@ -176,13 +152,13 @@ def _report_path(args, protocol_name: str) -> Path:
 
 
 def _run_args(p: argparse.ArgumentParser, report: bool = True) -> None:
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="clips per detector call (default 8)")
-    p.add_argument("--device", type=_device,
-                   help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
-    p.add_argument("--allow-fewer", action="store_true", help="compute with fewer videos than requested (reported)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flag(p, "--batch-size", type=_positive_int, default=8, help="clips per detector call (default 8)")
+    add_flag(p, "--device", type=_device,
+                help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
+    add_flag(p, "--allow-fewer", action="store_true", help="compute with fewer videos than requested (reported)")
+    add_flag(p, "--quiet", action="store_true", help="no progress bars")
     if report:
-        p.add_argument("--report", help="JSON report path (default: <fake>/<protocol name>.json)")
+        add_flag(p, "--report", help="JSON report path (default: <fake>/<protocol name>.json)")
 
 
 def _load_real(args):
@@ -215,23 +191,23 @@ def _finish(report: dict, args, shard) -> int:
 # -- generate ----------------------------------------------------------------------------------
 def _generate_parser(commands) -> None:
     p = commands.add_parser("generate", help="generate one mp4 per benchmark prompt (sharded under torchrun)")
-    p.add_argument("--benchmark", choices=("ucf101", "msrvtt"), required=True, help="whose prompts to use (required)")
-    p.add_argument("--data", required=True, metavar="PATH", help="the benchmark's dataset folder (for its prompts)")
-    p.add_argument("--out", required=True, metavar="PATH", help="output folder (videos + manifest.json); reruns resume")
-    p.add_argument("--num-videos", type=_positive_int,
-                   help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
-    p.add_argument("--seed", type=parse_seed, default=0, help="base seed: video i uses seed + i (default 0)")
+    add_flag(p, "--benchmark", choices=("ucf101", "msrvtt"), required=True, help="whose prompts to use (required)")
+    add_flag(p, "--data", required=True, metavar="PATH", help="the benchmark's dataset folder (for its prompts)")
+    add_flag(p, "--out", required=True, metavar="PATH", help="output folder (videos + manifest.json); reruns resume")
+    add_flag(p, "--num-videos", type=_positive_int,
+                help="videos to generate (default: 2048 for ucf101, all for msrvtt)")
+    add_flag(p, "--seed", type=parse_seed, default=0, help="base seed: video i uses seed + i (default 0)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", metavar="PATH", help="Kandinsky Video weights folder, or a built-in model: shapes")
-    source.add_argument("--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
-    add_generation_flags(p, exclude=("upscale_image",))  # kvideo generate's (no --image here)
+    add_flag(source, "--weights", metavar="PATH", help="Kandinsky Video weights folder, or a built-in model: shapes")
+    add_flag(source, "--preset", choices=("tiny",), help="random tiny weights (a smoke test, not a model)")
+    add_generation_flags(p, exclude=("upscale_image",), aliases=True)  # kvideo generate's (no --image here)
     for name in ("width", "height"):  # the flags of earlier versions; --size sets both
         p.add_argument(f"--{name}", dest=f"{OPTION_PREFIX}{name}", type=_positive_int, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="fp32 / bf16 / fp16 (GPU)")
-    p.add_argument("--device", type=_device,
-                   help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flag(p, "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="fp32 / bf16 / fp16 (GPU)")
+    add_flag(p, "--device", type=_device,
+                help="torch device: cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
+    add_flag(p, "--quiet", action="store_true", help="no progress bars")
     _dataset_args(p)
     p.set_defaults(func=_generate)
 
@@ -273,13 +249,14 @@ def _pipeline(args, shard):
 
 # -- metrics -----------------------------------------------------------------------------------
 def _fvd_protocol_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", required=True, help="I3D file: i3d_torchscript.pt, i3d_pretrained_400.pt, rgb_imagenet.pt; "
-                        "fvd-videomae: vit_g_hybrid_pt_1200e_ssv2_ft.pth")
+    add_flag(p, "--detector", required=True,
+             help="I3D file: i3d_torchscript.pt, i3d_pretrained_400.pt, rgb_imagenet.pt; fvd-videomae: "
+                  "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
     _protocol_arg(p, "fvd")
-    p.add_argument("--num-videos", type=_positive_int, help="N on each side (default: the protocol's, 2048)")
-    p.add_argument("--num-frames", type=_positive_int, help="frames per clip (default: the protocol's, 16)")
-    p.add_argument("--stride", type=_positive_int, help="take every stride-th frame (default: the protocol's, 1)")
-    p.add_argument("--seed", type=int, help="seed of the real clips' offsets (and order) (default: the protocol's, 0)")
+    add_flag(p, "--num-videos", type=_positive_int, help="N on each side (default: the protocol's, 2048)")
+    add_flag(p, "--num-frames", type=_positive_int, help="frames per clip (default: the protocol's, 16)")
+    add_flag(p, "--stride", type=_positive_int, help="take every stride-th frame (default: the protocol's, 1)")
+    add_flag(p, "--seed", type=int, help="seed of the real clips' offsets (and order) (default: the protocol's, 0)")
     _detector_args(p)
     _i3d_convention_args(p)
 
@@ -299,7 +276,7 @@ def _stats_parser(commands) -> None:
     p = commands.add_parser("stats", help="compute and cache the real-set FVD statistics")
     _real_args(p)
     _fvd_protocol_args(p)
-    p.add_argument("--out", required=True, help="statistics file to write (.safetensors)")
+    add_flag(p, "--out", required=True, help="statistics file to write (.safetensors)")
     _run_args(p, report=False)
     p.set_defaults(func=_stats)
 
@@ -322,7 +299,7 @@ def _fvd_parser(commands) -> None:
     _real_args(p)
     _fake_args(p)
     _fvd_protocol_args(p)
-    p.add_argument("--real-stats", help="cache of the real statistics: reused when the settings match, else written")
+    add_flag(p, "--real-stats", help="cache of the real statistics: reused when the settings match, else written")
     _run_args(p)
     p.set_defaults(func=_fvd)
 
@@ -340,12 +317,12 @@ def _fvd(args) -> int:
 def _is_parser(commands) -> None:
     p = commands.add_parser("is", help="Inception Score with the UCF-101 C3D (protocols is-styleganv, is-tganv2, is-tganv1)")
     _fake_args(p)
-    p.add_argument("--detector", required=True, help="C3D file: c3d_ucf101.pt or a kvideo C3D safetensors")
+    add_flag(p, "--detector", required=True, help="C3D file: c3d_ucf101.pt or a kvideo C3D safetensors")
     _protocol_arg(p, "is")
-    p.add_argument("--num-videos", type=_positive_int, help="videos per run (default: the protocol's)")
-    p.add_argument("--splits", type=_positive_int, help="splits of each run (default: the protocol's)")
-    p.add_argument("--runs", type=_positive_int,
-                   help="runs of --num-videos further videos each (default: the protocol's)")
+    add_flag(p, "--num-videos", type=_positive_int, help="videos per run (default: the protocol's)")
+    add_flag(p, "--splits", type=_positive_int, help="splits of each run (default: the protocol's)")
+    add_flag(p, "--runs", type=_positive_int,
+                help="runs of --num-videos further videos each (default: the protocol's)")
     _detector_args(p)
     _dataset_args(p)
     _run_args(p)
@@ -364,10 +341,10 @@ def _is(args) -> int:
 def _clipsim_parser(commands) -> None:
     p = commands.add_parser("clipsim", help="CLIPSIM: CLIP ViT-B/32 frame-caption cosine (protocol clipsim)")
     _fake_args(p)
-    p.add_argument("--clip", required=True, help="local CLIP folder (transformers format)")
+    add_flag(p, "--clip", required=True, help="local CLIP folder (transformers format)")
     _protocol_arg(p, "clipsim")
-    p.add_argument("--num-videos", type=_positive_int, help="videos (default: all)")
-    p.add_argument("--max-frames", type=_positive_int, help="frames per video (default: all)")
+    add_flag(p, "--num-videos", type=_positive_int, help="videos (default: all)")
+    add_flag(p, "--max-frames", type=_positive_int, help="frames per video (default: all)")
     _dataset_args(p)
     _run_args(p)
     p.set_defaults(func=_clipsim)

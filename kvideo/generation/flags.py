@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Iterable
 
+from kvideo.flags import add_flag
 from kvideo.generation.options import (
     FIELDS, KEYFRAMES, GenerationOptions, Option, check_memory, check_release, option_of, resolve_options,
 )
@@ -22,16 +23,18 @@ def generation_flags(exclude: Iterable[str] = ()) -> dict[str, Option]:
 
 
 def add_generation_flags(parser: argparse.ArgumentParser, exclude: Iterable[str] = (),
-                         title: str = "generation options (default: the model card's, else the release's)") -> None:
-    """One flag per options field that declares one, in a group of its own."""
+                         title: str = "generation options (default: the model card's, else the release's)",
+                         aliases: bool = False) -> None:
+    """One flag per options field that declares one, in a group of its own, built by kvideo's one flag builder
+    (`aliases`: each --dashed-flag also answers to --dashed_flag, as `kvideo eval`'s flags do)."""
     group = parser.add_argument_group(title)
     for name, meta in generation_flags(exclude).items():
-        common = dict(dest=PREFIX + name, default=argparse.SUPPRESS, help=meta.help)
+        common = dict(dest=PREFIX + name, default=argparse.SUPPRESS, help=meta.help, alias=aliases)
         if meta.parse is None and meta.choices is None:  # a switch (bool field)
-            group.add_argument(meta.flag, action="store_const", const=True, **common)
+            add_flag(group, meta.flag, action="store_const", const=True, **common)
         else:
             metavar = meta.metavar or (None if meta.choices else meta.flag[2:].upper().replace("-", "_"))
-            group.add_argument(meta.flag, type=meta.parse, choices=meta.choices, metavar=metavar, **common)
+            add_flag(group, meta.flag, type=meta.parse, choices=meta.choices, metavar=metavar, **common)
 
 
 def given_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,13 +6,12 @@ keyframe or interpolation UNet).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
 from kvideo.checkpoint import check_writable_folder
-from kvideo.config import Config
 from kvideo.errors import OneLineParser, dispatch
+from kvideo.flags import CONFIG_PREFIX, add_flag
 from kvideo.shapes import presets as shapes_presets  # noqa: F401  registers the shapes-* presets --preset names
 from kvideo.train.cache import run_cache
 from kvideo.train.config import (
@@ -29,51 +28,14 @@ TASK_HELP = {"distill": "distill a keyframe or interpolation UNet (--teacher) in
                         "--student-steps DDIM steps, unguided"}
 
 
-# Config fields only some steps read (the others accept them but leave them out of --help); a field not named
-# here is read by every step. "clip." stands for every field of the clip config.
-STEP_FIELDS = {
-    "captions": ("movq", "decoder", "detector"), "clip.": ("movq", "decoder", "detector"),
-    "crop_size": ("movq",), "decoder_loss": ("decoder",), "latent_noise": ("decoder",),
-    "detail_weight": ("movq", "image", "keyframe"),
-    "snr_gamma": ("image", "keyframe", "interpolation", "distill"),
-    "timestep_shift": ("image", "keyframe", "interpolation"), "uncond_prob": ("image", "keyframe", "interpolation"),
-    "num_train_timesteps": ("image", "keyframe", "interpolation"), "max_perturbation": ("interpolation",),
-    "teacher": ("distill",), "student_steps": ("distill",), "teacher_guidance": ("distill",),
-}
-PATHS = {  # the fields that name files or folders, shown as PATH
-    TrainConfig: ("model", "init_weights", "data", "captions", "output_dir", "teacher"),
-    CacheConfig: ("videos", "captions", "output", "movq", "text_encoder", "text_checkpoint"),
-}
-METAVARS = {"resume": "latest|PATH"}
-QUIET = "progress"  # shown as --quiet (the --progress BOOL field stays accepted)
-
-
-def hidden_fields(task: str) -> tuple[str, ...]:
-    """The config fields `kvideo train TASK --help` leaves out: those only other steps read, and progress."""
-    names = list(field_names(TrainConfig))
-    return (QUIET, *(name for name in names for key, steps in STEP_FIELDS.items()
-                     if (name == key or (key.endswith(".") and name.startswith(key))) and task not in steps))
-
-
-def field_names(cls, prefix: str = ""):
-    """The dotted names of a config's fields, nested configs' fields included (clip.height)."""
-    for field in dataclasses.fields(cls):
-        if isinstance(field.default, Config):
-            yield from field_names(type(field.default), f"{prefix}{field.name}.")
-        else:
-            yield prefix + field.name
-
-
 def add_step_arguments(parser: argparse.ArgumentParser, cls, task: str | None = None) -> None:
-    """The config flags of one step (only those it reads in --help, paths as PATH) and --quiet."""
-    metavars = {**dict.fromkeys(PATHS[cls], "PATH"), **METAVARS}
+    """The config flags of one step (those only other steps read stay out of --help) and --quiet."""
     if task is None:  # cache
-        add_config_arguments(parser, cls, hidden=(QUIET,), metavars=metavars)
+        add_config_arguments(parser, cls)
     else:
-        add_config_arguments(parser, cls, skip=("task", "clip.task"), preset=default_preset(task),
-                             hidden=hidden_fields(task), metavars=metavars)
-    parser.add_argument("--quiet", dest=f"cfg:{QUIET}", action="store_const", const=False, default=None,
-                        help="no progress bars (default: off)")
+        add_config_arguments(parser, cls, stage=task, skip=("task", "clip.task"), preset=default_preset(task))
+    add_flag(parser, "--quiet", dest=CONFIG_PREFIX + "progress", action="store_const", const=False, default=None,
+             help="no progress bars")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cache.set_defaults(func=run_cache_command)
     for task in TASKS:
         sub = commands.add_parser(task, help=TASK_HELP.get(task, f"train the {task} model"), epilog=EPILOG)
-        sub.add_argument("--overwrite", action="store_true",
-                         help="move a previous run in --output-dir aside (to OUTPUT_DIR.old-N) and start again; "
-                              "nothing is deleted (default: refuse a folder that holds a run)")
+        add_flag(sub, "--overwrite", action="store_true",
+                 help="move a previous run in --output-dir aside (to OUTPUT_DIR.old-N) and start again; nothing is "
+                      "deleted (default: refuse a folder that holds a run)")
         add_step_arguments(sub, TrainConfig, task)
         sub.set_defaults(func=run_train_command, task=task)
 

@@ -10,14 +10,17 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from kvideo.argtypes import MAX_SEED, parse_bool, parse_float, parse_int
+from kvideo.argtypes import MAX_SEED
 from kvideo.config import Config, check, described, expected_type, has_type
 from kvideo.errors import BadInputError
+from kvideo.flags import add_config_flags, add_flag, given_settings, setting
 
 TASKS = ("movq", "image", "keyframe", "interpolation", "decoder", "detector", "distill")
 DISTILL_KINDS = ("keyframe", "interpolation")  # the UNets `distill` takes as teachers
 CACHE_TASKS = ("keyframe", "interpolation")
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
+VIDEO_STAGES = ("movq", "decoder", "detector")  # the tasks that read videos (clips, captions), not a cache
+DIFFUSION_STAGES = ("image", "keyframe", "interpolation")  # the tasks that train a UNet on noised latents
 
 
 def check_finite(config: Config, prefix: str = "") -> None:
@@ -48,16 +51,16 @@ class ClipConfig(Config):
     `decoder_step` reference frames apart.
     """
 
-    task: str = "keyframe"
-    height: int = 512
-    width: int = 512
-    keyframes: int = 16
-    keyframe_step: int = 12
-    interpolated_frames: int = 3
-    max_skip: int = 12
-    decoder_frames: int = 8
-    decoder_step: int = 1
-    reference_fps: float = 24.0
+    task: str = setting("keyframe", "which model the clips are for")
+    height: int = setting(512, "clip height in pixels (a multiple of 64)")
+    width: int = setting(512, "clip width in pixels (a multiple of 64)")
+    keyframes: int = setting(16, "keyframe clips: frames per clip; interpolation clips: keyframes per clip")
+    keyframe_step: int = setting(12, "reference frames between keyframes (12 at 24 fps = 2 fps)")
+    interpolated_frames: int = setting(3, "interpolation: frames between each pair of keyframes")
+    max_skip: int = setting(12, "interpolation: largest distance in reference frames between consecutive frames")
+    decoder_frames: int = setting(8, "decoder (and movq) clips: frames per clip")
+    decoder_step: int = setting(1, "decoder (and movq) clips: reference frames between consecutive frames")
+    reference_fps: float = setting(24.0, "the frame rate the steps above are counted in")
 
     def validate(self) -> None:
         check_finite(self, prefix="clip.")
@@ -96,21 +99,23 @@ class ClipConfig(Config):
 class CacheConfig(Config):
     """`kvideo train cache`: videos + captions -> MoVQ latents and text embeddings in safetensors shards."""
 
-    videos: str = ""
-    captions: str = ""
-    output: str = ""
-    movq: str = ""
-    movq_preset: str = ""
-    text_encoder: str = ""
-    text_checkpoint: str = ""
+    videos: str = setting("", "folder the captions' video paths are relative to", metavar="PATH")
+    captions: str = setting("", "video list with captions: CSV (WebVid results.csv) or JSONL", metavar="PATH")
+    output: str = setting("", "cache folder to write (a rerun with the same settings resumes it)", metavar="PATH")
+    movq: str = setting("", "MoVQ checkpoint that encodes the frames (official movq.pt or kvideo .safetensors)",
+                        metavar="PATH")
+    movq_preset: str = setting("", "MoVQ architecture: for official pickles, or random weights when --movq is empty")
+    text_encoder: str = setting("", "Hugging Face T5 encoder folder (keyframe caches)", metavar="PATH")
+    text_checkpoint: str = setting("", "keyframe checkpoint holding the text projection and the null embedding",
+                                   metavar="PATH")
     clip: ClipConfig = ClipConfig()
-    clips_per_video: int = 1
-    shard_size: int = 64
-    batch_size: int = 4
-    dtype: str = "float16"
-    device: str = "auto"
-    seed: int = 0
-    progress: bool = True
+    clips_per_video: int = setting(1, "clips drawn from each video")
+    shard_size: int = setting(64, "clips per safetensors shard")
+    batch_size: int = setting(4, "clips encoded together")
+    dtype: str = setting("float16", "storage dtype of the latents: float16, bfloat16 or float32")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = setting(0, "seed of the clip positions")
+    progress: bool = setting(True, "show a progress bar", hidden=True)  # --quiet turns it off
 
     def validate(self) -> None:
         check_finite(self)
@@ -131,55 +136,90 @@ class CacheConfig(Config):
 class TrainConfig(Config):
     """One fine-tuning run: keyframe, interpolation or video-decoder model (see docs/training.md)."""
 
-    task: str = "keyframe"
-    model: str = ""  # checkpoint to fine-tune: official .pt or kvideo .safetensors
-    init_weights: str = ""  # trained weights of an earlier run (temporal or all) loaded onto `model` first
-    model_preset: str = ""  # architecture preset: for official pickles, random init when `model` is empty, or
-    # the temporal layout (a keyframe preset) when a keyframe task inflates a text-to-image UNet
-    data: str = ""  # cache folder (keyframe, interpolation) or video folder (decoder)
-    captions: str = ""  # decoder: the video list (CSV / JSONL) of `data`
-    caption_pattern: str = ""  # train only on the samples whose caption matches this regular expression
-    output_dir: str = "runs/train"
-    clip: ClipConfig = ClipConfig()  # decoder: clip sampling from the videos
-    train: str = "temporal"  # temporal | all
-    steps: int = 1000
-    batch_size: int = 1  # per process and micro-step
-    grad_accum: int = 2
-    lr: float = 1e-4
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (after the warm-up)
-    min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
-    weight_decay: float = 0.01
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 0.0  # 0 disables clipping
-    precision: str = "bf16"  # bf16 | fp32
-    gradient_checkpointing: bool = False
-    ema_decay: float = 0.0  # 0 disables the EMA
-    num_train_timesteps: int = 1000
-    uncond_prob: float = 0.1
-    max_perturbation: int = 250
-    snr_gamma: float = 0.0  # image/keyframe/interpolation: min-SNR-gamma loss weighting (0: plain MSE, the release)
-    timestep_shift: float = 1.0  # image/keyframe/interpolation: > 1 draws noisy steps more often (1: uniform)
-    decoder_loss: str = "l1"  # l1 | mse
-    crop_size: int = 0  # movq: train on random square crops of this many pixels (0: whole frames)
-    detail_weight: float = 0.0  # movq/image/keyframe: extra loss weight of what differs from its frame's median
-    latent_noise: float = 0.0  # decoder: std (at most) of Gaussian noise added to the latents before decoding
-    strategy: str = "ddp"  # ddp | fsdp
-    zero: bool = True  # ZeroRedundancyOptimizer under DDP (ZeRO-1, as in the paper)
-    device: str = "auto"
-    seed: int = 0
-    num_workers: int = 2
-    log_every: int = 10
-    save_every: int = 500
-    keep_checkpoints: int = 3
-    resume: str = ""  # "", "latest" or a checkpoint folder
-    progress: bool = True
-    tensorboard: bool = True
-    # distill: the teacher UNet (keyframe or interpolation) whose weights also start the student; `model` stays empty
-    teacher: str = ""
-    student_steps: int = 12  # distill: the student's DDIM steps (the teacher takes twice as many)
-    teacher_guidance: float = 5.0  # distill: the teacher's guidance scale (text; keyframe context for interpolation)
+    task: str = setting("keyframe", "which model to train")
+    model: str = setting(
+        "", "checkpoint to fine-tune: an official .pt or a kvideo .safetensors (empty: --model-preset)",
+        metavar="PATH")
+    init_weights: str = setting(
+        "", "trained weights of an earlier run (its export, or a checkpoint's trained / ema file; temporal or all) "
+            "loaded onto --model before the first step: the next phase of a curriculum (a resumed run restores its "
+            "own checkpoint instead)", metavar="PATH")
+    model_preset: str = setting(
+        "", "architecture preset: for official pickles, random weights when --model is empty, or the temporal layout "
+            "when a keyframe task inflates an image UNet")
+    data: str = setting("", "cache folder (keyframe, interpolation) or video folder (decoder, movq, image)",
+                        metavar="PATH")
+    captions: str = setting("", "decoder: the video list (CSV / JSONL) of --data", metavar="PATH", stages=VIDEO_STAGES)
+    caption_pattern: str = setting(
+        "", "train only on the samples whose caption matches this regular expression (re.search; empty: every "
+            "sample), e.g. a few captions first, then the whole set")
+    output_dir: str = setting("runs/train", "run folder: config, log, checkpoints and the trained weights",
+                              metavar="PATH")
+    clip: ClipConfig = setting(ClipConfig(), "clip sampling from the videos", stages=VIDEO_STAGES)
+    train: str = setting("temporal", "temporal (the temporal layers only) or all (every weight)")
+    steps: int = setting(1000, "optimizer steps in the whole run")
+    batch_size: int = setting(1, "clips per process and micro-step (capped, with a notice, at what the data holds)")
+    grad_accum: int = setting(2, "micro-steps accumulated per optimizer step")
+    lr: float = setting(1e-4, "AdamW learning rate (finite, > 0)")
+    warmup_steps: int = setting(0, "linear learning-rate warm-up steps (0: none)")
+    lr_schedule: str = setting(
+        "constant", "learning rate after the warm-up: constant, or cosine (decays to min_lr_ratio * lr at the end)")
+    min_lr_ratio: float = setting(0.1, "cosine schedule: the last step's learning rate as a fraction of lr")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    adam_betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas, two comma-separated numbers")
+    adam_eps: float = setting(1e-8, "AdamW epsilon")
+    max_grad_norm: float = setting(0.0, "clip the gradient norm to this, > 0 (0: no clipping)")
+    precision: str = setting("bf16", "bf16 (autocast, float32 master weights) or fp32")
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory")
+    ema_decay: float = setting(
+        0.0, "decay of an exponential moving average of the weights, in [0, 1) (0: no EMA); over the first steps "
+             "it ramps up as min(decay, (1 + step) / (10 + step))")
+    num_train_timesteps: int = setting(1000, "diffusion timesteps of the training schedule",
+                                       stages=DIFFUSION_STAGES)
+    uncond_prob: float = setting(0.1, "probability of dropping the text (for classifier-free guidance), in [0, 1]",
+                                 stages=DIFFUSION_STAGES)
+    max_perturbation: int = setting(
+        250, "interpolation: largest noise timestep added to the conditioning keyframes", stages=("interpolation",))
+    snr_gamma: float = setting(
+        0.0, "image/keyframe/interpolation: weight each sample's loss by min-SNR-gamma (Hang et al. 2023; 5 is "
+             "usual): steps with SNR above gamma, whose large losses otherwise drive the gradient, are damped (0: "
+             "plain MSE, as the release)", stages=(*DIFFUSION_STAGES, "distill"))
+    timestep_shift: float = setting(
+        1.0, "image/keyframe/interpolation: draw training steps as shift·u / (1 + (shift - 1)·u), u uniform (Esser "
+             "et al. 2024); > 1 trains the noisy steps, where a clip's layout and motion are decided, more often (1: "
+             "uniform, as the release)", stages=DIFFUSION_STAGES)
+    decoder_loss: str = setting("l1", "decoder reconstruction loss: l1 or mse", stages=("decoder",))
+    crop_size: int = setting(
+        0, "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
+        stages=("movq",))
+    detail_weight: float = setting(
+        0.0, "movq: pixel loss weight 1 + this x distance from the frame's median colour; image/keyframe: the same "
+             "on the clean latents (emphasises small objects; 0: plain loss, the release)",
+        stages=("movq", "image", "keyframe"))
+    latent_noise: float = setting(
+        0.0, "decoder: add Gaussian noise of a random std up to this to the (scaled) latents, so that the decoder "
+             "learns to clean up sampled latents (0: exact latents)", stages=("decoder",))
+    strategy: str = setting("ddp", "multi-GPU strategy: ddp or fsdp")
+    zero: bool = setting(True, "ddp: shard the optimizer state across processes (ZeRO-1)")
+    device: str = setting("auto", "auto, cpu or cuda")
+    seed: int = setting(0, "seed of the weights' noise, the data order and the diffusion noise")
+    num_workers: int = setting(2, "data loader worker processes")
+    log_every: int = setting(10, "steps between log lines")
+    save_every: int = setting(500, "steps between checkpoints")
+    keep_checkpoints: int = setting(3, "checkpoints kept (the lowest steps are removed; never the latest)")
+    resume: str = setting("", "'latest' (this run's newest checkpoint that loads) or a checkpoints/step-* folder",
+                          metavar="latest|PATH")
+    progress: bool = setting(True, "show a progress bar", hidden=True)  # --quiet turns it off
+    tensorboard: bool = setting(True, "also write TensorBoard logs (needs tensorboard)")
+    teacher: str = setting(
+        "", "distill: the keyframe or interpolation UNet to distill (its weights also start the student)",
+        metavar="PATH", stages=("distill",))
+    student_steps: int = setting(
+        12, "distill: DDIM steps of the student, 1..500 (the teacher takes 2x as many; trailing spacing)",
+        stages=("distill",))
+    teacher_guidance: float = setting(
+        5.0, "distill: the teacher's guidance scale, folded into the student: text guidance of a keyframe teacher "
+             "(the release: 5), keyframe guidance of an interpolation one (0.25)", stages=("distill",))
 
     def validate(self) -> None:
         check_finite(self)
@@ -442,171 +482,21 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- command line ---------------------------------------------------------------------------------
-# One line of help per config field, by config class and field (nested fields under their own class).
-FIELD_HELP: dict[str, dict[str, str]] = {
-    "ClipConfig": {
-        "task": "which model the clips are for",
-        "height": "clip height in pixels (a multiple of 64)",
-        "width": "clip width in pixels (a multiple of 64)",
-        "keyframes": "keyframe clips: frames per clip; interpolation clips: keyframes per clip",
-        "keyframe_step": "reference frames between keyframes (12 at 24 fps = 2 fps)",
-        "interpolated_frames": "interpolation: frames between each pair of keyframes",
-        "max_skip": "interpolation: largest distance in reference frames between consecutive frames",
-        "decoder_frames": "decoder (and movq) clips: frames per clip",
-        "decoder_step": "decoder (and movq) clips: reference frames between consecutive frames",
-        "reference_fps": "the frame rate the steps above are counted in",
-    },
-    "TrainConfig": {
-        "task": "which model to train",
-        "model": "checkpoint to fine-tune: an official .pt or a kvideo .safetensors (empty: --model-preset)",
-        "model_preset": "architecture preset: for official pickles, random weights when --model is empty, or the "
-                        "temporal layout when a keyframe task inflates an image UNet",
-        "data": "cache folder (keyframe, interpolation) or video folder (decoder, movq, image)",
-        "captions": "decoder: the video list (CSV / JSONL) of --data",
-        "output_dir": "run folder: config, log, checkpoints and the trained weights",
-        "train": "temporal (the temporal layers only) or all (every weight)",
-        "steps": "optimizer steps in the whole run",
-        "batch_size": "clips per process and micro-step (capped, with a notice, at what the data holds)",
-        "grad_accum": "micro-steps accumulated per optimizer step",
-        "lr": "AdamW learning rate (finite, > 0)",
-        "warmup_steps": "linear learning-rate warm-up steps (0: none)",
-        "lr_schedule": "learning rate after the warm-up: constant, or cosine (decays to min_lr_ratio * lr at the end)",
-        "min_lr_ratio": "cosine schedule: the last step's learning rate as a fraction of lr",
-        "weight_decay": "AdamW weight decay",
-        "adam_betas": "AdamW betas, two comma-separated numbers",
-        "adam_eps": "AdamW epsilon",
-        "max_grad_norm": "clip the gradient norm to this, > 0 (0: no clipping)",
-        "precision": "bf16 (autocast, float32 master weights) or fp32",
-        "gradient_checkpointing": "recompute activations in the backward pass to save memory",
-        "ema_decay": "decay of an exponential moving average of the weights, in [0, 1) (0: no EMA); over the "
-                     "first steps it ramps up as min(decay, (1 + step) / (10 + step))",
-        "num_train_timesteps": "diffusion timesteps of the training schedule",
-        "uncond_prob": "probability of dropping the text (for classifier-free guidance), in [0, 1]",
-        "max_perturbation": "interpolation: largest noise timestep added to the conditioning keyframes",
-        "snr_gamma": "image/keyframe/interpolation: weight each sample's loss by min-SNR-gamma (Hang et al. "
-                     "2023; 5 is usual): steps with SNR above gamma, whose large losses otherwise drive the "
-                     "gradient, are damped (0: plain MSE, as the release)",
-        "timestep_shift": "image/keyframe/interpolation: draw training steps as shift·u / (1 + (shift - 1)·u), "
-                          "u uniform (Esser et al. 2024); > 1 trains the noisy steps, where a clip's layout and "
-                          "motion are decided, more often (1: uniform, as the release)",
-        "init_weights": "trained weights of an earlier run (its export, or a checkpoint's trained / ema file; "
-                        "temporal or all) loaded onto --model before the first step: the next phase of a "
-                        "curriculum (a resumed run restores its own checkpoint instead)",
-        "caption_pattern": "train only on the samples whose caption matches this regular expression (re.search; "
-                           "empty: every sample), e.g. a few captions first, then the whole set",
-        "decoder_loss": "decoder reconstruction loss: l1 or mse",
-        "crop_size": "movq: train on random square crops of this many pixels, a multiple of 8 (0: whole frames)",
-        "detail_weight": "movq: pixel loss weight 1 + this x distance from the frame's median colour; image/keyframe: "
-                         "the same on the clean latents (emphasises small objects; 0: plain loss, the release)",
-        "latent_noise": "decoder: add Gaussian noise of a random std up to this to the (scaled) latents, so that "
-                        "the decoder learns to clean up sampled latents (0: exact latents)",
-        "strategy": "multi-GPU strategy: ddp or fsdp",
-        "zero": "ddp: shard the optimizer state across processes (ZeRO-1)",
-        "device": "auto, cpu or cuda",
-        "seed": "seed of the weights' noise, the data order and the diffusion noise",
-        "num_workers": "data loader worker processes",
-        "log_every": "steps between log lines",
-        "save_every": "steps between checkpoints",
-        "keep_checkpoints": "checkpoints kept (the lowest steps are removed; never the latest)",
-        "resume": "'latest' (this run's newest checkpoint that loads) or a checkpoints/step-* folder",
-        "progress": "show a progress bar",
-        "tensorboard": "also write TensorBoard logs (needs tensorboard)",
-        "teacher": "distill: the keyframe or interpolation UNet to distill (its weights also start the student)",
-        "student_steps": "distill: DDIM steps of the student, 1..500 (the teacher takes 2x as many; trailing spacing)",
-        "teacher_guidance": "distill: the teacher's guidance scale, folded into the student: text guidance of a "
-                            "keyframe teacher (the release: 5), keyframe guidance of an interpolation one (0.25)",
-    },
-    "CacheConfig": {
-        "videos": "folder the captions' video paths are relative to",
-        "captions": "video list with captions: CSV (WebVid results.csv) or JSONL",
-        "output": "cache folder to write (a rerun with the same settings resumes it)",
-        "movq": "MoVQ checkpoint that encodes the frames (official movq.pt or kvideo .safetensors)",
-        "movq_preset": "MoVQ architecture: for official pickles, or random weights when --movq is empty",
-        "text_encoder": "Hugging Face T5 encoder folder (keyframe caches)",
-        "text_checkpoint": "keyframe checkpoint holding the text projection and the null embedding",
-        "clips_per_video": "clips drawn from each video",
-        "shard_size": "clips per safetensors shard",
-        "batch_size": "clips encoded together",
-        "dtype": "storage dtype of the latents: float16, bfloat16 or float32",
-        "device": "auto, cpu, cuda or cuda:N",
-        "seed": "seed of the clip positions",
-        "progress": "show a progress bar",
-    },
-}
-
-
-PARSERS = {bool: parse_bool, float: parse_float, int: parse_int}
-METAVARS = {parse_bool: "BOOL", parse_float: "X", parse_int: "N", str: "TEXT"}  # others: comma-separated tuples
-
-
-def _parser_for(annotation: Any):
-    origin = typing.get_origin(annotation)
-    if origin is tuple:
-        item = PARSERS.get(typing.get_args(annotation)[0], typing.get_args(annotation)[0])
-
-        def parse_tuple(text: str) -> tuple:
-            return tuple(item(v) for v in text.split(","))
-        return parse_tuple
-    return PARSERS.get(annotation, annotation)
-
-
-def _fields_with_help(cls: type[Config], prefix: str = "") -> list[tuple[str, Any, str]]:
-    hints = typing.get_type_hints(cls)
-    fields = []
-    for field in dataclasses.fields(cls):
-        annotation = hints[field.name]
-        if isinstance(annotation, type) and issubclass(annotation, Config):
-            fields += _fields_with_help(annotation, prefix=f"{prefix}{field.name}.")
-        else:
-            fields.append((prefix + field.name, _parser_for(annotation), FIELD_HELP[cls.__name__][field.name]))
-    return fields
-
-
-def flag_name(dotted: str) -> str:
-    """`clip.reference_fps` -> `--clip.reference-fps` (the spelling shown; the underscore one works too)."""
-    return "--" + dotted.replace("_", "-")
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return "none" if value == "" else str(value)
-
-
-def _lookup(config: Config, dotted: str) -> Any:
-    for part in dotted.split("."):
-        config = getattr(config, part)
-    return config
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], skip: tuple[str, ...] = (),
-                         preset: str | None = None, hidden: tuple[str, ...] = (),
-                         metavars: dict[str, str] | None = None) -> None:
-    """`--config`, `--preset` and one `--name` option per field (`--clip.height 256`), each with its
-    one-line help and the default it has when not given (`preset`: the preset used then). `hidden` fields are
-    accepted but left out of --help; `metavars` names a field's value (PATH)."""
-    defaults = cls.preset(preset) if preset else cls()
-    shown_default = preset or "none"
-    parser.add_argument("--config", metavar="PATH",
-                        help="JSON or YAML file with config values; unknown keys are errors (default: none)")
-    parser.add_argument("--preset", metavar="NAME",
-                        help=f"start from a named preset: {', '.join(cls.presets())} (default: {shown_default})")
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], stage: str | None = None,
+                         skip: tuple[str, ...] = (), preset: str | None = None) -> None:
+    """`--config`, `--preset` and one flag per field (`--clip.height 256`) from its `setting` metadata, each with
+    its help and the default it has when not given (`preset`: the preset used then); with `stage`, the fields
+    only other stages read stay out of --help."""
+    add_flag(parser, "--config", metavar="PATH", default=None,
+             help="JSON or YAML file with config values; unknown keys are errors")
+    add_flag(parser, "--preset", metavar="NAME", default=None, show=preset,
+             help=f"start from a named preset: {', '.join(cls.presets())}")
     group = parser.add_argument_group("config values (override the file and preset)")
-    for name, parse, text in _fields_with_help(cls):
-        if name in skip:
-            continue
-        dest, metavar = f"cfg:{name}", (metavars or {}).get(name) or METAVARS.get(parse, "X,X")
-        shown = argparse.SUPPRESS if name in hidden else f"{text} (default: {_shown(_lookup(defaults, name))})"
-        group.add_argument(flag_name(name), dest=dest, type=parse, default=None, metavar=metavar, help=shown)
-        if flag_name(name) != f"--{name}":  # the underscore spelling of earlier versions and config files
-            group.add_argument(f"--{name}", dest=dest, type=parse, default=None, help=argparse.SUPPRESS)
+    add_config_flags(group, cls.preset(preset) if preset else cls(), stage=stage, skip=skip)
 
 
 def config_from_args(cls: type[Config], args: argparse.Namespace, **fixed: Any) -> Config:
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
-    config = load_config(cls, args.config, args.preset, {**overrides, **fixed})
+    config = load_config(cls, args.config, args.preset, {**given_settings(args), **fixed})
     check_finite(config)
     return config
 
