@@ -8,7 +8,7 @@ _GENERATION = ("KVideoPipeline", "KVideo11Pipeline", "GenerationOptions", "Video
 
 def __getattr__(name: str):
     if name in _GENERATION:
-        from kvideo import generation
+        from kvideo import generation  # on first use: see _GENERATION
 
         return getattr(generation, name)
     raise AttributeError(f"module 'kvideo' has no attribute {name!r}")

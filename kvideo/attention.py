@@ -37,7 +37,7 @@ def backend(name: str) -> Iterator[None]:
 
 
 def _import_xformers():
-    try:
+    try:  # xformers is an optional extra (kvideo[xformers])
         import xformers.ops as xops
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 
 from kvideo.errors import CheckpointError, OutputError, UnreadableCheckpointError  # noqa: F401 (re-exported)
@@ -34,8 +37,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     path = _require_file(path)
     if path.suffix != ".safetensors":
         return {}
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), "pt") as handle:
             return dict(handle.metadata() or {})
@@ -53,8 +54,6 @@ def load_file(path: str | Path, *, finite: bool = True) -> tuple[dict[str, Any],
     """
     path = _require_file(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file as load_safetensors
-
         metadata = read_metadata(path)
         try:
             contents = load_safetensors(str(path))
@@ -213,8 +212,6 @@ def current_umask() -> int:
 
 def save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
     """Write tensors atomically; metadata values that are not strings are stored as JSON."""
-    from safetensors.torch import save_file
-
     meta = {"kvideo_format": FORMAT_VERSION}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}

@@ -14,6 +14,7 @@ from kvideo.checkpoint import (
 )
 from kvideo.models.base import Checkpoint, PretrainedModel
 from kvideo.models.movq import MoVQ
+from kvideo.models.temporal import temporal_state_dict
 from kvideo.models.unet import UNet
 
 # model name -> (class, official preset of that class)
@@ -237,8 +238,6 @@ def _summarise(path: str, cls: type[PretrainedModel], checkpoint, name: str | No
     if checkpoint.config is not None:
         with torch.device("meta"):
             model = cls(checkpoint.config)
-        from kvideo.models.temporal import temporal_state_dict
-
         temporal_count = sum(checkpoint.state[k].numel() for k in temporal_state_dict(model) if k in checkpoint.state)
     return CheckpointInfo(
         path=path,

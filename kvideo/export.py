@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from einops import rearrange
+from tqdm.auto import tqdm
 
 from kvideo.checkpoint import atomic_path, current_umask, temp_prefix
 
@@ -147,7 +148,7 @@ def _is_frame_folder(path: Path) -> bool:
 
 
 def _check_codec(fmt: str, codec: str | None, crf: int) -> str:
-    import av
+    import av  # PyAV loads FFmpeg's libraries: only when a video is written
 
     codec = codec or CODECS[fmt][0]
     if codec not in CODECS[fmt]:
@@ -232,7 +233,7 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
 # -- encoding ------------------------------------------------------------------------------------
 def _encode(path: Path, frames: np.ndarray, fps: float, *, fmt, codec, crf, preset, progress,
             reproducible=False) -> None:
-    import av
+    import av  # PyAV loads FFmpeg's libraries: only when a video is written
 
     if codec in ("libx264", "libx265"):
         frames = _pad_to_even(frames)
@@ -269,8 +270,7 @@ def _codec_options(codec: str, crf: int, preset: str, reproducible: bool = False
 
 def _video_frames(frames: np.ndarray, codec: str, progress: bool):
     """PyAV frames to encode: RGB for the YUV codecs, palette images for GIF."""
-    import av
-    from tqdm.auto import tqdm
+    import av  # PyAV loads FFmpeg's libraries: only when a video is written
 
     palette = _gif_palette(frames) if codec == "gif" else None
     for image in tqdm(frames, desc=f"writing {codec}", unit="frame", disable=not progress, delay=1, leave=False):
@@ -282,7 +282,7 @@ def _video_frames(frames: np.ndarray, codec: str, progress: bool):
 
 def _gif_palette(frames: np.ndarray):
     """One 256-colour palette (median cut over a sample of frames) shared by every frame: no flicker."""
-    from PIL import Image
+    from PIL import Image  # Pillow is an optional extra (kvideo[eval]): only GIF and PNG outputs need it
 
     sample = frames[np.linspace(0, len(frames) - 1, min(len(frames), GIF_PALETTE_SAMPLES)).astype(int)]
     montage = rearrange(sample, "f h w c -> (f h) w c")
@@ -291,7 +291,7 @@ def _gif_palette(frames: np.ndarray):
 
 def _palette_indices(image: np.ndarray, palette) -> tuple[np.ndarray, np.ndarray]:
     """(indices (h, w), palette (256, 4) ARGB) for PyAV's pal8 frames."""
-    from PIL import Image
+    from PIL import Image  # Pillow is an optional extra (kvideo[eval]): only GIF and PNG outputs need it
 
     indices = np.asarray(Image.fromarray(image).quantize(palette=palette, dither=Image.Dither.NONE))
     rgb = np.zeros((256, 3), dtype=np.uint8)
@@ -303,8 +303,7 @@ def _palette_indices(image: np.ndarray, palette) -> tuple[np.ndarray, np.ndarray
 
 def _write_png_folder(path: Path, frames: np.ndarray, progress: bool) -> Path:
     """Write PNGs into a temporary folder beside `path`, then move it into place."""
-    from PIL import Image
-    from tqdm.auto import tqdm
+    from PIL import Image  # Pillow is an optional extra (kvideo[eval]): only GIF and PNG outputs need it
 
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path, ".tmp"), suffix=".tmp"))
     try:

@@ -27,7 +27,7 @@ def choose_threads(requested: int | None = None) -> int | None:
 
 def set_threads(requested: int | None = None) -> int:
     """Set torch's intra-op thread count as `choose_threads` says; returns the count torch now uses."""
-    import torch
+    import torch  # seconds to import: kvideo.errors imports this module; parsing configs and flags needs no torch
 
     count = choose_threads(requested)
     if count is not None:

@@ -99,7 +99,7 @@ def _check_indices(indices: Sequence[int], num_frames: int, path: Path) -> list[
 
 
 def _import_decord():
-    try:
+    try:  # decord is an optional extra (kvideo[decord])
         import decord
     except ImportError as error:
         raise ImportError(f"the decord video backend is not installed: {DECORD_HINT}") from error
@@ -110,7 +110,7 @@ def _import_decord():
 @contextmanager
 def _pyav_open(path: Path):
     """The opened container and its first video stream; FFmpeg errors become VideoReadError."""
-    import av
+    import av  # PyAV loads FFmpeg's libraries: only when a video is read
 
     try:
         with av.open(str(path)) as container:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from kvideo.errors import BadDataError
+from kvideo.train.data import read_caption_rows  # names the file and line of bad UTF-8 or a non-object line
+from kvideo.video_io import VideoReadError, read_frames, video_info
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif")
 DEFAULT_TEMPLATE = "{name}"
@@ -246,8 +248,6 @@ def video_folder(root: str | Path, *, captions: str | Path | None = None) -> Vid
 
 def read_captions(path: str | Path) -> dict[str, str]:
     """{video: caption} from a CSV with a header (`video`/`path`/`file`, `caption`/`text`/`prompt`) or JSONL."""
-    from kvideo.train.data import read_caption_rows  # names the file and line of bad UTF-8 or a non-object line
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"captions file {str(path)!r} does not exist")
@@ -320,8 +320,6 @@ def clip_indices(num_frames: int, stride: int, offset: int) -> list[int]:
 
 def read_clip(path: Path, num_frames: int, *, stride: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
     """`num_frames` frames, `stride` apart, from frame 0 (rng None) or a random offset: uint8 (f, h, w, 3)."""
-    from kvideo.video_io import VideoReadError, read_frames, video_info
-
     try:
         available = video_info(path).num_frames
         span = (num_frames - 1) * stride + 1
@@ -335,8 +333,6 @@ def read_clip(path: Path, num_frames: int, *, stride: int = 1, rng: np.random.Ge
 
 def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
     """All frames (or the first `max_frames`) as uint8 (f, h, w, 3); unreadable files raise SkipVideo."""
-    from kvideo.video_io import VideoReadError, read_frames, video_info
-
     try:
         if max_frames is None:
             return read_frames(path)

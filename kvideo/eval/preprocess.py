@@ -22,7 +22,7 @@ GEOMETRIES = {
 
 
 def _pil():
-    try:
+    try:  # Pillow is an optional extra (kvideo[eval]): only the protocols that resize with it need it
         from PIL import Image
     except ImportError as error:
         raise ImportError("this protocol resizes frames with Pillow: pip install 'kvideo[eval]' (or pip install pillow)") from error

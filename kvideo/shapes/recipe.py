@@ -372,7 +372,7 @@ def write_model_card(folder: Path, latent_range: list[list[float]] | None = None
 
 def plot_loss_curves(root: str | Path, path: str | Path) -> Path:
     """One panel per training stage of a recipe folder: loss against step, from each stage's log.jsonl."""
-    try:
+    try:  # matplotlib is an optional extra (kvideo[train]): only the loss plot needs it
         import matplotlib
 
         matplotlib.use("Agg")

@@ -394,7 +394,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def _parse_yaml(path: Path, text: str) -> Any:
-    try:
+    try:  # PyYAML is an optional extra (kvideo[train]): JSON configs need no more
         import yaml
     except ImportError as error:
         raise ImportError("reading YAML configs needs PyYAML: pip install 'kvideo[train]' (or pyyaml), "

@@ -8,8 +8,9 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-# DDP, FSDP and ZeRO are imported where used: they add seconds of import time that single-process runs skip.
+# FSDP and ZeRO are imported where used: they add a second or more of import time that single-process runs skip.
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -73,11 +74,9 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str, shard_types: tuple
     if not env.distributed:
         return model
     if strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
         device_ids = [env.device.index] if env.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard  # FSDP runs only: a second of import time
 
     for module in model.modules():
         if shard_types and isinstance(module, shard_types):
@@ -93,14 +92,14 @@ def make_optimizer(params: Iterable[nn.Parameter], env: DistEnv, *, zero: bool, 
         raise ValueError("nothing to train: the model has no trainable parameters")
     kwargs = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     if env.distributed and zero and strategy == "ddp":
-        from torch.distributed.optim import ZeroRedundancyOptimizer
+        from torch.distributed.optim import ZeroRedundancyOptimizer  # ZeRO runs only: a second of import time
 
         return ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
 
 
 def is_zero(optimizer: torch.optim.Optimizer) -> bool:
-    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.distributed.optim import ZeroRedundancyOptimizer  # a second of import time, as in make_optimizer
 
     return isinstance(optimizer, ZeroRedundancyOptimizer)
 

@@ -35,7 +35,7 @@ class TrainLog:
 
     @staticmethod
     def _tensorboard(output_dir: Path):
-        try:
+        try:  # tensorboard is an optional extra (kvideo[train]): the JSONL log is written without it
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             print("kvideo train: TensorBoard logs are off (pip install 'kvideo[train]' or tensorboard to get them); "
