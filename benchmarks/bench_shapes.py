@@ -371,13 +371,16 @@ def main() -> None:
         p = commands.add_parser(name)
         p.add_argument("recipe", type=Path, help="the folder of `kvideo recipe shapes`")
         p.add_argument("out", type=Path, help="output folder")
-        p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+        # fvd scores any subfolder of --quality-dir (the quality command's variants, bench_fast.py's rows)
+        p.add_argument("--variants", nargs="+", choices=VARIANTS if name == "quality" else None,
+                       default=list(VARIANTS))
         p.add_argument("--prompts", type=int, default=96, help="captions of the grammar (default 96)")
         p.add_argument("--seeds", type=int, default=2, help="seeds per caption (default 2)")
         p.add_argument("--batch-size", type=int, default=8, help="prompts per batched call (default 8)")
         p.set_defaults(func=globals()[name])
     commands.choices["fvd"].add_argument("--quality-dir", type=Path, required=True,
-                                         help="the OUT of the quality command (its generated clips)")
+                                         help="the OUT of the quality command (its generated clips), or any folder "
+                                              "whose subfolders named by --variants hold mp4s")
     p = commands.add_parser("denoise")
     p.add_argument("cache", type=Path, help="an interpolation training cache (kvideo train cache)")
     p.add_argument("weights", type=Path, help="interpolation weights: exported, or a checkpoint's ema/weights file")

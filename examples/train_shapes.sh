@@ -47,7 +47,7 @@ train() {
     echo "recipe: data and movq ($CORES threads)"
     run first "$CORES" data movq
     echo "recipe: two lanes of $LANE_THREADS thread(s): logs in $OUT/logs/"
-    ( run lane1 "$LANE_THREADS" text cache-keyframe image keyframe-all &&
+    ( run lane1 "$LANE_THREADS" text cache-keyframe image keyframe-all keyframe-detail &&
       after interpolation-motion decoder && run model "$LANE_THREADS" model ) &
     local lane1=$!
     ( run lane2 "$LANE_THREADS" cache-interpolation decoder interpolation data-motion cache-interpolation-motion \

@@ -41,8 +41,9 @@ for stage in "$@"; do
     case $stage in
         movq) needs data ;; text|cache-interpolation|decoder) needs movq ;; cache-keyframe) needs text ;;
         image) needs cache-keyframe ;; keyframe|keyframe-all) needs image ;; interpolation) needs cache-interpolation ;;
+        keyframe-detail) needs keyframe-all ;;
         cache-interpolation-motion) needs movq data-motion ;; interpolation-motion) needs cache-interpolation-motion interpolation ;;
-        model) needs keyframe-all interpolation-motion decoder ;;
+        model) needs keyframe-detail interpolation-motion decoder ;;
     esac
     [ "$stage" = "${FAIL_STAGE:-}" ] && { echo "$stage broke" >&2; exit 1; }
     sleep 0.2
@@ -68,7 +69,7 @@ def test_train_shapes_script_runs_every_stage_after_its_inputs(tmp_path):
     result = run_train_shapes(tmp_path)
     assert result.returncode == 0, result.stderr
     order = (tmp_path / "out" / "order").read_text().split()
-    assert sorted(order) == sorted(["data", "movq", "text", "cache-keyframe", "image", "keyframe-all",
+    assert sorted(order) == sorted(["data", "movq", "text", "cache-keyframe", "image", "keyframe-all", "keyframe-detail",
                                     "cache-interpolation", "decoder", "interpolation", "data-motion",
                                     "cache-interpolation-motion", "interpolation-motion", "keyframe", "model"])
     assert order[:2] == ["data", "movq"] and order[-1] in ("model", "keyframe")

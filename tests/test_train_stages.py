@@ -362,3 +362,22 @@ def test_recipe_keyframe_stages_chain_their_phases(tmp_path, monkeypatch, stage,
     assert runs[1].caption_pattern == runs[2].caption_pattern == ""
     assert record["weights"] == f"{runs[2].output_dir}/export.safetensors"
     assert list(record["phases"]) == [f"shapes-{stage}-motion", f"shapes-{stage}-noisy"]
+
+
+def test_recipe_keyframe_detail_fine_tunes_keyframe_all_at_low_noise(tmp_path, monkeypatch):
+    """The shipped keyframe model: keyframe-all's export trained on, with its steps drawn mostly at low noise."""
+    from kvideo.diffusion import sample_timesteps
+    from kvideo.shapes.presets import STAGES
+    from kvideo.shapes.recipe import SHIPPED_KEYFRAME, Recipe
+
+    runs = []
+    monkeypatch.setattr(Recipe, "_train", lambda self, cfg: runs.append(cfg) or {"weights": "w", "steps": cfg.steps})
+    Recipe(tmp_path, progress=False).stage_keyframe_detail()
+    (cfg,) = runs
+    assert cfg.model == str(tmp_path / "keyframe-all/keyframe-all.safetensors") and not cfg.init_weights
+    assert cfg.data == str(tmp_path / "cache-keyframe") and cfg.output_dir == str(tmp_path / "keyframe-detail")
+    assert cfg.train == "all" and cfg.timestep_shift < 1
+    t = sample_timesteps(4000, 1000, torch.Generator().manual_seed(0), cfg.timestep_shift)
+    assert 0.45 < (t < 250).float().mean() < 0.6  # keyframe-all's last phase (shift 12): 2.7 %
+    assert SHIPPED_KEYFRAME[0] == "keyframe-detail"
+    assert STAGES.index("keyframe-all") < STAGES.index("keyframe-detail") < STAGES.index("model")

@@ -15,7 +15,8 @@ from kvideo.train.config import CacheConfig, ClipConfig, TrainConfig
 from kvideo.train.tasks import register_task
 
 # The recipe's stages, in order (`kvideo recipe shapes OUT --stages ...`).
-STAGES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "cache-interpolation",
+STAGES = ("data", "movq", "text", "cache-keyframe", "image", "keyframe", "keyframe-all", "keyframe-detail",
+          "cache-interpolation",
           "interpolation", "data-motion", "cache-interpolation-motion", "interpolation-motion", "decoder", "model")
 KEYFRAME_PHASES = ("motion", "noisy")  # preset suffixes of the phases before a keyframe preset's own run
 # Generation defaults, written into the model card (benchmarks/README.md, "fast and clean clips"): guidance 5 drew
@@ -67,6 +68,13 @@ for _name, _train, _lr in (("shapes-keyframe", "temporal", 5e-4), ("shapes-keyfr
                                 timestep_shift=1000.0, **_keyframe)
     TrainConfig.register_preset(f"{_name}-noisy", steps=500, save_every=250, timestep_shift=1000.0, **_keyframe)
     TrainConfig.register_preset(_name, steps=1500, save_every=500, timestep_shift=12.0, **_keyframe)
+# The shipped keyframe model's last run: keyframe-all's last phase drew 2.7 % of its steps at t < 250, where the fine
+# detail is decided, and its keyframes carried 1.8x the training latents' fine-scale texture (4x4-pixel blocks on
+# the background); 1000 steps drawn mostly at low noise (shift 0.3: half of them at t < 230) take that down and
+# square the corners (fifteenth session, benchmarks/README.md).
+TrainConfig.register_preset("shapes-keyframe-detail", **{
+    **_keyframe, "steps": 1000, "save_every": 250, "timestep_shift": 0.3, "lr": 1e-4, "lr_schedule": "constant",
+    "warmup_steps": 20, "ema_decay": 0.995})
 del _name, _train, _lr, _keyframe
 TrainConfig.register_preset(
     "shapes-interpolation", task="interpolation", model_preset="shapes-interpolation", train="all", steps=4000,

@@ -1,8 +1,8 @@
 """`kvideo recipe shapes OUT`: the whole shapes model from an empty folder, stage by stage, resumable.
 
 data -> movq -> text -> cache-keyframe -> image -> keyframe (temporal layers only, the paper's recipe, for
-comparison) and keyframe-all (every weight: the shipped one), each in phases (`KEYFRAME_PHASES`)
--> cache-interpolation -> interpolation -> decoder -> model (the pipeline folder, fp16).
+comparison) and keyframe-all (every weight), each in phases (`KEYFRAME_PHASES`) -> keyframe-detail (keyframe-all
+fine-tuned at low noise levels: the shipped one) -> cache-interpolation -> interpolation -> decoder -> model (the pipeline folder, fp16).
 Each stage is kvideo's own command with a `shapes-*` preset (kvideo.shapes.presets); a finished stage is
 skipped, an interrupted one resumes from its latest checkpoint. `OUT/records/<stage>.json` records
 each stage's wall time, final loss and peak memory.
@@ -39,9 +39,9 @@ from kvideo.video_io import read_frames, video_info
 TRAIN_VIDEOS = 864  # 4 clips of each of the 216 captions
 TEXT_DIM = 64  # d_model of the shapes text encoder
 LATENT_STD = 0.4  # std of the diffusion latents: |x0| then stays within the samplers' [-1, 1] thresholding
-# The keyframe run the model ships: every weight trained. With the temporal layers alone the direction word
-# never reached the motion (the text reaches them only through the frozen image UNet; benchmarks/README.md).
-SHIPPED_KEYFRAME = ("keyframe-all", "keyframe", "all")  # (stage, task, trained weights)
+# The keyframe run the model ships: every weight trained (with the temporal layers alone the direction word never
+# reached the motion: the text reaches them only through the frozen image UNet), then fine-tuned at low noise.
+SHIPPED_KEYFRAME = ("keyframe-detail", "keyframe", "all")  # (stage, task, trained weights)
 DATA_SETTINGS = RenderSettings(height=128, width=128, fps=24.0, seconds=10.0)  # the clips the data stage renders
 # The interpolation model's second data set: the same motions in 3 s, so that a keyframe pair moves far enough
 # (5-20 % of the frame) for the frames between to be placed along it (stage interpolation-motion).
@@ -215,6 +215,13 @@ class Recipe:
 
     def stage_keyframe_all(self) -> dict:
         return self._train_phases("shapes-keyframe-all", "keyframe-all")
+
+    def stage_keyframe_detail(self) -> dict:
+        """keyframe-all's model fine-tuned with its steps drawn mostly at low noise (preset shapes-keyframe-detail)."""
+        return self._train(self.train_config(
+            "shapes-keyframe-detail", self.paths.stage("keyframe-detail"),
+            data=str(self.paths.stage("cache-keyframe")),
+            model=str(self.paths.weights("keyframe-all", "keyframe", "all"))))
 
     def _train_phases(self, preset: str, stage: str) -> dict:
         """A keyframe stage: the phases of `KEYFRAME_PHASES` (preset `<preset>-<phase>`, folder
