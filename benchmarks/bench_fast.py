@@ -45,6 +45,7 @@ FROM_DEFAULT = {
     "default-g1.5": dict(guidance_scale=1.5),
     "default-direct": dict(timestep_spacing="direct"),
     "default-interval": dict(guidance_interval=(300, 1000)),
+    "default-fps-low": dict(fps="low"),  # the keyframes alone (15 frames at 2 fps)
 }
 
 
