@@ -47,6 +47,10 @@ class TrainingDivergedError(KVideoError, RuntimeError):
     """Training produced a non-finite loss or weights; the run stopped and nothing non-finite was saved."""
 
 
+class MissingDependencyError(KVideoError, RuntimeError):
+    """A feature that was asked for needs a package or tool that is not installed; the message names it."""
+
+
 # The exceptions a command reports as one line: kvideo's own and the expected bad-input / file errors.
 EXPECTED = (KVideoError, ValueError, OSError)
 

@@ -15,6 +15,7 @@ from kvideo.checkpoint import atomic_path, check_writable_folder
 from kvideo.errors import BadInputError
 from kvideo.export import check_output_path
 from kvideo.generation import DTYPES, OFFLOAD, check_prompt, model_card, open_pipeline, release_of
+from kvideo.generation.base import LOAD_OPTIONS
 from kvideo.generation.flags import add_generation_flags, flag_names, given_options, options_for
 from kvideo.generation.images import load_image
 from kvideo.generation.options import option_of
@@ -52,7 +53,9 @@ def register(subparsers) -> None:
                    help="cpu, cuda or cuda:N (default: cuda if there is a GPU, else cpu)")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="(default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--offload", default="none", choices=OFFLOAD,
-                   help="'model': each model on the GPU only while it runs (default: none)")
+                   help="'model': each model on the GPU only while it runs; 'disk': each model read from its file "
+                        "when its stage runs and freed after it, so the memory peak is the largest model, not their "
+                        "sum (default: none)")
     p.add_argument("--temporal-weights", action="append", default=[], metavar="PATH",
                    help="fine-tuned weights from `kvideo train` (trained.safetensors); repeatable (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
@@ -178,6 +181,9 @@ def run(args) -> int:
         describe_model(card, [prompt.text for prompt, _ in pairs])
     if release == "1.1":
         options.update(release11_inputs(args))
+    if args.temporal_weights and args.offload == "disk":
+        raise BadInputError("--temporal-weights needs the models in memory; with --offload disk each model is read "
+                            "from its weights file at its stage: use --offload model")
     for path in args.temporal_weights:
         check_trained_weights(path)
     folder, written = Path(args.output), set()
@@ -192,7 +198,7 @@ def run(args) -> int:
             todo.append((index, prompt, path))
     if not todo:
         return 0
-    pipe = load_pipeline(args, weights, release)
+    pipe = load_pipeline(args, weights, release, given)
     for path in args.temporal_weights:
         say(f"loaded {load_into_pipeline(pipe, path).describe()} from {path}")
     tokenizer, limit = pipe.text_encoder.tokenizer, pipe.text_encoder.max_length
@@ -250,12 +256,15 @@ def check_trained_weights(path: str):
     return read_weights(path)[2]
 
 
-def load_pipeline(args, weights: str, release: str):
+def load_pipeline(args, weights: str, release: str, given: dict | None = None):
+    """The pipeline; --compile and --text-encoder-int8 (`given`) apply as it loads (the int8 encoder never exists
+    whole in float beside the other models)."""
     dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
     if weights == TINY:
         print(TINY_NOTICE, file=sys.stderr)
+    load_options = {name: bool(value) for name, value in (given or {}).items() if name in LOAD_OPTIONS}
     return open_pipeline(weights, release=release, device=args.device, dtype=dtype, offload=args.offload,
-                         progress=not args.quiet)
+                         progress=not args.quiet, **load_options)
 
 
 def release11_inputs(args) -> dict:

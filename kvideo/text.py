@@ -7,12 +7,13 @@ import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
 
 from kvideo.checkpoint import UnreadableCheckpointError, load_state_dict_strict
+from kvideo.quantize import is_quantized, quantize_linears
 
 MAX_TOKENS = 128
 # Hugging Face model_type -> encoder class in transformers
@@ -161,14 +162,47 @@ MIN_VOCAB_FRACTION = 0.9  # a tokenizer may cover less than the embedding table 
 
 
 def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32, *, progress: bool = False,
-                    expected_dim: int | None = None):
+                    expected_dim: int | None = None, int8: bool = False):
     """(encoder, tokenizer) from a local Hugging Face directory of a T5-family model (T5, mT5, UMT5).
 
     The folder must be complete: config, weights, and a tokenizer whose vocabulary fits the encoder's
     (else one line naming what is wrong; `expected_dim`: the d_model the projection takes). Code the
     folder asks for (`auto_map`) never runs: transformers' own classes load it, and a notice says so.
     transformers' loading bar stays off unless `progress`.
+
+    `int8`: the weights are read in bfloat16, every linear weight is quantized to int8 (weight-only, a scale
+    per output channel: kvideo.quantize), then the other tensors (embedding, norms, scales) are cast to
+    `dtype`, the dtype it computes in. The bfloat16 model exists only while it loads.
     """
+    encoder_class, config, tokenizer = _encoder_parts(directory, expected_dim)
+    transformers = _transformers()
+    load_dtype = torch.bfloat16 if int8 else dtype
+    with hf_progress_bars(progress), hf_quiet():
+        try:
+            encoder = encoder_class.from_pretrained(directory, config=config,
+                                                    **_dtype_argument(transformers, load_dtype))
+        except (OSError, ValueError) as error:  # missing weights: transformers' message names the folder
+            raise FileNotFoundError(f"{str(directory)!r}: {_first_line(error)}") from None
+        except Exception as error:  # noqa: BLE001 (safetensors, pickle and size errors have their own types)
+            raise UnreadableCheckpointError(f"{str(directory)!r}: the encoder weights cannot be loaded "
+                                            f"({_weights_problem(error)})") from None
+    if int8:
+        quantize_linears(encoder)
+        encoder.to(dtype)
+    return encoder.eval().requires_grad_(False), tokenizer
+
+
+def t5_encoder_shell(directory: str | Path, *, expected_dim: int | None = None):
+    """(encoder, tokenizer) as `load_t5_encoder` gives them, but the encoder on the meta device: its config and
+    structure without its weights (none are read), for a text encoder that loads them only when it encodes."""
+    encoder_class, config, tokenizer = _encoder_parts(directory, expected_dim)
+    with torch.device("meta"), hf_quiet():
+        encoder = encoder_class(config)
+    return encoder.eval().requires_grad_(False), tokenizer
+
+
+def _encoder_parts(directory: str | Path, expected_dim: int | None):
+    """(encoder class, config, tokenizer) of a T5-family folder, checked; no weights are read."""
     transformers = _transformers()
     directory = Path(directory)
     model_type, config = _read_encoder_config(directory)
@@ -177,16 +211,7 @@ def load_t5_encoder(directory: str | Path, dtype: torch.dtype = torch.float32, *
                          f"{expected_dim}-d text features; use the encoder the checkpoint was trained with")
     tokenizer = _load_tokenizer(transformers, directory)
     _check_vocabulary(directory, tokenizer, config.vocab_size)
-    encoder_class = getattr(transformers, T5_ENCODERS[model_type])
-    with hf_progress_bars(progress), hf_quiet():
-        try:
-            encoder = encoder_class.from_pretrained(directory, config=config, **_dtype_argument(transformers, dtype))
-        except (OSError, ValueError) as error:  # missing weights: transformers' message names the folder
-            raise FileNotFoundError(f"{str(directory)!r}: {_first_line(error)}") from None
-        except Exception as error:  # noqa: BLE001 (safetensors, pickle and size errors have their own types)
-            raise UnreadableCheckpointError(f"{str(directory)!r}: the encoder weights cannot be loaded "
-                                            f"({_weights_problem(error)})") from None
-    return encoder.eval().requires_grad_(False), tokenizer
+    return getattr(transformers, T5_ENCODERS[model_type]), config, tokenizer
 
 
 def _weights_problem(error: BaseException) -> str:
@@ -292,13 +317,16 @@ class TextEncoder:
 
     Prompts are tokenized to `max_length` tokens (padded, truncated with a warning). Contexts of
     prompts seen before come from an LRU cache of `cache_size` prompts. With `offload=True` the
-    encoder waits on the CPU and visits `device` only while it encodes. The projection and null
-    embedding come from the keyframe checkpoint (`projections`, `null_embedding`).
+    encoder waits on the CPU and visits `device` only while it encodes. With `reload` (a function
+    of `int8` that loads the encoder's weights) the encoder is a weightless shell: each encoding of
+    prompts not in the cache loads it, and its weights are freed as soon as it has encoded them
+    (staged loading). The projection and null embedding come from the keyframe checkpoint
+    (`projections`, `null_embedding`). `int8` says whether the encoder's linear weights are int8.
     """
 
     def __init__(self, encoder: nn.Module, tokenizer, projection: TextProjection, null_embedding: torch.Tensor, *,
                  device: str | torch.device = "cpu", max_length: int = MAX_TOKENS, offload: bool = False,
-                 cache_size: int = 64) -> None:
+                 cache_size: int = 64, reload: Callable[[bool], nn.Module] | None = None) -> None:
         if projection.text_dim != encoder.config.d_model:
             raise ValueError(f"the projection takes {projection.text_dim}-d text features but the encoder gives "
                              f"{encoder.config.d_model}-d ones; use the encoder the checkpoint was trained with")
@@ -311,21 +339,35 @@ class TextEncoder:
         self.null_embedding = null_embedding.to(self.device, self.projection.t5[0].weight.dtype)
         self.offload_encoder, self.cache_size = offload, cache_size
         self._cache: OrderedDict[str, TextContext] = OrderedDict()
-        self.encoder.to("cpu" if offload else self.device)
+        self._reload, self.int8 = reload, is_quantized(encoder)
+        if reload is None:
+            self.encoder.to("cpu" if offload else self.device)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, projection: TextProjection, null_embedding: torch.Tensor, *,
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                         max_length: int = MAX_TOKENS, offload: bool = False, cache_size: int = 64,
-                        progress: bool = True) -> "TextEncoder":
-        """Load a T5-family encoder + tokenizer from a local folder; `dtype` defaults to bf16 on GPU, fp32 on CPU.
-        transformers' own loading bar is always off (it printed on every generate); `progress` is kept for callers."""
+                        progress: bool = True, int8: bool = False, staged: bool = False) -> "TextEncoder":
+        """Load a T5-family encoder + tokenizer from a local folder; `dtype` (the dtype it computes in) defaults to
+        bf16 on GPU, fp32 on CPU. `int8`: linear weights in int8 (`load_t5_encoder`). `staged`: no weights are
+        read now; each encoding loads them and frees them after (see the class). transformers' own loading bar
+        is always off (it printed on every generate); `progress` is kept for callers."""
         dtype = dtype or default_encoder_dtype(device)
         if dtype not in ENCODER_DTYPES:
             raise ValueError(f"text encoder dtype {dtype} is not supported; choose one of {ENCODER_DTYPES}")
-        encoder, tokenizer = load_t5_encoder(directory, dtype, expected_dim=projection.text_dim)
-        return cls(encoder, tokenizer, projection, null_embedding, device=device, max_length=max_length,
-                   offload=offload, cache_size=cache_size)
+        if not staged:
+            encoder, tokenizer = load_t5_encoder(directory, dtype, expected_dim=projection.text_dim, int8=int8)
+            return cls(encoder, tokenizer, projection, null_embedding, device=device, max_length=max_length,
+                       offload=offload, cache_size=cache_size)
+        encoder, tokenizer = t5_encoder_shell(directory, expected_dim=projection.text_dim)
+
+        def reload(quantized: bool) -> nn.Module:
+            return load_t5_encoder(directory, dtype, int8=quantized)[0]
+
+        text = cls(encoder, tokenizer, projection, null_embedding, device=device, max_length=max_length,
+                   offload=offload, cache_size=cache_size, reload=reload)
+        text.int8 = int8
+        return text
 
     # -- public API --------------------------------------------------------------------------
     def encode(self, prompts: str | Sequence[str]) -> TextContext:
@@ -365,8 +407,21 @@ class TextEncoder:
         return pad_context(*cond, length), pad_context(*uncond, length)
 
     def offload(self) -> None:
-        """Move the encoder to the CPU (cached contexts stay where they are)."""
-        self.encoder.to("cpu")
+        """Move the encoder to the CPU (cached contexts stay where they are); a staged encoder holds no weights."""
+        if self._reload is None:
+            self.encoder.to("cpu")
+
+    def quantize_int8(self) -> None:
+        """Hold the encoder's linear weights in int8 from now on (weight-only, a scale per output channel:
+        kvideo.quantize); a staged encoder loads them so. Once: an int8 encoder stays as it is. The contexts cached
+        so far (the float encoder's) are dropped."""
+        if self.int8:
+            return
+        if self._reload is None and quantize_linears(self.encoder) == 0:
+            raise ValueError(f"text_encoder_int8: the text encoder ({type(self.encoder).__name__}) has no float "
+                             "nn.Linear layers to hold in int8; run without --text-encoder-int8")
+        self.int8 = True
+        self.clear_cache()  # the float encoder's contexts
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -380,12 +435,14 @@ class TextEncoder:
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> list[TextContext]:
         tokens = self._tokenize(prompts)
-        self.encoder.to(self.device)
+        encoder = self.encoder if self._reload is None else self._reload(self.int8)  # staged: loaded for this call
+        encoder.to(self.device)
         try:
-            hidden = self.encoder(**tokens).last_hidden_state  # (b, max_length, text_dim)
+            hidden = encoder(**tokens).last_hidden_state  # (b, max_length, text_dim)
         finally:
             if self.offload_encoder:
                 self.offload()
+            del encoder  # a staged encoder's weights go with it
         projected = self.projection(hidden, tokens["attention_mask"])
         return [trim_padding(projected.context[i : i + 1], projected.mask[i : i + 1]) for i in range(len(prompts))]
 
@@ -411,17 +468,18 @@ def write_tiny_t5(directory: str | Path, *, d_model: int = 32, seed: int = 0) ->
 
 
 def write_word_t5(directory: str | Path, words: Sequence[str], *, d_model: int = 64, num_layers: int = 2,
-                  seed: int = 0) -> Path:
+                  seed: int = 0, t5: Mapping | None = None) -> Path:
     """Write a random T5 encoder with a word-level tokenizer over `words` (lower-cased, split on spaces and
     punctuation; other words become <unk>) to `directory`, in Hugging Face format. For small closed
-    vocabularies such as the shapes grammar: every word is one token with an embedding of its own."""
+    vocabularies such as the shapes grammar: every word is one token with an embedding of its own.
+    `t5` overrides T5Config fields (e.g. flan-ul2's d_kv, d_ff, heads and gated-silu, for benchmarks)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     vocab = _vocabulary(sorted({w.lower() for w in words}))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return _write_t5(directory, backend, len(vocab), d_model=d_model, num_layers=num_layers, seed=seed)
+    return _write_t5(directory, backend, len(vocab), d_model=d_model, num_layers=num_layers, seed=seed, t5=t5)
 
 
 def _vocabulary(tokens: Sequence[str]) -> dict[str, int]:
@@ -430,7 +488,8 @@ def _vocabulary(tokens: Sequence[str]) -> dict[str, int]:
     return {token: i for i, token in enumerate(specials + [t for t in tokens if t not in specials])}
 
 
-def _write_t5(directory: str | Path, backend, vocab_size: int, *, d_model: int, num_layers: int, seed: int) -> Path:
+def _write_t5(directory: str | Path, backend, vocab_size: int, *, d_model: int, num_layers: int, seed: int,
+              t5: Mapping | None = None) -> Path:
     """Save `backend` (a tokenizers.Tokenizer; </s> appended to every text) and a random T5 encoder."""
     from tokenizers import processors
 
@@ -441,9 +500,9 @@ def _write_t5(directory: str | Path, backend, vocab_size: int, *, d_model: int, 
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=MAX_TOKENS
     )
-    config = transformers.T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=2 * d_model,
-                                   num_layers=num_layers, num_heads=max(1, d_model // 8), pad_token_id=0,
-                                   eos_token_id=1)
+    fields = dict(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=num_layers,
+                  num_heads=max(1, d_model // 8), pad_token_id=0, eos_token_id=1)
+    config = transformers.T5Config(**{**fields, **(t5 or {})})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = transformers.T5EncoderModel(config)

@@ -10,6 +10,7 @@ import torch
 
 from kvideo.cli import main
 from kvideo.generation import GenerationOptions, KVideo11Pipeline, KVideoPipeline, resolve_options
+from kvideo.generation import base as generation_base
 from kvideo.generation.base import BasePipeline
 from kvideo.generation.flags import generation_flags
 from test_kv11_pipeline import write_kv11_folder
@@ -28,8 +29,10 @@ FLAG_VALUES = {
     "--guidance-interval": ["--guidance-interval", "300:1000"], "--guidance-rescale": ["--guidance-rescale", "0.5"],
     "--cache-interval": ["--cache-interval", "2"], "--motion": ["--motion", "high"],
     "--noise-augmentation": ["--noise-augmentation", "30"], "--upscale-image": ["--upscale-image"],
-    "--decode-window": ["--decode-window", "2"],
+    "--decode-window": ["--decode-window", "2"], "--compile": ["--compile"],
+    "--text-encoder-int8": ["--text-encoder-int8"],
 }
+LOAD_FLAGS = {"--compile", "--text-encoder-int8"}  # they change the pipeline itself: each gets a pipeline of its own
 REFUSED_BY_11 = {"--timestep-spacing", "--threshold", "--latent-range", "--guidance-interval", "--guidance-rescale"}
 ONLY_11 = {"--first-frame-steps", "--image-guidance", "--first-frame-guidance", "--motion", "--noise-augmentation",
            "--upscale-image"}
@@ -71,13 +74,17 @@ def test_every_generate_flag_with_11_weights_works_or_is_refused(flag, kv11_weig
     import kvideo.generate_cli as generate_cli
 
     calls = []
+    pipe = KVideoPipeline.from_pretrained(kv11_weights, progress=False) if flag in LOAD_FLAGS else kv11_pipe
+    if flag == "--compile":  # compilation itself is tested in test_compile.py; here, that the flag reaches the call
+        monkeypatch.setattr(generation_base, "check_compiler", lambda device: None)
+        monkeypatch.setattr(generation_base, "compile_blocks", lambda *args, **kwargs: 0)
 
     class Recording:
-        text_encoder = kv11_pipe.text_encoder
+        text_encoder = pipe.text_encoder
 
         def __call__(self, *args, **options):
             calls.append(options)
-            return kv11_pipe(*args, **options)
+            return pipe(*args, **options)
 
     monkeypatch.setattr(generate_cli, "load_pipeline", lambda *a: Recording())
     out = tmp_path / "clip.mp4"
@@ -91,6 +98,8 @@ def test_every_generate_flag_with_11_weights_works_or_is_refused(flag, kv11_weig
     assert code == 0 and out.exists(), err
     name = next(name for name, meta in generation_flags().items() if meta.flag == flag)
     assert name in calls[0], (flag, calls[0])
+    if flag in LOAD_FLAGS:  # and it took effect
+        assert pipe.compiled if flag == "--compile" else pipe.text_encoder.int8
 
 
 def test_11_sampler_other_than_ddpm_is_refused(kv11_weights, tmp_path, capsys):

@@ -254,6 +254,14 @@ class GenerationOptions:
     decode_window: int | None = option(
         None, "frames decoded together by the video decoder (default: all)",
         check=_integer(1, none=True), flag="--decode-window", parse=parse_int)
+    compile: bool = option(
+        False, "torch.compile the UNets' and the video decoder's repeated blocks (static shapes): the first clip "
+               "of a size pays the compile time, later ones run compiled; the pipeline stays compiled (default: off)",
+        check=_boolean, flag="--compile")
+    text_encoder_int8: bool = option(
+        False, "hold the T5 text encoder's linear weights in int8 (weight-only, a scale per output channel): half "
+               "its bf16 memory, a quarter of fp32's; the pipeline keeps it so (default: off)",
+        check=_boolean, flag="--text-encoder-int8")
 
     def __post_init__(self) -> None:
         for name, value in (("interpolation_steps", self.interpolation_steps),

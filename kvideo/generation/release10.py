@@ -11,7 +11,7 @@ from einops import rearrange
 from kvideo import diffusion
 from kvideo.checkpoint import CheckpointError, sub_state_dict
 from kvideo.generation.base import (
-    BasePipeline, check_prompt, interpolation_context, step_cache, tiny_text_encoder, weave,
+    BasePipeline, check_prompt, interpolation_context, shelve, state_reader, step_cache, tiny_text_encoder, weave,
 )
 from kvideo.generation.options import FPS_MODES, NOMINAL_FPS, GenerationOptions
 from kvideo.generation.output import VideoOutput
@@ -29,24 +29,25 @@ class KVideoPipeline(BasePipeline):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def load(cls, folder: Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32",
-             offload: str = "none", progress: bool = True) -> "KVideoPipeline":
+             offload: str = "none", progress: bool = True, text_encoder_int8: bool = False) -> "KVideoPipeline":
         """A 1.0 weights folder: the official files or their kvideo conversions: text_encoder/ (a T5 encoder in
-        Hugging Face format), kandinsky_video.pt, kandinsky_video_interpolation.pt and video_movq.pt."""
+        Hugging Face format), kandinsky_video.pt, kandinsky_video_interpolation.pt and video_movq.pt.
+        With offload="disk" each model is read once for its config and extras and its weights dropped at once."""
         paths = find_weights(folder, "1.0")
-        keyframe = UNet.read_checkpoint(paths["keyframe"])
-        interpolation = UNet.read_checkpoint(paths["interpolation"])
-        for name, checkpoint in (("keyframe", keyframe), ("interpolation", interpolation)):
-            check_unet_file(name, checkpoint, paths[name])
-        unet = UNet.from_checkpoint(keyframe, None if keyframe.config else UNetConfig.preset("official-keyframe"))
-        interp = UNet.from_checkpoint(
-            interpolation, None if interpolation.config else UNetConfig.preset("official-interpolation"))
+        staged = offload == "disk"
+        unet, keyframe_extras = read_unet(paths, "keyframe", staged)
+        interp, interpolation_extras = read_unet(paths, "interpolation", staged)
         decoder_config = None if paths["decoder"].suffix == ".safetensors" else MoVQConfig.preset("official-video")
-        decoder = MoVQ.from_pretrained(paths["decoder"], decoder_config)
-        projection = TextProjection.from_state_dict(sub_state_dict(keyframe.extras, "projections"))
-        encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe.extras["null_embedding"],
-                                              device=device, offload=offload == "model", progress=progress)
-        return cls(encoder, unet, interp, interpolation.extras["null_embedding"], decoder,
-                   device=device, dtype=dtype, offload=offload, progress=progress)
+        decoder = shelve(MoVQ.from_pretrained(paths["decoder"], decoder_config), staged)
+        projection = TextProjection.from_state_dict(sub_state_dict(keyframe_extras, "projections"))
+        encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe_extras["null_embedding"],
+                                              device=device, offload=offload == "model", progress=progress,
+                                              int8=text_encoder_int8, staged=staged)
+        files = {"unet": state_reader(UNet, paths["keyframe"]),
+                 "interpolation_unet": state_reader(UNet, paths["interpolation"]),
+                 "decoder": state_reader(MoVQ, paths["decoder"])}
+        return cls(encoder, unet, interp, interpolation_extras["null_embedding"], decoder, device=device,
+                   dtype=dtype, offload=offload, progress=progress, weight_files=files if staged else None)
 
     @classmethod
     def from_preset(cls, name: str = "tiny", *, seed: int = 0, **kwargs: Any) -> "KVideoPipeline":
@@ -93,6 +94,7 @@ class KVideoPipeline(BasePipeline):
             check_prompt(negative_prompt, "negative_prompt")
         seeds = batch_seeds(options.pop("seed", None), len(prompts))
         opts = self.options(**options)
+        self.prepare(compile=opts.compile, text_encoder_int8=opts.text_encoder_int8)
         # CPU generators: a seed gives the same noise, hence the same clip, on every device
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         generator = generators[0] if single else generators
@@ -146,7 +148,7 @@ class KVideoPipeline(BasePipeline):
                                        latent_range=opts.latent_range)
         x = diffusion.randn_like(torch.empty(shape, device=self.device), generator)
         report = self._step_report(stage, steps, callback)
-        with self._on_device(unet), self._autocast():
+        with self._stage(stage, unet), self._autocast():
             return diffusion.get_sampler(sampler)(
                 denoise, x, schedule, generator=generator, callback=report, progress=self.progress and stage)
 
@@ -161,6 +163,15 @@ def batch_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
     if seeds is None or len(seeds) != count or not all(isinstance(s, (int, np.integer)) for s in seeds):
         raise ValueError(f"seed={seed!r}: give an int or a list of {count} ints (one per prompt)")
     return [int(s) for s in seeds]
+
+
+def read_unet(paths: dict[str, Path], slot: str, staged: bool) -> tuple[UNet, dict[str, torch.Tensor]]:
+    """The folder's keyframe or interpolation UNet (an official file or kvideo's) and its file's extras; `staged`:
+    its weights dropped at once (offload="disk" reads them again at its stage)."""
+    checkpoint = UNet.read_checkpoint(paths[slot])
+    check_unet_file(slot, checkpoint, paths[slot])
+    unet = UNet.from_checkpoint(checkpoint, None if checkpoint.config else UNetConfig.preset(f"official-{slot}"))
+    return shelve(unet, staged), checkpoint.extras
 
 
 def check_unet_file(slot: str, checkpoint, path: Path) -> None:

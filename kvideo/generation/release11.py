@@ -26,7 +26,9 @@ import torch
 from einops import rearrange
 
 from kvideo import diffusion
-from kvideo.generation.base import BasePipeline, check_prompt, step_cache, tiny_text_encoder, weave
+from kvideo.generation.base import (
+    BasePipeline, check_prompt, shelve, state_reader, step_cache, tiny_text_encoder, weave,
+)
 from kvideo.generation.images import load_image, pixels_to_tensor, resize_center_crop, tensor_to_pixels
 from kvideo.generation.options import FPS_MODES, MOTION_SCORES, NOMINAL_FPS, GenerationOptions
 from kvideo.generation.output import Video11Output
@@ -55,31 +57,33 @@ class KVideo11Pipeline(BasePipeline):
                  interpolation_null_embedding: torch.Tensor, movq: MoVQ, decoder: MoVQ, **kwargs: Any) -> None:
         check_models(unet, interpolation_unet)
         super().__init__(text_encoder, unet, interpolation_unet, interpolation_null_embedding, decoder, **kwargs)
-        self.movq = self._place(movq)
+        self.movq = movq
+        self._place("movq")
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def load(cls, folder: Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32",
-             offload: str = "none", progress: bool = True) -> "KVideo11Pipeline":
+             offload: str = "none", progress: bool = True, text_encoder_int8: bool = False) -> "KVideo11Pipeline":
         """A 1.1 weights folder: t2v.pt, interpolation.pt, t5_projections.pt, movq.pt, video_movq.pt,
         configs.json (the models' constructor configs; not needed for kvideo conversions) and
-        text_encoder/ (a T5 encoder in Hugging Face format)."""
+        text_encoder/ (a T5 encoder in Hugging Face format). With offload="disk" each model is read once for
+        its config and extras and its weights dropped at once."""
         paths = find_weights(folder, "1.1")
         configs = read_configs(folder, paths)
-        keyframe = UNet.read_checkpoint(paths["keyframe"])
-        interpolation = UNet.read_checkpoint(paths["interpolation"])
-        for name, checkpoint in (("keyframe", keyframe), ("interpolation", interpolation)):
-            if "null_embedding" not in checkpoint.extras:
-                raise ValueError(f"{paths[name]} has no null_embedding; is it a Kandinsky Video 1.1 UNet checkpoint?")
-        unet = UNet.from_checkpoint(keyframe, configs.get("keyframe"))
-        interp = UNet.from_checkpoint(interpolation, configs.get("interpolation"))
-        movq = MoVQ.from_pretrained(paths["movq"], configs.get("movq"))
-        decoder = MoVQ.from_pretrained(paths["decoder"], configs.get("decoder"))
+        staged = offload == "disk"
+        unet, keyframe_null = read_unet(paths, configs, "keyframe", staged)
+        interp, interpolation_null = read_unet(paths, configs, "interpolation", staged)
+        movq = shelve(MoVQ.from_pretrained(paths["movq"], configs.get("movq")), staged)
+        decoder = shelve(MoVQ.from_pretrained(paths["decoder"], configs.get("decoder")), staged)
         projection = TextProjection.from_state_dict(read_projection(paths["projections"]))
-        encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe.extras["null_embedding"],
-                                              device=device, offload=offload == "model", progress=progress)
-        return cls(encoder, unet, interp, interpolation.extras["null_embedding"], movq, decoder,
-                   device=device, dtype=dtype, offload=offload, progress=progress)
+        encoder = TextEncoder.from_pretrained(paths["text_encoder"], projection, keyframe_null, device=device,
+                                              offload=offload == "model", progress=progress, int8=text_encoder_int8,
+                                              staged=staged)
+        files = {"unet": state_reader(UNet, paths["keyframe"]),
+                 "interpolation_unet": state_reader(UNet, paths["interpolation"]),
+                 "movq": state_reader(MoVQ, paths["movq"]), "decoder": state_reader(MoVQ, paths["decoder"])}
+        return cls(encoder, unet, interp, interpolation_null, movq, decoder, device=device, dtype=dtype,
+                   offload=offload, progress=progress, weight_files=files if staged else None)
 
     @classmethod
     def from_preset(cls, name: str = "tiny", *, seed: int = 0, **kwargs: Any) -> "KVideo11Pipeline":
@@ -109,6 +113,7 @@ class KVideo11Pipeline(BasePipeline):
         if negative_prompt is not None:
             check_prompt(negative_prompt, "negative_prompt")
         opts = self.options(**options)
+        self.prepare(compile=opts.compile, text_encoder_int8=opts.text_encoder_int8)
         picture = None if image is None else load_image(image)
         generator = torch.Generator()  # on the CPU: a seed gives the same clip on every device
         generator.manual_seed(opts.seed if opts.seed is not None else int(torch.seed() % 2**63))
@@ -133,12 +138,12 @@ class KVideo11Pipeline(BasePipeline):
                                        uncond_mask, opts.first_frame_guidance_scale, mode="image", **step_cache(opts))
         latent = self._sample("first frame", self.unet, model, self.unet.config.predicts, shape,
                               opts.first_frame_steps, "leading", generator, callback)
-        with self._on_device(self.movq), self._autocast():
+        with self._stage("first frame decode", self.movq), self._autocast():
             return tensor_to_pixels(self.movq.decode(latent.to(self.device)))
 
     def encode_first_frame(self, frame) -> torch.Tensor:
         """PIL W x H -> its image-MoVQ latent (1, 4, H/8, W/8)."""
-        with self._on_device(self.movq), self._autocast():
+        with self._stage("first frame encode", self.movq), self._autocast():
             return self.movq.encode(pixels_to_tensor(frame).to(self.device)).float()
 
     def keyframes_from(self, first: torch.Tensor, text, opts: GenerationOptions, generator, callback):
@@ -189,9 +194,17 @@ class KVideo11Pipeline(BasePipeline):
         denoise = diffusion.X0Denoiser(model, schedule, prediction, percentile=0.995, max_value=1.0)
         x = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
         report = self._step_report(stage, steps, callback)
-        with self._on_device(unet), self._autocast():
+        with self._stage(stage, unet), self._autocast():
             return diffusion.sample_ddpm(denoise, x, schedule, generator=generator, callback=report,
                                          progress=self.progress and stage)
+
+
+def read_unet(paths: dict[str, Path], configs: dict, slot: str, staged: bool) -> tuple[UNet, torch.Tensor]:
+    """The folder's keyframe or interpolation UNet and its null embedding; `staged`: its weights dropped at once."""
+    checkpoint = UNet.read_checkpoint(paths[slot])
+    if "null_embedding" not in checkpoint.extras:
+        raise ValueError(f"{paths[slot]} has no null_embedding; is it a Kandinsky Video 1.1 UNet checkpoint?")
+    return shelve(UNet.from_checkpoint(checkpoint, configs.get(slot)), staged), checkpoint.extras["null_embedding"]
 
 
 def check_models(unet: UNet, interpolation_unet: UNet) -> None:

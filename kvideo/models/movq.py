@@ -443,6 +443,8 @@ class MoVQ(PretrainedModel):
 
     model_type = "movq"
     config_class = MoVQConfig
+    # The blocks `torch.compile` takes one at a time (kvideo.compilation.compile_blocks): the levels repeat them
+    REPEATED_BLOCKS = (ResnetBlock, AttentionBlock, TemporalAttentionBlock, Upsample)
     renames = KeyRenames(tuple(
         (f"temporal_{part}{n}", f"temporal{n}.{ours}")
         for n in (1, 2) for part, ours in (("projection", "conv"), ("merge", "merge"))

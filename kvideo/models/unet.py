@@ -320,6 +320,9 @@ class UNet(PretrainedModel):
 
     model_type = "unet"
     config_class = UNetConfig
+    # The blocks `torch.compile` takes one at a time (kvideo.compilation.compile_blocks): the levels repeat them
+    REPEATED_BLOCKS = (ResNetBlock, AttentionBlock, TemporalResNetBlock, TemporalAttentionBlock,
+                       GatedTemporalAttentionBlock)
     RENAMES = {  # (release, kind) -> official <-> kvideo rules that only that model uses
         "1.0": (
             ("temporal_projection", "temporal.conv"),
