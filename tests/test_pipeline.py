@@ -338,3 +338,14 @@ def test_latent_size_follows_the_decoders_downsampling_and_the_models_must_share
     assert pipe("a cat", fps="low", seed=0, **QUICK).latents.shape[-2:] == (8, 8)  # the release's MoVQ: by 8
     with pytest.raises(ValueError, match=r"do not share one latent space.*'video MoVQ': 8"):
         with_decoder(latent_channels=8)
+
+
+def test_a_subclass_of_a_release_pipeline_does_not_replace_it_in_from_pretrained():
+    """PIPELINES maps a release to its own class; subclassing it (a benchmark's, a user's) leaves that alone."""
+    from kvideo.generation.base import PIPELINES
+
+    class Quiet(KVideoPipeline):
+        def _step_report(self, stage, steps, callback):
+            return None
+
+    assert PIPELINES["1.0"] is KVideoPipeline and Quiet.release == "1.0"

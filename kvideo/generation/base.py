@@ -50,7 +50,8 @@ class BasePipeline:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        PIPELINES[cls.release] = cls
+        if "release" in cls.__dict__:  # a release's own class; a user's subclass of it does not take its place
+            PIPELINES[cls.release] = cls
 
     def __init__(self, text_encoder: TextEncoder, unet: UNet, interpolation_unet: UNet,
                  interpolation_null_embedding: torch.Tensor, decoder: MoVQ, *, device: str | torch.device = "cpu",
