@@ -58,9 +58,11 @@ def test_cached_run_stays_near_the_uncached_one(pipe, interval, bound):
     assert 0 < relative_error(cached.latents, exact.latents) < bound
 
 
-@pytest.mark.parametrize("interval, bound", [(2, 0.2), (3, 0.35)])
+@pytest.mark.parametrize("interval, bound", [(2, 0.3), (3, 0.45)])
 def test_cached_run_of_the_shapes_model_stays_near_the_uncached_one(interval, bound):
-    """The built-in model, its card's settings at 10 steps: measured 0.12-0.15 (interval 2), 0.23-0.28 (3)."""
+    """The built-in model, its card's settings at 10 steps, relative L2 of the clip's latents on 3 prompts: measured
+    0.21-0.25 (interval 2), 0.24-0.34 (3) with the keyframe model fine-tuned at low noise (fifteenth session;
+    0.12-0.15 / 0.23-0.28 before); the 96 x 2 quality set at interval 2 is in benchmarks/README.md."""
     pipe = KVideoPipeline.from_pretrained("shapes", progress=False)
     options = dict(fps="medium", seed=0, steps=10, interpolation_steps=4, cache_interval=1)
     prompt = "a blue square moving up on a black background"
